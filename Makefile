@@ -1,0 +1,37 @@
+# `make run` and `make test` create or reuse .venv at the repo root and install into it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export DROUGHTWATCH_DATA_DIR ?= $(CURDIR)/.droughtwatch
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install run test dev materialize bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+run: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/droughtwatch run --configuration baseline
+
+test: install
+	$(BIN)/python -m pytest
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+materialize: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster asset materialize -m droughtwatch_assets.definitions --select '*' --partition baseline
+
+clean:
+	rm -rf $(DROUGHTWATCH_DATA_DIR) $(DAGSTER_HOME)

@@ -1,0 +1,19 @@
+"""The single entry point: `dagster dev` and `dagster asset materialize -m droughtwatch_assets.definitions`."""
+
+import dagster as dg
+
+from droughtwatch_assets.defs.assets.processed import processed_tfrecords
+from droughtwatch_assets.defs.assets.raw import raw_tfrecords
+from droughtwatch_assets.defs.assets.training import onnx_model, trained_model
+from droughtwatch_assets.defs.jobs import configuration_jobs
+from droughtwatch_assets.defs.resources import build_resources
+from droughtwatch_assets.defs.schedules import baseline_daily
+
+assets = [raw_tfrecords, processed_tfrecords, trained_model, onnx_model]
+
+defs = dg.Definitions(
+    assets=assets,
+    jobs=list(configuration_jobs.values()),
+    schedules=[baseline_daily],
+    resources=build_resources(),
+)

@@ -1,0 +1,105 @@
+import dagster as dg
+
+from droughtwatch_assets.artifacts import ModelArtifact, OnnxArtifact
+from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.defs.metadata import history_table
+from droughtwatch_assets.defs.partitions import feature_set_partitions
+from droughtwatch_assets.defs.resources import ArtifactStore
+from droughtwatch_assets.configurations import CLASS_WEIGHTS
+
+
+class TrainingConfig(dg.Config):
+    model_name: str = ""  # the name the model is published under; defaults to the feature set
+    learning_rate: float = 5e-4
+    batch_size: int = 64
+    epochs: int = 2  # 0 exports the untrained model (the original's 'dummy')
+    seed: int = 0  # weight initialisation and shuffle order
+    register_model: bool = False  # promote to the model registry (the baseline configuration sets it)
+
+
+@dg.asset(
+    partitions_def=feature_set_partitions,
+    group_name="training",
+    kinds={"tensorflow", "keras"},
+    code_version="1",
+    description="The original baseline CNN trained on one feature set: categorical cross-entropy, Adam, "
+                "class weights {0:1, 1:4, 2:4, 3:6}. Saved as .keras with its per-epoch history.",
+)
+def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, store: ArtifactStore,
+                  processed_tfrecords: ShardedDataset) -> dg.Output[ModelArtifact]:
+    from droughtwatch_assets.training import train  # TensorFlow loads only when a step trains
+
+    data = processed_tfrecords
+    channels = len(data.features)
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        context.log.info(f"epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f} accuracy {logs['accuracy']:.4f} "
+                         f"val_loss {logs['val_loss']:.4f} val_accuracy {logs['val_accuracy']:.4f}")
+
+    run = train(data.shards("train"), data.shards("val"), channels, learning_rate=config.learning_rate,
+                batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
+                train_records=data.records("train"), val_records=data.records("val"), on_epoch=on_epoch)
+    artifact = ModelArtifact(store.new_staging_dir())
+    run.model.save(artifact.keras_path)
+    resolved = {
+        "model_name": config.model_name or context.partition_key,
+        "feature_set": context.partition_key,
+        "features": list(data.features),
+        "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "register_model": config.register_model,
+        "class_weights": CLASS_WEIGHTS,
+        "data_version": data.manifest.get("data_version", ""),
+        "dagster_run_id": context.run.run_id,
+    }
+    artifact.write_metadata(resolved, run.history)
+    val_counts = data.class_counts("val")
+    metadata = {
+        "parameters": run.model.count_params(),
+        "epochs": config.epochs,
+        "majority_class_rate": max(val_counts) / max(1, sum(val_counts)),
+    }
+    if run.history:
+        metadata["history"] = dg.MetadataValue.md(history_table(run.history))
+        metadata["val_accuracy"] = run.history["val_accuracy"][-1]
+        metadata["val_loss"] = run.history["val_loss"][-1]
+    return dg.Output(artifact, metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=feature_set_partitions,
+    group_name="deployment",
+    kinds={"onnx"},
+    code_version="1",
+    description="The trained model exported to ONNX, checked against Keras on a validation batch, with the "
+                "resolved training config beside it as config.yaml.",
+)
+def onnx_model(context: dg.AssetExecutionContext, store: ArtifactStore, trained_model: ModelArtifact,
+               processed_tfrecords: ShardedDataset) -> dg.Output[OnnxArtifact]:
+    import keras
+
+    from droughtwatch_assets.export import PARITY_TOLERANCE, export_onnx, parity_max_abs_diff
+    from droughtwatch_assets.records import read_processed
+
+    model = keras.saving.load_model(trained_model.keras_path)
+    artifact = OnnxArtifact(store.new_staging_dir())
+    info = export_onnx(model, artifact.onnx_path)
+    val_shard = processed_tfrecords.shards("val")[0]
+    batch = read_processed(val_shard, len(processed_tfrecords.features)).images[:64]
+    diff = parity_max_abs_diff(model, artifact.onnx_path, batch)
+    if not diff <= PARITY_TOLERANCE:
+        raise dg.Failure(f"ONNX export of {trained_model.keras_path} disagrees with Keras on {val_shard}: "
+                         f"max abs diff {diff:.3g} > {PARITY_TOLERANCE}; the model is not exported")
+    artifact.write_config(trained_model.config)
+    context.log.info(f"ONNX model written: {info.size_bytes} bytes, Keras/ONNX max abs diff {diff:.2g}")
+    return dg.Output(artifact, metadata={
+        "input_name": info.input_name,
+        "input_shape": str(info.input_shape),
+        "output_name": info.output_name,
+        "opset": info.opset,
+        "size_bytes": info.size_bytes,
+        "max_abs_diff_vs_keras": diff,
+        "parity_batch": len(batch),
+    })

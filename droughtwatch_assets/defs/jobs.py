@@ -1,0 +1,21 @@
+"""One job per named configuration of the original project; each materialises the whole chain."""
+
+import dagster as dg
+
+from droughtwatch_assets.configurations import CONFIGURATIONS
+
+
+def configuration_job(name: str):
+    configuration = CONFIGURATIONS[name]
+    return dg.define_asset_job(
+        f"{name}_job",
+        selection=dg.AssetSelection.all(),
+        description=f"{configuration.description}. Launch it for the '{configuration.feature_set}' partition.",
+        config={"ops": {"trained_model": {"config": {
+            "model_name": name, "epochs": configuration.epochs, "register_model": configuration.register}}}},
+        tags={"droughtwatch/configuration": name},
+    )
+
+
+configuration_jobs = {name: configuration_job(name) for name in CONFIGURATIONS}
+baseline_job = configuration_jobs["baseline"]

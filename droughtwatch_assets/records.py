@@ -1,0 +1,306 @@
+"""The DroughtWatch record format: TFRecord framing and tf.train.Example payloads, without TensorFlow.
+
+Raw records hold B1..B11 as 65x65 uint8 bytes, an int64 `label` and an optional `filename`.
+Processed records hold one float32 HWC tensor under `image`, plus `label` and `filename`; the
+feature (channel) order lives in the dataset manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import crc32c
+import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from droughtwatch_assets.features import BANDS, IMAGE_SIZE, NUM_CLASSES, PIXELS
+
+IMAGE_KEY = "image"
+LABEL_KEY = "label"
+FILENAME_KEY = "filename"
+NO_LABEL = -1
+
+_HEADER = struct.Struct("<QI")
+_MASK_DELTA = 0xA282EAD8
+
+
+class RecordError(ValueError):
+    """A record that cannot be read, naming the file and the 0-based record index."""
+
+    def __init__(self, path: str | os.PathLike, index: int, problem: str, hint: str = ""):
+        self.path, self.index, self.problem = os.fspath(path), index, problem
+        hint = hint or "Check that the file is an uncompressed DroughtWatch TFRecord shard."
+        super().__init__(f"{self.path}: record {index}: {problem}. {hint}")
+
+
+def masked_crc(data: bytes | memoryview) -> int:
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[bytes]:
+    """Yield each record's payload, checking lengths and CRCs."""
+    size = os.path.getsize(path)
+    with open(path, "rb", buffering=1 << 20) as f:
+        index, offset = 0, 0
+        while offset < size:
+            header = f.read(12)
+            if len(header) < 12:
+                raise RecordError(path, index, f"truncated header at byte {offset}")
+            length, length_crc = _HEADER.unpack(header)
+            if masked_crc(header[:8]) != length_crc:
+                raise RecordError(path, index, f"bad length checksum at byte {offset} (not a TFRecord file, or corrupted)")
+            if offset + 16 + length > size:
+                raise RecordError(path, index, f"truncated: {length} payload bytes announced at byte {offset}, file ends at {size}")
+            payload = f.read(length)
+            (data_crc,) = struct.unpack("<I", f.read(4))
+            if masked_crc(payload) != data_crc:
+                raise RecordError(path, index, f"payload checksum mismatch at byte {offset} (corrupted data)")
+            yield payload
+            index += 1
+            offset += 16 + length
+
+
+class RecordWriter:
+    """Writes TFRecord framing; payloads may be given as parts to avoid joining large buffers."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._file = open(self.path, "wb", buffering=1 << 20)
+        self.records = 0
+
+    def write(self, parts: Sequence[bytes | memoryview]) -> None:
+        length = sum(len(p) for p in parts)
+        length_bytes = struct.pack("<Q", length)
+        crc = 0
+        for part in parts:
+            crc = crc32c.crc32c(part, crc)
+        crc = (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+        self._file.write(length_bytes + struct.pack("<I", masked_crc(length_bytes)))
+        for part in parts:
+            self._file.write(part)
+        self._file.write(struct.pack("<I", crc))
+        self.records += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- tf.train.Example encoding (hand-written wire format: fields are fixed and known) ---
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # int64 is encoded as its two's complement
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _len_prefix(tag: int, length: int) -> bytes:
+    return bytes([tag]) + _varint(length)
+
+
+def _bytes_feature(value_len: int) -> list[bytes]:
+    """Header parts of Feature{bytes_list{value}}; the value itself follows."""
+    value_header = _len_prefix(0x0A, value_len)
+    return [_len_prefix(0x0A, len(value_header) + value_len), value_header]
+
+
+def _int64_feature(value: int) -> bytes:
+    packed = _varint(value)
+    int64_list = _len_prefix(0x0A, len(packed)) + packed
+    return _len_prefix(0x1A, len(int64_list)) + int64_list
+
+
+def encode_example(features: dict[str, bytes | memoryview | int]) -> list[bytes | memoryview]:
+    """Serialised tf.train.Example as a list of parts (bytes values are not copied)."""
+    entries: list[list[bytes | memoryview]] = []
+    for key, value in features.items():
+        key_bytes = key.encode()
+        key_field = _len_prefix(0x0A, len(key_bytes)) + key_bytes
+        if isinstance(value, int):
+            feature = [_int64_feature(value)]
+        else:
+            feature = _bytes_feature(len(value)) + [value]
+        feature_len = sum(len(p) for p in feature)
+        entry_body = [key_field, _len_prefix(0x12, feature_len)] + feature
+        entry_len = sum(len(p) for p in entry_body)
+        entries.append([_len_prefix(0x0A, entry_len)] + entry_body)
+    features_len = sum(len(p) for entry in entries for p in entry)
+    parts: list[bytes | memoryview] = [_len_prefix(0x0A, features_len)]
+    for entry in entries:
+        parts.extend(entry)
+    return parts
+
+
+# --- tf.train.Example decoding (upb protobuf with a private copy of TensorFlow's example.proto) ---
+
+def _build_example_class():
+    file = descriptor_pb2.FileDescriptorProto(name="droughtwatch/example.proto", package="droughtwatch", syntax="proto3")
+    f = descriptor_pb2.FieldDescriptorProto
+    for name, kind in (("BytesList", f.TYPE_BYTES), ("FloatList", f.TYPE_FLOAT), ("Int64List", f.TYPE_INT64)):
+        file.message_type.add(name=name).field.add(name="value", number=1, type=kind, label=f.LABEL_REPEATED)
+    feature = file.message_type.add(name="Feature")
+    feature.oneof_decl.add(name="kind")
+    for number, name in ((1, "bytes_list"), (2, "float_list"), (3, "int64_list")):
+        type_name = ".droughtwatch." + "".join(w.capitalize() for w in name.split("_")).replace("list", "List")
+        feature.field.add(name=name, number=number, type=f.TYPE_MESSAGE, type_name=type_name,
+                          label=f.LABEL_OPTIONAL, oneof_index=0)
+    features = file.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=f.TYPE_MESSAGE, type_name=".droughtwatch.Feature", label=f.LABEL_OPTIONAL)
+    features.field.add(name="feature", number=1, type=f.TYPE_MESSAGE,
+                       type_name=".droughtwatch.Features.FeatureEntry", label=f.LABEL_REPEATED)
+    file.message_type.add(name="Example").field.add(
+        name="features", number=1, type=f.TYPE_MESSAGE, type_name=".droughtwatch.Features", label=f.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("droughtwatch.Example"))
+
+
+Example = _build_example_class()
+
+
+def _parse(path, index: int, payload: bytes):
+    example = Example()
+    try:
+        example.ParseFromString(payload)
+    except Exception as exc:  # the protobuf runtime raises its own DecodeError
+        raise RecordError(path, index, f"payload is not a tf.train.Example ({exc})") from None
+    return example.features.feature
+
+
+def _label(path, index: int, feature_map, required: bool) -> int:
+    if LABEL_KEY not in feature_map:
+        if required:
+            raise RecordError(path, index, "missing 'label'")
+        return NO_LABEL
+    values = feature_map[LABEL_KEY].int64_list.value
+    if len(values) != 1 or not 0 <= values[0] < NUM_CLASSES:
+        raise RecordError(path, index, f"label {list(values)} is not one value in 0..{NUM_CLASSES - 1}")
+    return int(values[0])
+
+
+def _filename(feature_map) -> str:
+    if FILENAME_KEY not in feature_map:
+        return ""
+    values = feature_map[FILENAME_KEY].bytes_list.value
+    return values[0].decode(errors="replace") if values else ""
+
+
+@dataclass
+class RawBlock:
+    """A block of consecutive raw records. `bands` is uint8 [n, 11, 65, 65] in registry band order."""
+
+    bands: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+    first_index: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def iter_raw_blocks(path: str | os.PathLike, block_size: int = 256, require_label: bool = True) -> Iterator[RawBlock]:
+    """Parse a raw shard in blocks. The arrays are reused between blocks: copy what you keep."""
+    bands = np.empty((block_size, len(BANDS), PIXELS), dtype=np.uint8)
+    labels = np.empty(block_size, dtype=np.int64)
+    ids: list[str] = []
+    n, first = 0, 0
+    for index, payload in enumerate(iter_records(path)):
+        feature_map = _parse(path, index, payload)
+        for b, band in enumerate(BANDS):
+            if band not in feature_map:
+                raise RecordError(path, index, f"missing band {band}")
+            values = feature_map[band].bytes_list.value
+            if len(values) != 1 or len(values[0]) != PIXELS:
+                got = len(values[0]) if len(values) == 1 else f"{len(values)} values"
+                raise RecordError(path, index, f"band {band} has {got} bytes, expected {PIXELS} (65x65 uint8)")
+            bands[n, b] = np.frombuffer(values[0], dtype=np.uint8)
+        labels[n] = _label(path, index, feature_map, require_label)
+        ids.append(_filename(feature_map))
+        n += 1
+        if n == block_size:
+            yield RawBlock(bands.reshape(block_size, len(BANDS), IMAGE_SIZE, IMAGE_SIZE), labels, ids, first)
+            n, first, ids = 0, index + 1, []
+    if n:
+        yield RawBlock(bands[:n].reshape(n, len(BANDS), IMAGE_SIZE, IMAGE_SIZE), labels[:n], ids, first)
+
+
+def read_raw(path: str | os.PathLike, require_label: bool = True) -> RawBlock:
+    """A whole raw shard in memory (copies)."""
+    blocks = [RawBlock(b.bands.copy(), b.labels.copy(), b.ids, b.first_index)
+              for b in iter_raw_blocks(path, require_label=require_label)]
+    if not blocks:
+        return RawBlock(np.empty((0, len(BANDS), IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.empty(0, np.int64), [], 0)
+    return RawBlock(np.concatenate([b.bands for b in blocks]), np.concatenate([b.labels for b in blocks]),
+                    [i for b in blocks for i in b.ids], 0)
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """Labels only (still checks every record's framing)."""
+    labels = []
+    for index, payload in enumerate(iter_records(path)):
+        labels.append(_label(path, index, _parse(path, index, payload), True))
+    return np.asarray(labels, dtype=np.int64)
+
+
+def encode_raw_example(bands: np.ndarray, label: int | None, filename: str = "") -> list[bytes | memoryview]:
+    """One raw record from uint8 [11, 65, 65] bands."""
+    features: dict[str, bytes | memoryview | int] = {
+        band: memoryview(np.ascontiguousarray(bands[b], dtype=np.uint8)).cast("B") for b, band in enumerate(BANDS)}
+    if label is not None:
+        features[LABEL_KEY] = int(label)
+    if filename:
+        features[FILENAME_KEY] = filename.encode()
+    return encode_example(features)
+
+
+def write_processed(writer: RecordWriter, images: np.ndarray, labels: np.ndarray, ids: Iterable[str]) -> None:
+    """Append processed records: images float32 [n, 65, 65, C]."""
+    images = np.ascontiguousarray(images, dtype="<f4")
+    flat = memoryview(images).cast("B")
+    size = images[0].nbytes if len(images) else 0
+    for i, (label, record_id) in enumerate(zip(labels, ids)):
+        image = flat[i * size:(i + 1) * size]
+        features: dict[str, bytes | memoryview | int] = {IMAGE_KEY: image, LABEL_KEY: int(label)}
+        if record_id:
+            features[FILENAME_KEY] = record_id.encode()
+        writer.write(encode_example(features))
+
+
+@dataclass
+class ProcessedRecords:
+    images: np.ndarray  # float32 [n, 65, 65, C]
+    labels: np.ndarray
+    ids: list[str]
+
+
+def read_processed(path: str | os.PathLike, channels: int) -> ProcessedRecords:
+    images, labels, ids = [], [], []
+    expected = PIXELS * channels * 4
+    for index, payload in enumerate(iter_records(path)):
+        feature_map = _parse(path, index, payload)
+        values = feature_map[IMAGE_KEY].bytes_list.value if IMAGE_KEY in feature_map else []
+        if len(values) != 1 or len(values[0]) != expected:
+            raise RecordError(path, index, f"'{IMAGE_KEY}' is not {channels} float32 channels of 65x65",
+                              "Check that the dataset manifest matches its shards.")
+        images.append(np.frombuffer(values[0], dtype="<f4").reshape(IMAGE_SIZE, IMAGE_SIZE, channels))
+        labels.append(_label(path, index, feature_map, required=False))
+        ids.append(_filename(feature_map))
+    shape = (0, IMAGE_SIZE, IMAGE_SIZE, channels)
+    return ProcessedRecords(np.stack(images) if images else np.empty(shape, np.float32),
+                            np.asarray(labels, dtype=np.int64), ids)

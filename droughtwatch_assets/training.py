@@ -1,0 +1,99 @@
+"""Input pipeline over processed shards, and the fit loop."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from droughtwatch_assets.features import IMAGE_SIZE, NUM_CLASSES
+from droughtwatch_assets.configurations import CLASS_WEIGHTS
+from droughtwatch_assets.model import build_model, compile_model
+from droughtwatch_assets.records import IMAGE_KEY, LABEL_KEY
+
+
+def tfrecord_dataset(files: Sequence[str | os.PathLike], channels: int, batch_size: int,
+                     shuffle_seed: int | None = None, shuffle_buffer: int = 4096,
+                     records: int | None = None) -> tf.data.Dataset:
+    """Batches of (float32 [b, 65, 65, C], one-hot labels [b, 4]) from processed shards.
+
+    Parsing is batched in graph mode: one parse_example per batch, not per record.
+    """
+    schema = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(serialised):
+        parsed = tf.io.parse_example(serialised, schema)
+        images = tf.reshape(tf.io.decode_raw(parsed[IMAGE_KEY], tf.float32), [-1, IMAGE_SIZE, IMAGE_SIZE, channels])
+        return images, tf.one_hot(parsed[LABEL_KEY], NUM_CLASSES)
+
+    ds = tf.data.TFRecordDataset([os.fspath(f) for f in files], num_parallel_reads=min(4, len(files)) or None)
+    if records is not None:  # a known size lets Keras count steps instead of running off the end
+        ds = ds.apply(tf.data.experimental.assert_cardinality(records))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass
+class TrainingRun:
+    model: keras.Model
+    history: dict[str, list] = field(default_factory=dict)  # per-epoch metric -> values (arrays for pr/re)
+
+
+class EpochCallback(keras.callbacks.Callback):
+    def __init__(self, on_epoch: Callable[[int, dict], None]):
+        super().__init__()
+        self._on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._on_epoch(epoch, dict(logs or {}))
+
+
+def _plain(value):
+    array = np.asarray(value)
+    return array.item() if array.ndim == 0 else array.tolist()
+
+
+def train(train_files: Sequence[str | os.PathLike], val_files: Sequence[str | os.PathLike], channels: int, *,
+          learning_rate: float = 5e-4, batch_size: int = 64, epochs: int = 2, seed: int = 0,
+          train_records: int | None = None, val_records: int | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None,
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainingRun:
+    """Build, compile and fit the baseline CNN. epochs=0 gives the untrained ('dummy') model."""
+    model = compile_model(build_model(channels, seed=seed), learning_rate)
+    history: dict[str, list] = {}
+
+    def record(epoch: int, logs: dict) -> None:
+        plain = {key: _plain(value) for key, value in logs.items()}
+        for key, value in plain.items():
+            history.setdefault(key, []).append(value)
+        if on_epoch:
+            on_epoch(epoch, plain)
+
+    if epochs > 0:
+        model.fit(
+            tfrecord_dataset(train_files, channels, batch_size, shuffle_seed=seed, records=train_records),
+            validation_data=tfrecord_dataset(val_files, channels, batch_size, records=val_records),
+            epochs=epochs,
+            class_weight=CLASS_WEIGHTS,
+            callbacks=[EpochCallback(record), *callbacks],
+            shuffle=False,  # the dataset shuffles itself
+            verbose=0,
+        )
+    return TrainingRun(model=model, history=history)
+
+
+def predict_probabilities(model: keras.Model, files: Sequence[str | os.PathLike], channels: int,
+                          batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities [n, 4], labels [n]) over processed shards, in file order."""
+    probabilities, labels = [], []
+    for images, one_hot in tfrecord_dataset(files, channels, batch_size):
+        probabilities.append(model(images, training=False).numpy())
+        labels.append(np.argmax(one_hot.numpy(), axis=1))
+    if not probabilities:
+        return np.empty((0, NUM_CLASSES), np.float32), np.empty(0, np.int64)
+    return np.concatenate(probabilities), np.concatenate(labels)

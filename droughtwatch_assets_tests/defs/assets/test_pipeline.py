@@ -1,0 +1,95 @@
+"""The asset chain through Dagster's materialize(), into a temporary data directory."""
+
+import shutil
+
+import dagster as dg
+import onnx
+import pytest
+import yaml
+
+from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.definitions import assets
+from droughtwatch_assets.defs.resources import build_resources
+from droughtwatch_assets.storage import LocalArtifactStore
+
+TINY_SAMPLE = {"sample_train_records": 192, "sample_val_records": 64, "sample_records_per_shard": 128}
+
+
+def run_config(raw: dict | None = None, training: dict | None = None) -> dg.RunConfig:
+    ops = {"raw_tfrecords": {"config": raw or {}}, "processed_tfrecords": {"config": {"workers": 1}}}
+    if training is not None:
+        ops["trained_model"] = {"config": training}
+    return dg.RunConfig(ops=ops)
+
+
+def test_baseline_chain_on_a_tiny_sample(tmp_path):
+    result = dg.materialize(assets, partition_key="baseline", resources=build_resources(str(tmp_path)),
+                            run_config=run_config(TINY_SAMPLE, {"epochs": 1, "model_name": "tiny"}))
+    assert result.success
+    store = LocalArtifactStore(tmp_path)
+    raw = ShardedDataset.open(store.current(("raw_tfrecords", "__all__")))
+    processed = ShardedDataset.open(store.current(("processed_tfrecords", "baseline")))
+    assert raw.records("train") == 192 and raw.records("val") == 64
+    vetoed = processed.manifest["splits"]["train"]["vetoed"]
+    assert processed.records("train") == 192 - vetoed
+    assert processed.features == ("B2", "B3", "B4", "B5")
+    assert (store.current(("trained_model", "baseline")) / "model.keras").exists()
+    onnx_dir = store.current(("onnx_model", "baseline"))
+    onnx.checker.check_model(str(onnx_dir / "model.onnx"))
+    config = yaml.safe_load((onnx_dir / "config.yaml").read_text())
+    assert config["model_name"] == "tiny" and config["features"] == ["B2", "B3", "B4", "B5"] and config["epochs"] == 1
+    raw_meta = result.asset_materializations_for_node("raw_tfrecords")[0].metadata
+    assert raw_meta["train_records"].value == 192 and "md5" in raw_meta["shards"].value
+    model_meta = result.asset_materializations_for_node("trained_model")[0].metadata
+    assert model_meta["parameters"].value == 257_022 and "val_accuracy" in model_meta["history"].value
+    onnx_meta = result.asset_materializations_for_node("onnx_model")[0].metadata
+    assert onnx_meta["max_abs_diff_vs_keras"].value <= 1e-5 and onnx_meta["opset"].value >= 13
+
+
+def test_default_sample_trains_a_model_that_beats_the_majority_class(tmp_path):
+    result = dg.materialize(assets[:3], partition_key="baseline", resources=build_resources(str(tmp_path)),
+                            run_config=run_config())
+    assert result.success
+    metadata = result.asset_materializations_for_node("trained_model")[0].metadata
+    majority = metadata["majority_class_rate"].value
+    assert 0.5 < majority < 0.7
+    assert metadata["val_accuracy"].value > majority + 0.05
+
+
+def test_real_shards_from_a_folder(tmp_path, real_folder):
+    raw = {"source": "folder", "folder": str(real_folder)}
+    result = dg.materialize(assets[:2], partition_key="all", resources=build_resources(str(tmp_path / "data")),
+                            run_config=run_config(raw))
+    assert result.success
+    processed = ShardedDataset.open(LocalArtifactStore(tmp_path / "data").current(("processed_tfrecords", "all")))
+    assert processed.records("val") == 79 and processed.manifest["splits"]["val"]["vetoed"] == 2
+    assert processed.manifest["splits"]["val"]["shards"][0]["vetoed_indices"] == [39, 46]
+    assert len(processed.features) == 14
+
+
+def test_a_stray_non_tfrecord_file_fails_naming_file_and_record(tmp_path, real_folder):
+    (real_folder / "train" / "part-r-00099").write_text("not a shard")
+    result = dg.materialize(assets[:2], partition_key="baseline", resources=build_resources(str(tmp_path / "data")),
+                            run_config=run_config({"source": "folder", "folder": str(real_folder)}),
+                            raise_on_error=False)
+    assert not result.success
+    message = str(result.failure_data_for_node("raw_tfrecords").error)
+    assert "part-r-00099: record 0" in message
+
+
+def test_a_band_of_the_wrong_length_fails_processing_naming_file_and_record(tmp_path, real_folder):
+    from droughtwatch_assets.features import BANDS
+    from droughtwatch_assets.records import RecordWriter, encode_example
+
+    with RecordWriter(real_folder / "val" / "part-r-00013") as writer:
+        writer.write(encode_example({**{b: bytes(4225) for b in BANDS}, "label": 0}))
+        writer.write(encode_example({**{b: bytes(4225) for b in BANDS}, "B5": bytes(65), "label": 2}))
+    result = dg.materialize(assets[:2], partition_key="baseline", resources=build_resources(str(tmp_path / "data")),
+                            run_config=run_config({"source": "folder", "folder": str(real_folder)}),
+                            raise_on_error=False)
+    assert not result.success
+    message = str(result.failure_data_for_node("processed_tfrecords").error)
+    assert "part-r-00013: record 1: band B5 has 65 bytes" in message
+    with pytest.raises(FileNotFoundError):  # nothing half-written became current
+        LocalArtifactStore(tmp_path / "data").current(("processed_tfrecords", "baseline"))
+    shutil.rmtree(real_folder)

@@ -1,0 +1,41 @@
+"""The command lines a user types, as subprocesses in a fresh DAGSTER_HOME and data directory."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnxruntime as ort
+
+from droughtwatch_assets_tests.conftest import REPO_ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def cli_env(tmp_path) -> dict:
+    (tmp_path / "home").mkdir()
+    return {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data")}
+
+
+def test_dagster_asset_materialize_the_baseline_partition(tmp_path):
+    config = {"ops": {"raw_tfrecords": {"config": {"sample_train_records": 256, "sample_val_records": 64}},
+                      "trained_model": {"config": {"epochs": 1}}}}
+    result = subprocess.run(
+        [BIN / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions", "--select", "*",
+         "--partition", "baseline", "--config-json", json.dumps(config)],
+        cwd=REPO_ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "RUN_SUCCESS" in result.stdout + result.stderr
+    onnx_path = tmp_path / "data" / "onnx_model" / "baseline" / "current" / "model.onnx"
+    assert ort.InferenceSession(str(onnx_path)).get_inputs()[0].shape[1:] == [65, 65, 4]
+
+
+def test_droughtwatch_run_prints_where_the_onnx_file_is(tmp_path):
+    result = subprocess.run([BIN / "droughtwatch", "run", "--configuration", "dummy"], cwd=tmp_path,
+                            env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("ONNX model:"))
+    onnx_path = Path(line.split(":", 1)[1].strip())
+    assert onnx_path == tmp_path / "data" / "onnx_model" / "baseline" / "current" / "model.onnx"
+    assert onnx_path.exists() and "model_name: dummy" in (onnx_path.parent / "config.yaml").read_text()

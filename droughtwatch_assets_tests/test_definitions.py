@@ -1,0 +1,43 @@
+import os
+import subprocess
+import sys
+
+import dagster as dg
+
+from droughtwatch_assets.definitions import defs
+
+
+def test_definitions_load_with_the_whole_chain():
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == {"raw_tfrecords", "processed_tfrecords", "trained_model", "onnx_model"}
+    partitions = graph.get(dg.AssetKey("processed_tfrecords")).partitions_def.get_partition_keys()
+    assert {"baseline", "ndvi", "rgb", "all"} <= set(partitions)
+    for name in ("baseline_job", "useful_job", "dummy_job", "ndvi_job"):
+        assert defs.resolve_job_def(name)
+
+
+def test_daily_schedule_is_stopped_and_runs_the_baseline_partition():
+    schedule = defs.resolve_schedule_def("baseline_daily")
+    assert schedule.cron_schedule == "0 0 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    with dg.build_schedule_context(repository_def=defs.get_repository_def()) as context:
+        request = schedule.evaluate_tick(context).run_requests[0]
+    assert request.partition_key == "baseline"
+
+
+def test_loading_definitions_does_not_import_tensorflow():
+    code = "import sys, droughtwatch_assets.definitions; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_the_workspace_loads_the_code_location(tmp_path):
+    from droughtwatch_assets_tests.conftest import REPO_ROOT
+
+    dagster = f"{sys.exec_prefix}/bin/dagster"
+    result = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO_ROOT,
+                            env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Validation successful for code location droughtwatch_assets" in result.stdout + result.stderr

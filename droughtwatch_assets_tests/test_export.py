@@ -1,0 +1,12 @@
+import numpy as np
+
+from droughtwatch_assets import export, model
+
+
+def test_untrained_model_exports_and_agrees_with_keras(tmp_path):
+    keras_model = model.build_model(3, seed=0)
+    info = export.export_onnx(keras_model, tmp_path / "model.onnx")
+    assert info.input_name == "input" and info.input_shape[1:] == [65, 65, 3]
+    assert info.opset >= 13 and info.size_bytes > 100_000
+    images = np.random.default_rng(0).random((16, 65, 65, 3), dtype=np.float32)
+    assert export.parity_max_abs_diff(keras_model, tmp_path / "model.onnx", images) <= export.PARITY_TOLERANCE

@@ -1,0 +1,22 @@
+"""The original project's published baseline ONNX model, fed our processed baseline features."""
+
+import numpy as np
+
+from droughtwatch_assets.export import onnx_session
+from droughtwatch_assets.features import feature_set
+from droughtwatch_assets.processing import process_shard
+from droughtwatch_assets.records import read_processed
+
+
+def test_reference_model_gives_79_valid_probability_rows(real_shard, reference_onnx, tmp_path):
+    features = feature_set("baseline")
+    process_shard(real_shard, tmp_path / "baseline", features)
+    processed = read_processed(tmp_path / "baseline", len(features))
+    session = onnx_session(reference_onnx)
+    assert session.get_inputs()[0].shape[1:] == [65, 65, 4]
+    probabilities = session.run(None, {session.get_inputs()[0].name: processed.images})[0]
+    assert probabilities.shape == (79, 4)
+    assert np.isfinite(probabilities).all() and (probabilities >= 0).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    accuracy = (probabilities.argmax(axis=1) == processed.labels).mean()
+    assert 0.4 < accuracy < 0.6  # DATA.md: about 49 %

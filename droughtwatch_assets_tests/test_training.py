@@ -1,0 +1,35 @@
+import numpy as np
+
+from droughtwatch_assets import training
+from droughtwatch_assets.processing import process_shard
+from droughtwatch_assets.records import read_processed
+
+
+def test_input_pipeline_keeps_images_and_labels_aligned(real_shard, tmp_path):
+    process_shard(real_shard, tmp_path / "shard", ("B4", "NDVI"))
+    expected = read_processed(tmp_path / "shard", 2)
+    batches = list(training.tfrecord_dataset([tmp_path / "shard"], 2, batch_size=32, records=79))
+    images = np.concatenate([x.numpy() for x, _ in batches])
+    labels = np.concatenate([y.numpy().argmax(axis=1) for _, y in batches])
+    np.testing.assert_array_equal(images, expected.images)
+    np.testing.assert_array_equal(labels, expected.labels)
+    shuffled = list(training.tfrecord_dataset([tmp_path / "shard"], 2, batch_size=79, shuffle_seed=1))
+    order = [np.flatnonzero((expected.images == img).all(axis=(1, 2, 3)))[0] for img in shuffled[0][0].numpy()]
+    assert sorted(order) == list(range(79)) and order != list(range(79))
+    np.testing.assert_array_equal(shuffled[0][1].numpy().argmax(axis=1), expected.labels[order])
+
+
+def test_one_epoch_records_history(real_shard, tmp_path):
+    process_shard(real_shard, tmp_path / "shard", ("B2", "B3", "B4", "B5"))
+    epochs = []
+    run = training.train([tmp_path / "shard"], [tmp_path / "shard"], 4, epochs=1, batch_size=32,
+                         on_epoch=lambda epoch, logs: epochs.append(epoch))
+    assert epochs == [0]
+    assert set(run.history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "pr_0", "re_3", "val_pr_2"}
+    assert len(run.history["val_pr_2"][0]) == 99
+
+
+def test_zero_epochs_gives_an_untrained_model(real_shard, tmp_path):
+    process_shard(real_shard, tmp_path / "shard", ("NDVI",))
+    run = training.train([tmp_path / "shard"], [tmp_path / "shard"], 1, epochs=0)
+    assert run.history == {} and run.model.count_params() > 0
