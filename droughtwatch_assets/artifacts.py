@@ -69,3 +69,21 @@ class OnnxArtifact:
 
     def write_config(self, config: dict) -> None:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@dataclass(frozen=True)
+class PredictionsArtifact:
+    """root/predictions.parquet: ID, P_0..P_3, P_label, label."""
+
+    root: Path
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> "PredictionsArtifact":
+        artifact = cls(Path(root))
+        if not artifact.parquet_path.exists():
+            raise FileNotFoundError(f"{artifact.parquet_path} is missing; materialise predictions again")
+        return artifact
+
+    @property
+    def parquet_path(self) -> Path:
+        return self.root / "predictions.parquet"

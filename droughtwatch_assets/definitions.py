@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from droughtwatch_assets.defs.assets.predictions import predictions
 from droughtwatch_assets.defs.assets.processed import processed_tfrecords
 from droughtwatch_assets.defs.assets.raw import raw_tfrecords
 from droughtwatch_assets.defs.assets.training import onnx_model, trained_model
@@ -9,7 +10,7 @@ from droughtwatch_assets.defs.jobs import configuration_jobs
 from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets.defs.schedules import baseline_daily
 
-assets = [raw_tfrecords, processed_tfrecords, trained_model, onnx_model]
+assets = [raw_tfrecords, processed_tfrecords, trained_model, onnx_model, predictions]
 
 defs = dg.Definitions(
     assets=assets,

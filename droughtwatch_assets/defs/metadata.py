@@ -8,7 +8,7 @@ from droughtwatch_assets.datasets import SPLITS, ShardedDataset
 from droughtwatch_assets.features import NUM_CLASSES
 
 
-def _markdown_table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -20,7 +20,7 @@ def class_balance_table(dataset: ShardedDataset) -> str:
         counts = dataset.class_counts(split)
         total = sum(counts) or 1
         rows.append([split, *(f"{c} ({100 * c / total:.1f} %)" for c in counts)])
-    return _markdown_table(["split", *(f"class {k}" for k in range(NUM_CLASSES))], rows)
+    return markdown_table(["split", *(f"class {k}" for k in range(NUM_CLASSES))], rows)
 
 
 def dataset_metadata(dataset: ShardedDataset) -> dict:
@@ -29,14 +29,14 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
     metadata["class_balance"] = dg.MetadataValue.md(class_balance_table(dataset))
     shard_rows = [[split, s["name"], s["records"], s.get("vetoed", "-"), s.get("md5", "-")]
                   for split in SPLITS for s in splits[split]["shards"]]
-    metadata["shards"] = dg.MetadataValue.md(_markdown_table(["split", "shard", "records", "vetoed", "md5"], shard_rows))
+    metadata["shards"] = dg.MetadataValue.md(markdown_table(["split", "shard", "records", "vetoed", "md5"], shard_rows))
     if dataset.manifest["kind"] == "raw":
         metadata["source"] = dg.MetadataValue.json(dataset.manifest["source"])
     else:
         metadata["features"] = ", ".join(dataset.features)
         metadata["vetoed"] = sum(splits[split]["vetoed"] for split in SPLITS)
         stats = dataset.manifest["feature_stats"]
-        metadata["feature_stats"] = dg.MetadataValue.md(_markdown_table(
+        metadata["feature_stats"] = dg.MetadataValue.md(markdown_table(
             ["feature", "min", "mean", "max"],
             [[f, *(f"{v:.4g}" if v is not None else "-" for v in (s["min"], s["mean"], s["max"]))] for f, s in stats.items()]))
     return metadata
@@ -45,4 +45,4 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
 def history_table(history: dict) -> str:
     keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history]
     epochs = len(history[keys[0]]) if keys else 0
-    return _markdown_table(["epoch", *keys], [[e + 1, *(f"{history[k][e]:.4f}" for k in keys)] for e in range(epochs)])
+    return markdown_table(["epoch", *keys], [[e + 1, *(f"{history[k][e]:.4f}" for k in keys)] for e in range(epochs)])

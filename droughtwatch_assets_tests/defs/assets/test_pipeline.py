@@ -4,6 +4,7 @@ import shutil
 
 import dagster as dg
 import onnx
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -44,6 +45,11 @@ def test_baseline_chain_on_a_tiny_sample(tmp_path):
     assert model_meta["parameters"].value == 257_022 and "val_accuracy" in model_meta["history"].value
     onnx_meta = result.asset_materializations_for_node("onnx_model")[0].metadata
     assert onnx_meta["max_abs_diff_vs_keras"].value <= 1e-5 and onnx_meta["opset"].value >= 13
+    table = pq.read_table(store.current(("predictions", "baseline")) / "predictions.parquet")
+    assert table.num_rows == processed.records("val")
+    assert table.column("label").to_pylist() == [i for i in table.column("label").to_pylist() if 0 <= i <= 3]
+    predictions_meta = result.asset_materializations_for_node("predictions")[0].metadata
+    assert "training share" in predictions_meta["prediction_distribution"].value
 
 
 def test_default_sample_trains_a_model_that_beats_the_majority_class(tmp_path):

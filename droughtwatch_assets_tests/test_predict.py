@@ -1,0 +1,66 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from droughtwatch_assets import predict
+from droughtwatch_assets.records import RecordWriter, encode_raw_example
+
+BIN = Path(sys.executable).parent
+
+
+def test_reference_model_on_the_real_shard(real_shard, reference_onnx):
+    result = predict.predict_shards(reference_onnx, ("B2", "B3", "B4", "B5"), [real_shard])
+    table = result.table
+    assert table.column_names == predict.COLUMNS
+    assert (table.num_rows, result.records, result.vetoed) == (79, 81, 2)
+    p = np.stack([table.column(f"P_{k}").to_numpy() for k in range(4)], axis=1)
+    np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(table.column("P_label").to_numpy(), p.argmax(axis=1))
+    assert all(len(i) == 36 for i in table.column("ID").to_pylist())
+
+
+def test_unlabelled_records_without_filenames_get_shard_index_ids(tmp_path, reference_onnx):
+    bands = np.random.default_rng(0).integers(0, 256, (11, 65, 65), dtype=np.uint8)
+    with RecordWriter(tmp_path / "part-r-00000") as writer:
+        writer.write(encode_raw_example(np.zeros_like(bands), None))
+        writer.write(encode_raw_example(bands, None))
+    result = predict.predict_shards(reference_onnx, ("B2", "B3", "B4", "B5"), predict.input_shards(tmp_path))
+    assert result.table.column("ID").to_pylist() == ["part-r-00000:1"]
+    assert result.table.column("label").to_pylist() == [None] and result.vetoed == 1
+
+
+def test_a_channel_mismatch_is_refused(real_shard, reference_onnx):
+    with pytest.raises(predict.ModelMismatch, match="takes 4 channels, but 3 features"):
+        predict.predict_shards(reference_onnx, ("B4", "B3", "B2"), [real_shard])
+
+
+def test_cli_writes_the_parquet_table(real_shard, reference_onnx, tmp_path):
+    out = tmp_path / "out.parquet"
+    result = subprocess.run([BIN / "droughtwatch", "predict", "--model", reference_onnx, "--features", "B2,B3,B4,B5",
+                             "--input", real_shard, "--output", out], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "79 predictions from 81 records (2 blank images vetoed)" in result.stdout
+    assert pq.read_table(out).num_rows == 79
+
+
+def test_cli_exits_non_zero_on_a_mismatch(real_shard, reference_onnx, tmp_path):
+    result = subprocess.run([BIN / "droughtwatch", "predict", "--model", reference_onnx, "--features", "ndvi",
+                             "--input", real_shard, "--output", tmp_path / "out.parquet"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "takes 4 channels, but 1 features were given (NDVI)" in result.stderr
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_input_shards_finds_part_files(tmp_path):
+    (tmp_path / "a" / "val").mkdir(parents=True)
+    for name in ("part-r-00001", "part-r-00000", "notes.txt"):
+        (tmp_path / "a" / "val" / name).write_bytes(b"")
+    assert [p.name for p in predict.input_shards(tmp_path / "a")] == ["part-r-00000", "part-r-00001"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no part-"):
+        predict.input_shards(tmp_path / "empty")
