@@ -20,13 +20,9 @@ from droughtwatch_assets.datasets import SPLITS, ShardedDataset, data_version, s
 from droughtwatch_assets.features import BAND_INDEX, IMAGE_SIZE, INDICES, NUM_CLASSES, bands_needed
 from droughtwatch_assets.records import RecordWriter, iter_raw_blocks, write_processed
 
-# float32(v) / float32(255) for every uint8 v: a lookup gives the same bits as the division.
-NORMALISED = np.arange(256, dtype=np.float32) / np.float32(255)
-VETO_THRESHOLD = np.float32(1 / 255)
-
-
-def normalise(bands: np.ndarray) -> np.ndarray:
-    return NORMALISED[bands]
+def normalise(bands: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32(uint8) / 255, as the original."""
+    return np.divide(bands, np.float32(255), out=out, dtype=np.float32)
 
 
 def keep_mask(bands: np.ndarray) -> np.ndarray:
@@ -38,14 +34,60 @@ def keep_mask(bands: np.ndarray) -> np.ndarray:
     return flat.max(axis=1) >= 2
 
 
-def compute_features(bands: np.ndarray, features: tuple[str, ...], out: np.ndarray | None = None) -> np.ndarray:
+class FeatureStats:
+    """Running min / max / sum per feature."""
+
+    def __init__(self, channels: int):
+        self.minimum = np.full(channels, np.inf)
+        self.maximum = np.full(channels, -np.inf)
+        self.total = np.zeros(channels)
+        self.pixels = 0
+
+    def update(self, c: int, plane: np.ndarray) -> None:
+        # reductions over one contiguous plane are far faster than axis-0 reductions over channels-last data
+        self.minimum[c] = min(self.minimum[c], float(plane.min()))
+        self.maximum[c] = max(self.maximum[c], float(plane.max()))
+        self.total[c] += float(plane.reshape(len(plane), -1).sum(axis=1, dtype=np.float32).sum(dtype=np.float64))
+        if c == 0:
+            self.pixels += plane.size
+
+    def merge(self, other: "FeatureStats") -> None:
+        self.minimum = np.minimum(self.minimum, other.minimum)
+        self.maximum = np.maximum(self.maximum, other.maximum)
+        self.total += other.total
+        self.pixels += other.pixels
+
+    def summary(self, features: tuple[str, ...]) -> dict[str, dict]:
+        if not self.pixels:
+            return {feature: {"min": None, "mean": None, "max": None} for feature in features}
+        return {feature: {"min": float(self.minimum[c]), "mean": float(self.total[c] / self.pixels),
+                          "max": float(self.maximum[c])} for c, feature in enumerate(features)}
+
+
+_SCRATCH: dict[str, np.ndarray] = {}
+
+
+def _scratch(name: str, n: int) -> np.ndarray:
+    """A reused float32 [n, 65, 65] buffer per band: fresh large allocations cost more than the maths."""
+    buffer = _SCRATCH.get(name)
+    if buffer is None or len(buffer) < n:
+        buffer = _SCRATCH[name] = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    return buffer[:n]
+
+
+def compute_features(bands: np.ndarray, features: tuple[str, ...], out: np.ndarray | None = None,
+                     stats: FeatureStats | None = None) -> np.ndarray:
     """uint8 bands [n, 11, 65, 65] -> float32 features [n, 65, 65, len(features)] (channels last)."""
     n = len(bands)
     if out is None:
         out = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, len(features)), dtype=np.float32)
-    normalised = {band: normalise(bands[:, BAND_INDEX[band]]) for band in bands_needed(features)}
+    normalised = {band: normalise(bands[:, BAND_INDEX[band]], _scratch(band, bands.shape[0]))
+                  for band in bands_needed(features)}
     for c, feature in enumerate(features):
-        out[..., c] = normalised[feature] if feature in BAND_INDEX else INDICES[feature].compute(normalised)
+        plane = normalised[feature] if feature in BAND_INDEX else INDICES[feature].compute(normalised)
+        out[..., c] = plane
+        if stats is not None:
+            stats.update(c, plane)
     return out
 
 
@@ -56,16 +98,13 @@ class ShardStats:
     vetoed: int = 0
     vetoed_indices: list[int] = field(default_factory=list)
     class_counts: list[int] = field(default_factory=lambda: [0] * NUM_CLASSES)
-    minimum: list[float] = field(default_factory=list)
-    maximum: list[float] = field(default_factory=list)
-    total: list[float] = field(default_factory=list)  # per-feature sum, for the mean
+    features: FeatureStats | None = None
 
 
 def process_shard(source: str | os.PathLike, destination: str | os.PathLike, features: tuple[str, ...],
                   block_size: int = 256) -> ShardStats:
     """Stream one raw shard into a processed shard; memory is bounded by block_size."""
-    stats = ShardStats(Path(destination).name, minimum=[np.inf] * len(features),
-                       maximum=[-np.inf] * len(features), total=[0.0] * len(features))
+    stats = ShardStats(Path(destination).name, features=FeatureStats(len(features)))
     out = np.empty((block_size, IMAGE_SIZE, IMAGE_SIZE, len(features)), dtype=np.float32)
     with RecordWriter(destination) as writer:
         for block in iter_raw_blocks(source, block_size):
@@ -74,15 +113,12 @@ def process_shard(source: str | os.PathLike, destination: str | os.PathLike, fea
             kept = int(keep.sum())
             if not kept:
                 continue
-            images = compute_features(block.bands[keep], features, out[:kept])
+            images = compute_features(block.bands[keep] if kept < len(block) else block.bands, features,
+                                      out[:kept], stats.features)
             labels = block.labels[keep]
             write_processed(writer, images, labels, [i for i, k in zip(block.ids, keep) if k])
             stats.records += kept
             stats.class_counts = (np.asarray(stats.class_counts) + np.bincount(labels, minlength=NUM_CLASSES)).tolist()
-            flat = images.reshape(-1, len(features))
-            stats.minimum = np.minimum(stats.minimum, flat.min(axis=0)).tolist()
-            stats.maximum = np.maximum(stats.maximum, flat.max(axis=0)).tolist()
-            stats.total = (np.asarray(stats.total) + flat.sum(axis=0, dtype=np.float64)).tolist()
     stats.vetoed = len(stats.vetoed_indices)
     return stats
 
@@ -121,24 +157,16 @@ def process_dataset(raw: ShardedDataset, root: str | os.PathLike, feature_set: s
                 "raw_data_version": raw.manifest.get("data_version", ""),
                 "image_shape": [IMAGE_SIZE, IMAGE_SIZE, len(features)], "dtype": "float32", "splits": {},
                 "feature_stats": {}}
-    totals = {"min": [np.inf] * len(features), "max": [-np.inf] * len(features), "sum": [0.0] * len(features)}
-    pixels = 0
+    totals = FeatureStats(len(features))
     for split in SPLITS:
         shards = []
         for source in raw.shards(split):
             stats = results[(split, source.name)]
             shards.append({"name": stats.name, "records": stats.records, "vetoed": stats.vetoed,
                            "vetoed_indices": stats.vetoed_indices, "class_counts": stats.class_counts})
-            if stats.records:
-                totals["min"] = np.minimum(totals["min"], stats.minimum).tolist()
-                totals["max"] = np.maximum(totals["max"], stats.maximum).tolist()
-                totals["sum"] = (np.asarray(totals["sum"]) + stats.total).tolist()
-                pixels += stats.records * IMAGE_SIZE * IMAGE_SIZE
+            totals.merge(stats.features)
         summary = split_summary(shards)
         summary["vetoed"] = sum(s["vetoed"] for s in shards)
         manifest["splits"][split] = summary
-    manifest["feature_stats"] = {
-        feature: {"min": totals["min"][c], "mean": totals["sum"][c] / pixels, "max": totals["max"][c]} if pixels
-        else {"min": None, "mean": None, "max": None}
-        for c, feature in enumerate(features)}
+    manifest["feature_stats"] = totals.summary(features)
     return write_manifest(root, manifest)

@@ -7,6 +7,7 @@ feature (channel) order lives in the dataset manifest.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from droughtwatch_assets.features import BANDS, IMAGE_SIZE, NUM_CLASSES, PIXELS
+from droughtwatch_assets.wire_layout import RawLayout
 
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
@@ -24,6 +26,7 @@ FILENAME_KEY = "filename"
 NO_LABEL = -1
 
 _HEADER = struct.Struct("<QI")
+_CRC = struct.Struct("<I")
 _MASK_DELTA = 0xA282EAD8
 
 
@@ -41,27 +44,41 @@ def masked_crc(data: bytes | memoryview) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-def iter_records(path: str | os.PathLike) -> Iterator[bytes]:
-    """Yield each record's payload, checking lengths and CRCs."""
+def iter_records(path: str | os.PathLike) -> Iterator[memoryview]:
+    """Yield each record's payload, checking lengths and CRCs.
+
+    Payloads are views into the memory-mapped file, valid while iterating: copy what you keep.
+    """
     size = os.path.getsize(path)
-    with open(path, "rb", buffering=1 << 20) as f:
-        index, offset = 0, 0
-        while offset < size:
-            header = f.read(12)
-            if len(header) < 12:
-                raise RecordError(path, index, f"truncated header at byte {offset}")
-            length, length_crc = _HEADER.unpack(header)
-            if masked_crc(header[:8]) != length_crc:
-                raise RecordError(path, index, f"bad length checksum at byte {offset} (not a TFRecord file, or corrupted)")
-            if offset + 16 + length > size:
-                raise RecordError(path, index, f"truncated: {length} payload bytes announced at byte {offset}, file ends at {size}")
-            payload = f.read(length)
-            (data_crc,) = struct.unpack("<I", f.read(4))
-            if masked_crc(payload) != data_crc:
-                raise RecordError(path, index, f"payload checksum mismatch at byte {offset} (corrupted data)")
-            yield payload
-            index += 1
-            offset += 16 + length
+    if size == 0:
+        return
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        data = memoryview(mapped)
+        try:
+            index, offset = 0, 0
+            while offset < size:
+                if offset + 12 > size:
+                    raise RecordError(path, index, f"truncated header at byte {offset}")
+                length, length_crc = _HEADER.unpack_from(data, offset)
+                if masked_crc(data[offset:offset + 8]) != length_crc:
+                    raise RecordError(path, index, f"bad length checksum at byte {offset} "
+                                                   f"(not a TFRecord file, or corrupted)")
+                end = offset + 12 + length
+                if end + 4 > size:
+                    raise RecordError(path, index, f"truncated: {length} payload bytes announced at byte {offset}, "
+                                                   f"file ends at {size}")
+                payload = data[offset + 12:end]
+                if masked_crc(payload) != _CRC.unpack_from(data, end)[0]:
+                    raise RecordError(path, index, f"payload checksum mismatch at byte {offset} (corrupted data)")
+                yield payload
+                index, offset = index + 1, end + 4
+        finally:
+            data.release()
+            try:
+                mapped.close()
+            except BufferError:
+                pass  # a caller still holds a payload view; the map closes when that is collected
 
 
 class RecordWriter:
@@ -70,6 +87,7 @@ class RecordWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         self._file = open(self.path, "wb", buffering=1 << 20)
+        self._frames = np.empty((0, 0), dtype=np.uint8)
         self.records = 0
 
     def write(self, parts: Sequence[bytes | memoryview]) -> None:
@@ -84,6 +102,17 @@ class RecordWriter:
             self._file.write(part)
         self._file.write(struct.pack("<I", crc))
         self.records += 1
+
+    def frame_buffer(self, rows: int, width: int) -> np.ndarray:
+        """A uint8 [rows, width] buffer reused between blocks."""
+        if self._frames.shape[0] < rows or self._frames.shape[1] != width:
+            self._frames = np.empty((rows, width), dtype=np.uint8)
+        return self._frames[:rows]
+
+    def write_framed(self, frames, count: int) -> None:
+        """Already-framed records (length, checksums and payload), as one buffer."""
+        self._file.write(frames)
+        self.records += count
 
     def close(self) -> None:
         self._file.close()
@@ -214,30 +243,63 @@ class RawBlock:
         return len(self.labels)
 
 
+def _parse_raw_into(path, index: int, payload: bytes, bands: np.ndarray, labels: np.ndarray, row: int,
+                    require_label: bool) -> str:
+    """The protobuf path for one raw record: fills bands[row] and labels[row], returns the filename."""
+    feature_map = _parse(path, index, payload)
+    for b, band in enumerate(BANDS):
+        if band not in feature_map:
+            raise RecordError(path, index, f"missing band {band}")
+        values = feature_map[band].bytes_list.value
+        if len(values) != 1 or len(values[0]) != PIXELS:
+            got = len(values[0]) if len(values) == 1 else f"{len(values)} values"
+            raise RecordError(path, index, f"band {band} has {got} bytes, expected {PIXELS} (65x65 uint8)")
+        bands[row, b] = np.frombuffer(values[0], dtype=np.uint8)
+    labels[row] = _label(path, index, feature_map, require_label)
+    return _filename(feature_map)
+
+
 def iter_raw_blocks(path: str | os.PathLike, block_size: int = 256, require_label: bool = True) -> Iterator[RawBlock]:
-    """Parse a raw shard in blocks. The arrays are reused between blocks: copy what you keep."""
+    """Parse a raw shard in blocks. The arrays are reused between blocks: copy what you keep.
+
+    Records that share the first record's byte layout are sliced out with numpy (see wire_layout.py);
+    any other record goes through the protobuf parser, which also produces every error message.
+    """
     bands = np.empty((block_size, len(BANDS), PIXELS), dtype=np.uint8)
     labels = np.empty(block_size, dtype=np.int64)
-    ids: list[str] = []
-    n, first = 0, 0
+    layout: RawLayout | None = None
+    rows = np.empty((0, 0), dtype=np.uint8)
+    payloads: list[bytes | None] = []  # None: the record's bytes are in rows
+    first = 0
+
+    def parse_block() -> RawBlock:
+        n = len(payloads)
+        ids = [""] * n
+        fast = np.zeros(n, dtype=bool)
+        if layout is not None:
+            fast = np.array([p is None for p in payloads]) & layout.matches(rows[:n])
+            ids = layout.extract(rows[:n], bands[:n], labels[:n])
+            fast &= (labels[:n] < NUM_CLASSES) & ((labels[:n] >= 0) | (not require_label))
+        for row in np.flatnonzero(~fast):
+            payload = payloads[row] if payloads[row] is not None else rows[row].tobytes()
+            ids[row] = _parse_raw_into(path, first + row, payload, bands, labels, row, require_label)
+        return RawBlock(bands[:n].reshape(n, len(BANDS), IMAGE_SIZE, IMAGE_SIZE), labels[:n], ids, first)
+
     for index, payload in enumerate(iter_records(path)):
-        feature_map = _parse(path, index, payload)
-        for b, band in enumerate(BANDS):
-            if band not in feature_map:
-                raise RecordError(path, index, f"missing band {band}")
-            values = feature_map[band].bytes_list.value
-            if len(values) != 1 or len(values[0]) != PIXELS:
-                got = len(values[0]) if len(values) == 1 else f"{len(values)} values"
-                raise RecordError(path, index, f"band {band} has {got} bytes, expected {PIXELS} (65x65 uint8)")
-            bands[n, b] = np.frombuffer(values[0], dtype=np.uint8)
-        labels[n] = _label(path, index, feature_map, require_label)
-        ids.append(_filename(feature_map))
-        n += 1
-        if n == block_size:
-            yield RawBlock(bands.reshape(block_size, len(BANDS), IMAGE_SIZE, IMAGE_SIZE), labels, ids, first)
-            n, first, ids = 0, index + 1, []
-    if n:
-        yield RawBlock(bands[:n].reshape(n, len(BANDS), IMAGE_SIZE, IMAGE_SIZE), labels[:n], ids, first)
+        if index == 0:
+            layout = RawLayout.of(bytes(payload))
+            if layout is not None:
+                rows = np.empty((block_size, layout.length), dtype=np.uint8)
+        if layout is not None and len(payload) == layout.length:
+            rows[len(payloads)] = np.frombuffer(payload, dtype=np.uint8)
+            payloads.append(None)
+        else:
+            payloads.append(bytes(payload))
+        if len(payloads) == block_size:
+            yield parse_block()
+            payloads, first = [], index + 1
+    if payloads:
+        yield parse_block()
 
 
 def read_raw(path: str | os.PathLike, require_label: bool = True) -> RawBlock:
@@ -269,17 +331,58 @@ def encode_raw_example(bands: np.ndarray, label: int | None, filename: str = "")
     return encode_example(features)
 
 
-def write_processed(writer: RecordWriter, images: np.ndarray, labels: np.ndarray, ids: Iterable[str]) -> None:
-    """Append processed records: images float32 [n, 65, 65, C]."""
+def _entry_header(key: str, feature_header: list[bytes], value_len: int) -> bytes:
+    """Map-entry bytes up to (not including) a bytes value of value_len."""
+    key_bytes = key.encode()
+    key_field = _len_prefix(0x0A, len(key_bytes)) + key_bytes
+    feature_len = sum(len(p) for p in feature_header) + value_len
+    body = key_field + _len_prefix(0x12, feature_len) + b"".join(feature_header)
+    return _len_prefix(0x0A, len(body) + value_len) + body
+
+
+def write_processed(writer: RecordWriter, images: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> None:
+    """Append processed records {image: float32 [65, 65, C] bytes, label, filename} for images [n, 65, 65, C]."""
     images = np.ascontiguousarray(images, dtype="<f4")
-    flat = memoryview(images).cast("B")
+    encoded_ids = [i.encode() for i in ids]
+    if len(images) and len(set(map(len, encoded_ids))) == 1:
+        _write_uniform_block(writer, images, labels, encoded_ids)
+        return
     size = images[0].nbytes if len(images) else 0
-    for i, (label, record_id) in enumerate(zip(labels, ids)):
-        image = flat[i * size:(i + 1) * size]
-        features: dict[str, bytes | memoryview | int] = {IMAGE_KEY: image, LABEL_KEY: int(label)}
+    flat = memoryview(images).cast("B")
+    for i, (label, record_id) in enumerate(zip(labels.tolist(), encoded_ids)):
+        features: dict[str, bytes | memoryview | int] = {IMAGE_KEY: flat[i * size:(i + 1) * size], LABEL_KEY: label}
         if record_id:
-            features[FILENAME_KEY] = record_id.encode()
+            features[FILENAME_KEY] = record_id
         writer.write(encode_example(features))
+
+
+def _write_uniform_block(writer: RecordWriter, images: np.ndarray, labels: np.ndarray, ids: list[bytes]) -> None:
+    """Records of one length (same filename length, labels 0..3): framed with numpy, written at once.
+
+    Byte-for-byte what the per-record path writes; only the image, the label byte, the filename and the
+    data checksum differ between records, so the rest is a template copied into every row.
+    """
+    n, size = len(images), images[0].nbytes
+    first = {IMAGE_KEY: bytes(size), LABEL_KEY: 0}
+    if ids[0]:
+        first[FILENAME_KEY] = ids[0]
+    payload = b"".join(bytes(p) for p in encode_example(first))
+    tail = b"".join(bytes(p) for p in encode_example({k: v for k, v in first.items() if k != IMAGE_KEY})[1:])
+    image_start = len(payload) - len(tail) - size
+    label_at = image_start + size + len(b"".join(bytes(p) for p in encode_example({LABEL_KEY: 0})[1:])) - 1
+    length = struct.pack("<Q", len(payload))
+    template = np.frombuffer(length + struct.pack("<I", masked_crc(length)) + payload + bytes(4), dtype=np.uint8)
+    frames = writer.frame_buffer(n, len(template))
+    body = frames[:, 12:-4]
+    frames[:, :12 + image_start] = template[:12 + image_start]
+    frames[:, 12 + image_start + size:] = template[12 + image_start + size:]
+    body[:, image_start:image_start + size] = images.reshape(n, -1).view(np.uint8)
+    body[:, label_at] = labels
+    if ids[0]:
+        body[:, len(payload) - len(ids[0]):] = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(n, -1)
+    crcs = np.fromiter((masked_crc(row) for row in body), dtype="<u4", count=n)
+    frames[:, -4:] = crcs.view(np.uint8).reshape(n, 4)
+    writer.write_framed(frames, n)
 
 
 @dataclass

@@ -73,3 +73,45 @@ def test_corrupted_payload_and_truncation_are_detected(real_shard, tmp_path):
     index = 100_000 // (length + 16)
     with pytest.raises(records.RecordError, match=f"record {index}: truncated"):
         records.read_labels(tmp_path / "short")
+
+
+@pytest.mark.parametrize("ids", [["", "", ""], ["a-1", "b-2", "c-3"], ["x", "", "yy"]])
+def test_block_writer_matches_the_per_record_encoding(tmp_path, ids):
+    images = np.random.default_rng(0).random((3, 65, 65, 2), dtype=np.float32)
+    labels = np.array([3, 0, 2])
+    with records.RecordWriter(tmp_path / "block") as writer:
+        records.write_processed(writer, images, labels, ids)
+    with records.RecordWriter(tmp_path / "single") as writer:
+        for image, label, record_id in zip(images, labels, ids):
+            fields = {records.IMAGE_KEY: image.tobytes(), records.LABEL_KEY: int(label)}
+            if record_id:
+                fields[records.FILENAME_KEY] = record_id.encode()
+            writer.write(records.encode_example(fields))
+    assert (tmp_path / "block").read_bytes() == (tmp_path / "single").read_bytes()
+    back = records.read_processed(tmp_path / "block", 2)
+    np.testing.assert_array_equal(back.images, images)
+    assert back.labels.tolist() == [3, 0, 2] and back.ids == ids
+
+
+def test_records_off_the_common_layout_still_parse(real_shard, tmp_path):
+    raw = records.read_raw(real_shard)
+    with records.RecordWriter(tmp_path / "mixed") as writer:
+        writer.write(records.encode_raw_example(raw.bands[0], int(raw.labels[0]), raw.ids[0]))
+        writer.write(records.encode_raw_example(raw.bands[1], int(raw.labels[1])))  # no filename: other length
+        fields = {"label": int(raw.labels[2]), **{b: raw.bands[2][i].tobytes() for i, b in enumerate(BANDS)},
+                  "filename": raw.ids[2].encode()}  # other key order, same length
+        writer.write(records.encode_example(fields))
+        writer.write(records.encode_raw_example(raw.bands[3], int(raw.labels[3]), raw.ids[3]))
+    back = records.read_raw(tmp_path / "mixed")
+    np.testing.assert_array_equal(back.bands, raw.bands[:4])
+    assert back.labels.tolist() == raw.labels[:4].tolist()
+    assert back.ids == [raw.ids[0], "", raw.ids[2], raw.ids[3]]
+
+
+def test_a_label_out_of_range_on_the_fast_path_names_file_and_record(tmp_path):
+    bands = np.zeros((11, 65, 65), np.uint8)
+    with records.RecordWriter(tmp_path / "shard") as writer:
+        for label in (1, 2, 7):
+            writer.write(records.encode_raw_example(bands, label, "abc"))
+    with pytest.raises(records.RecordError, match=r"shard: record 2: label \[7\] is not one value in 0..3"):
+        list(records.iter_raw_blocks(tmp_path / "shard"))
