@@ -30,6 +30,13 @@ test: install
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+bench: install
+	$(BIN)/python benchmarks/bench_processing.py
+	$(BIN)/python benchmarks/bench_parallel.py
+	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_onnx.py
+	$(BIN)/python benchmarks/bench_end_to_end.py
+
 materialize: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m droughtwatch_assets.definitions --select '*' --partition baseline
 

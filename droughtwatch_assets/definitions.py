@@ -4,13 +4,14 @@ import dagster as dg
 
 from droughtwatch_assets.defs.assets.predictions import predictions
 from droughtwatch_assets.defs.assets.processed import processed_tfrecords
+from droughtwatch_assets.defs.assets.publishing import published_model
 from droughtwatch_assets.defs.assets.raw import raw_tfrecords
 from droughtwatch_assets.defs.assets.training import onnx_model, trained_model
 from droughtwatch_assets.defs.jobs import configuration_jobs
 from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets.defs.schedules import baseline_daily
 
-assets = [raw_tfrecords, processed_tfrecords, trained_model, onnx_model, predictions]
+assets = [raw_tfrecords, processed_tfrecords, trained_model, onnx_model, published_model, predictions]
 
 defs = dg.Definitions(
     assets=assets,

@@ -18,7 +18,7 @@ import numpy as np
 
 from droughtwatch_assets.datasets import SPLITS, ShardedDataset, data_version, split_summary, write_manifest
 from droughtwatch_assets.features import BAND_INDEX, IMAGE_SIZE, INDICES, NUM_CLASSES, bands_needed
-from droughtwatch_assets.records import RecordWriter, iter_raw_blocks, write_processed
+from droughtwatch_assets.records import RecordWriter, UniformBlock, iter_raw_blocks, write_processed
 
 def normalise(bands: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """float32(uint8) / 255, as the original."""
@@ -113,10 +113,15 @@ def process_shard(source: str | os.PathLike, destination: str | os.PathLike, fea
             kept = int(keep.sum())
             if not kept:
                 continue
-            images = compute_features(block.bands[keep] if kept < len(block) else block.bands, features,
-                                      out[:kept], stats.features)
+            ids = [i for i, k in zip(block.ids, keep) if k] if kept < len(block) else block.ids
             labels = block.labels[keep]
-            write_processed(writer, images, labels, [i for i, k in zip(block.ids, keep) if k])
+            frames = UniformBlock.create(writer, kept, len(features), ids)
+            images = compute_features(block.bands[keep] if kept < len(block) else block.bands, features,
+                                      frames.images if frames else out[:kept], stats.features)
+            if frames:
+                frames.write(labels)  # the features were computed straight into the frame buffer
+            else:
+                write_processed(writer, images, labels, ids)
             stats.records += kept
             stats.class_counts = (np.asarray(stats.class_counts) + np.bincount(labels, minlength=NUM_CLASSES)).tolist()
     stats.vetoed = len(stats.vetoed_indices)

@@ -7,7 +7,6 @@ feature (channel) order lives in the dataset manifest.
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -44,41 +43,43 @@ def masked_crc(data: bytes | memoryview) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
+READ_CHUNK = 8 << 20
+
+
 def iter_records(path: str | os.PathLike) -> Iterator[memoryview]:
     """Yield each record's payload, checking lengths and CRCs.
 
-    Payloads are views into the memory-mapped file, valid while iterating: copy what you keep.
+    The file is read in chunks of READ_CHUNK bytes (more for a larger record), so memory stays bounded
+    whatever the file size. Payloads are views into the current chunk: copy what you keep.
     """
     size = os.path.getsize(path)
-    if size == 0:
-        return
-    with open(path, "rb") as f:
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        data = memoryview(mapped)
-        try:
-            index, offset = 0, 0
-            while offset < size:
-                if offset + 12 > size:
+    unpack_header, unpack_crc = _HEADER.unpack_from, _CRC.unpack_from
+    with open(path, "rb", buffering=0) as f:
+        chunk = view = memoryview(b"")
+        base = index = offset = 0  # chunk holds the file bytes [base, base + len(chunk))
+        while offset < size:
+            pos = offset - base
+            if pos + 12 > len(chunk):
+                chunk = view = memoryview(bytes(chunk[pos:]) + f.read(READ_CHUNK))
+                base, pos = offset, 0
+                if len(chunk) < 12:
                     raise RecordError(path, index, f"truncated header at byte {offset}")
-                length, length_crc = _HEADER.unpack_from(data, offset)
-                if masked_crc(data[offset:offset + 8]) != length_crc:
-                    raise RecordError(path, index, f"bad length checksum at byte {offset} "
-                                                   f"(not a TFRecord file, or corrupted)")
-                end = offset + 12 + length
-                if end + 4 > size:
+            length, length_crc = unpack_header(chunk, pos)
+            if masked_crc(view[pos:pos + 8]) != length_crc:
+                raise RecordError(path, index, f"bad length checksum at byte {offset} "
+                                               f"(not a TFRecord file, or corrupted)")
+            end = pos + 12 + length
+            if end + 4 > len(chunk):
+                if offset + 16 + length > size:
                     raise RecordError(path, index, f"truncated: {length} payload bytes announced at byte {offset}, "
                                                    f"file ends at {size}")
-                payload = data[offset + 12:end]
-                if masked_crc(payload) != _CRC.unpack_from(data, end)[0]:
-                    raise RecordError(path, index, f"payload checksum mismatch at byte {offset} (corrupted data)")
-                yield payload
-                index, offset = index + 1, end + 4
-        finally:
-            data.release()
-            try:
-                mapped.close()
-            except BufferError:
-                pass  # a caller still holds a payload view; the map closes when that is collected
+                chunk = view = memoryview(bytes(chunk[pos:]) + f.read(max(READ_CHUNK, 16 + length)))
+                base, pos, end = offset, 0, 12 + length
+            payload = view[pos + 12:end]
+            if masked_crc(payload) != unpack_crc(chunk, end)[0]:
+                raise RecordError(path, index, f"payload checksum mismatch at byte {offset} (corrupted data)")
+            yield payload
+            index, offset = index + 1, offset + 16 + length
 
 
 class RecordWriter:
@@ -342,47 +343,61 @@ def _entry_header(key: str, feature_header: list[bytes], value_len: int) -> byte
 
 def write_processed(writer: RecordWriter, images: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> None:
     """Append processed records {image: float32 [65, 65, C] bytes, label, filename} for images [n, 65, 65, C]."""
-    images = np.ascontiguousarray(images, dtype="<f4")
-    encoded_ids = [i.encode() for i in ids]
-    if len(images) and len(set(map(len, encoded_ids))) == 1:
-        _write_uniform_block(writer, images, labels, encoded_ids)
+    block = UniformBlock.create(writer, len(images), images.shape[-1], ids) if len(images) else None
+    if block is not None:
+        block.images[...] = images
+        block.write(labels)
         return
+    images = np.ascontiguousarray(images, dtype="<f4")
     size = images[0].nbytes if len(images) else 0
     flat = memoryview(images).cast("B")
-    for i, (label, record_id) in enumerate(zip(labels.tolist(), encoded_ids)):
+    for i, (label, record_id) in enumerate(zip(labels.tolist(), ids)):
         features: dict[str, bytes | memoryview | int] = {IMAGE_KEY: flat[i * size:(i + 1) * size], LABEL_KEY: label}
         if record_id:
-            features[FILENAME_KEY] = record_id
+            features[FILENAME_KEY] = record_id.encode()
         writer.write(encode_example(features))
 
 
-def _write_uniform_block(writer: RecordWriter, images: np.ndarray, labels: np.ndarray, ids: list[bytes]) -> None:
-    """Records of one length (same filename length, labels 0..3): framed with numpy, written at once.
+class UniformBlock:
+    """A block of processed records of one length (one filename length, labels 0..3), framed with numpy.
 
-    Byte-for-byte what the per-record path writes; only the image, the label byte, the filename and the
-    data checksum differ between records, so the rest is a template copied into every row.
+    Byte-for-byte what the per-record path writes. Only the image, the label byte, the filename and the
+    data checksum differ between records, so the rest is a template copied into every row, and `images`
+    is a float32 [n, 65, 65, C] view into the frame buffer that features can be computed straight into.
     """
-    n, size = len(images), images[0].nbytes
-    first = {IMAGE_KEY: bytes(size), LABEL_KEY: 0}
-    if ids[0]:
-        first[FILENAME_KEY] = ids[0]
-    payload = b"".join(bytes(p) for p in encode_example(first))
-    tail = b"".join(bytes(p) for p in encode_example({k: v for k, v in first.items() if k != IMAGE_KEY})[1:])
-    image_start = len(payload) - len(tail) - size
-    label_at = image_start + size + len(b"".join(bytes(p) for p in encode_example({LABEL_KEY: 0})[1:])) - 1
-    length = struct.pack("<Q", len(payload))
-    template = np.frombuffer(length + struct.pack("<I", masked_crc(length)) + payload + bytes(4), dtype=np.uint8)
-    frames = writer.frame_buffer(n, len(template))
-    body = frames[:, 12:-4]
-    frames[:, :12 + image_start] = template[:12 + image_start]
-    frames[:, 12 + image_start + size:] = template[12 + image_start + size:]
-    body[:, image_start:image_start + size] = images.reshape(n, -1).view(np.uint8)
-    body[:, label_at] = labels
-    if ids[0]:
-        body[:, len(payload) - len(ids[0]):] = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(n, -1)
-    crcs = np.fromiter((masked_crc(row) for row in body), dtype="<u4", count=n)
-    frames[:, -4:] = crcs.view(np.uint8).reshape(n, 4)
-    writer.write_framed(frames, n)
+
+    def __init__(self, writer: RecordWriter, n: int, channels: int, ids: list[bytes]):
+        size = PIXELS * channels * 4
+        first = {IMAGE_KEY: bytes(size), LABEL_KEY: 0}
+        if ids[0]:
+            first[FILENAME_KEY] = ids[0]
+        payload = b"".join(bytes(p) for p in encode_example(first))
+        tail = b"".join(bytes(p) for p in encode_example({k: v for k, v in first.items() if k != IMAGE_KEY})[1:])
+        image_at = 12 + len(payload) - len(tail) - size
+        label_entry = b"".join(bytes(p) for p in encode_example({LABEL_KEY: 0})[1:])
+        length = struct.pack("<Q", len(payload))
+        template = np.frombuffer(length + struct.pack("<I", masked_crc(length)) + payload + bytes(4), np.uint8)
+        self._writer, self._n = writer, n
+        self._frames = frames = writer.frame_buffer(n, len(template))
+        frames[:, :image_at] = template[:image_at]
+        frames[:, image_at + size:] = template[image_at + size:]
+        self._label_at = image_at + size + len(label_entry) - 1
+        if ids[0]:
+            frames[:, -4 - len(ids[0]):-4] = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(n, -1)
+        self.images = frames[:, image_at:image_at + size].view("<f4").reshape(n, IMAGE_SIZE, IMAGE_SIZE, channels)
+
+    @classmethod
+    def create(cls, writer: RecordWriter, n: int, channels: int, ids: Sequence[str]) -> "UniformBlock | None":
+        encoded = [i.encode() for i in ids]
+        return cls(writer, n, channels, encoded) if n and len(set(map(len, encoded))) == 1 else None
+
+    def write(self, labels: np.ndarray) -> None:
+        frames = self._frames
+        frames[:, self._label_at] = labels
+        body = frames[:, 12:-4]
+        crcs = np.fromiter((masked_crc(row) for row in body), dtype="<u4", count=self._n)
+        frames[:, -4:] = crcs.view(np.uint8).reshape(self._n, 4)
+        self._writer.write_framed(frames, self._n)
 
 
 @dataclass

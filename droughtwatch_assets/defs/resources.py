@@ -1,16 +1,22 @@
-"""Resources, chosen per environment from env vars."""
+"""Resources, chosen per environment from env vars: local disk by default, S3 when DROUGHTWATCH_STORAGE=s3."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
+from dagster_aws.s3 import S3PickleIOManager, S3Resource
+from pydantic import PrivateAttr
 
+from droughtwatch_assets import s3
+from droughtwatch_assets.s3_store import S3ArtifactStore
 from droughtwatch_assets.storage import UNPARTITIONED, LocalArtifactStore
 
 DATA_DIR_ENV = "DROUGHTWATCH_DATA_DIR"
 DEFAULT_DATA_DIR = ".droughtwatch"
+REGISTRY = "registry"
 
 
 def default_data_dir() -> str:
@@ -18,16 +24,55 @@ def default_data_dir() -> str:
 
 
 class ArtifactStore(dg.ConfigurableResource):
-    """Versioned artifact directories under base_dir (see storage.py for the layout)."""
+    """Where asset files live: versioned directories on local disk, or in an S3 bucket with a local cache.
+
+    In S3 mode `base_dir` is the local cache and scratch space.
+    """
 
     base_dir: str
+    s3: S3Resource
+    storage: str = "local"  # local | s3
+    bucket: str = ""
+    prefix: str = "droughtwatch"
+    registry_bucket: str = ""  # where published models go; defaults to `bucket`
+    create_bucket: bool = False
+
+    _backend: LocalArtifactStore | S3ArtifactStore | None = PrivateAttr(default=None)
+
+    def _client(self):
+        return s3.client(self.s3.endpoint_url, self.s3.region_name, aws_access_key_id=self.s3.aws_access_key_id,
+                         aws_secret_access_key=self.s3.aws_secret_access_key,
+                         aws_session_token=self.s3.aws_session_token)
 
     @property
-    def backend(self) -> LocalArtifactStore:
-        return LocalArtifactStore(self.base_dir)
+    def backend(self) -> LocalArtifactStore | S3ArtifactStore:
+        if self._backend is None:
+            if self.storage == "s3":
+                if not self.bucket:
+                    raise dg.Failure("DROUGHTWATCH_STORAGE=s3 needs a bucket (DROUGHTWATCH_S3_BUCKET)")
+                self._backend = S3ArtifactStore(self._client(), self.bucket, self.prefix, self.base_dir,
+                                                self.create_bucket)
+            elif self.storage == "local":
+                self._backend = LocalArtifactStore(self.base_dir)
+            else:
+                raise dg.Failure(f"storage {self.storage!r} is not 'local' or 's3' (DROUGHTWATCH_STORAGE)")
+        return self._backend
 
     def new_staging_dir(self) -> Path:
         return self.backend.new_staging_dir()
+
+    def publish(self, files: dict[str, Path], model_name: str) -> list[str]:
+        """Copy a model's files to the registry location <model name>/, as the inference side expects."""
+        if self.storage == "s3":
+            registry = S3ArtifactStore(self.backend.client, self.registry_bucket or self.bucket, "", self.base_dir,
+                                       self.create_bucket)
+            return registry.publish(files, model_name)
+        target = Path(self.base_dir, REGISTRY, model_name)
+        target.mkdir(parents=True, exist_ok=True)
+        for name, path in files.items():
+            shutil.copyfile(path, target / f".{name}.tmp")
+            os.replace(target / f".{name}.tmp", target / name)
+        return [str(target / name) for name in files]
 
 
 def artifact_key(context: dg.InputContext | dg.OutputContext) -> tuple[str, ...]:
@@ -39,20 +84,46 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     """Stores directory artifacts (datasets, models) and opens them again as their annotated type.
 
     An asset returns an artifact whose `root` is a staging directory from the store; committing moves
-    it into place atomically. Loading resolves the current version and calls `<type>.open(path)`.
+    (or uploads) it into place atomically. Loading resolves the current version and calls `<type>.open(path)`.
     """
 
     store: ArtifactStore
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        path = self.store.backend.commit(obj.root, artifact_key(context))
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path.resolve()))})
+        location = self.store.backend.commit(obj.root, artifact_key(context))
+        context.add_output_metadata({"location": dg.MetadataValue.path(str(location))})
 
     def load_input(self, context: dg.InputContext):
         artifact_type = context.dagster_type.typing_type
         return artifact_type.open(self.store.backend.current(artifact_key(context)))
 
 
+def _env(name: str) -> dg.EnvVar | None:
+    """An EnvVar for a variable that is set, so secrets never become config values."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
 def build_resources(data_dir: str | None = None) -> dict:
-    store = ArtifactStore(base_dir=data_dir or default_data_dir())
-    return {"store": store, "io_manager": ArtifactIOManager(store=store)}
+    data_dir = data_dir or default_data_dir()
+    storage = os.environ.get("DROUGHTWATCH_STORAGE", "local")
+    if storage != "s3":
+        store = ArtifactStore(base_dir=data_dir, storage=storage, s3=S3Resource())
+        values = dg.FilesystemIOManager(base_dir=str(Path(data_dir, "values")))
+        return {"store": store, "io_manager": ArtifactIOManager(store=store), "value_io_manager": values}
+    s3_resource = S3Resource(
+        endpoint_url=_env("AWS_ENDPOINT_URL"),
+        region_name=_env("AWS_REGION") or _env("AWS_DEFAULT_REGION"),
+        aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=_env("AWS_SESSION_TOKEN"),
+        max_attempts=4,
+    )
+    bucket = os.environ.get("DROUGHTWATCH_S3_BUCKET", "")
+    prefix = os.environ.get("DROUGHTWATCH_S3_PREFIX", "droughtwatch")
+    store = ArtifactStore(
+        base_dir=data_dir, storage="s3", s3=s3_resource, bucket=bucket, prefix=prefix,
+        registry_bucket=os.environ.get("DROUGHTWATCH_REGISTRY_BUCKET", ""),
+        create_bucket=os.environ.get("DROUGHTWATCH_S3_CREATE_BUCKET", "").lower() in ("1", "true", "yes"),
+    )
+    values = S3PickleIOManager(s3_resource=s3_resource, s3_bucket=bucket, s3_prefix=f"{prefix}/values".strip("/"))
+    return {"store": store, "io_manager": ArtifactIOManager(store=store), "value_io_manager": values}
