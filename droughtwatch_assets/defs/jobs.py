@@ -3,6 +3,7 @@
 import dagster as dg
 
 from droughtwatch_assets.configurations import CONFIGURATIONS
+from droughtwatch_assets.defs.tracking import job_hooks
 
 
 def configuration_job(name: str):
@@ -14,6 +15,7 @@ def configuration_job(name: str):
         config={"ops": {"trained_model": {"config": {
             "model_name": name, "epochs": configuration.epochs, "register_model": configuration.register}}}},
         tags={"droughtwatch/configuration": name},
+        hooks=job_hooks(),
     )
 
 

@@ -11,6 +11,7 @@ from dagster_aws.s3 import S3PickleIOManager, S3Resource
 from pydantic import PrivateAttr
 
 from droughtwatch_assets import s3
+from droughtwatch_assets.defs.tracking import build_tracking_resources
 from droughtwatch_assets.s3_store import S3ArtifactStore
 from droughtwatch_assets.storage import UNPARTITIONED, LocalArtifactStore
 
@@ -72,7 +73,7 @@ class ArtifactStore(dg.ConfigurableResource):
         for name, path in files.items():
             shutil.copyfile(path, target / f".{name}.tmp")
             os.replace(target / f".{name}.tmp", target / name)
-        return [str(target / name) for name in files]
+        return [(target / name).as_uri() for name in files]
 
 
 def artifact_key(context: dg.InputContext | dg.OutputContext) -> tuple[str, ...]:
@@ -104,6 +105,11 @@ def _env(name: str) -> dg.EnvVar | None:
 
 
 def build_resources(data_dir: str | None = None) -> dict:
+    """Every resource the assets need, for the environment the env vars describe."""
+    return {**build_storage_resources(data_dir), **build_tracking_resources()}
+
+
+def build_storage_resources(data_dir: str | None = None) -> dict:
     data_dir = data_dir or default_data_dir()
     storage = os.environ.get("DROUGHTWATCH_STORAGE", "local")
     if storage != "s3":

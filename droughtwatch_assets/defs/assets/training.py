@@ -1,11 +1,16 @@
+from typing import Any
+
 import dagster as dg
+from pydantic import Field
 
 from droughtwatch_assets.artifacts import ModelArtifact, OnnxArtifact
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.defs.metadata import history_table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.configurations import CLASS_WEIGHTS
+from droughtwatch_assets.defs.resources import ArtifactStore
+from droughtwatch_assets.defs.tracking import default_tracker, fallback, make_tracker
+from droughtwatch_assets.tracking import TrackingUnavailable
 
 
 class TrainingConfig(dg.Config):
@@ -15,6 +20,8 @@ class TrainingConfig(dg.Config):
     epochs: int = 2  # 0 exports the untrained model (the original's 'dummy')
     seed: int = 0  # weight initialisation and shuffle order
     register_model: bool = False  # promote to the model registry (the baseline configuration sets it)
+    tracker: str = Field(default=default_tracker(), description="wandb, mlflow or none (DROUGHTWATCH_TRACKER)")
+    tracking_required: bool = Field(default=True, description="false: train and warn when the tracker is unreachable")
 
 
 @dg.asset(
@@ -26,21 +33,11 @@ class TrainingConfig(dg.Config):
                 "class weights {0:1, 1:4, 2:4, 3:6}. Saved as .keras with its per-epoch history.",
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, store: ArtifactStore,
-                  processed_tfrecords: ShardedDataset) -> dg.Output[ModelArtifact]:
+                  mlflow: dg.ResourceParam[Any], processed_tfrecords: ShardedDataset) -> dg.Output[ModelArtifact]:
     from droughtwatch_assets.training import train  # TensorFlow loads only when a step trains
 
     data = processed_tfrecords
     channels = len(data.features)
-
-    def on_epoch(epoch: int, logs: dict) -> None:
-        context.log.info(f"epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f} accuracy {logs['accuracy']:.4f} "
-                         f"val_loss {logs['val_loss']:.4f} val_accuracy {logs['val_accuracy']:.4f}")
-
-    run = train(data.shards("train"), data.shards("val"), channels, learning_rate=config.learning_rate,
-                batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
-                train_records=data.records("train"), val_records=data.records("val"), on_epoch=on_epoch)
-    artifact = ModelArtifact(store.new_staging_dir())
-    run.model.save(artifact.keras_path)
     resolved = {
         "model_name": config.model_name or context.partition_key,
         "feature_set": context.partition_key,
@@ -50,16 +47,38 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, sto
         "epochs": config.epochs,
         "seed": config.seed,
         "register_model": config.register_model,
+        "tracker": config.tracker,
         "class_weights": CLASS_WEIGHTS,
         "data_version": data.manifest.get("data_version", ""),
         "dagster_run_id": context.run.run_id,
     }
+    tracker = make_tracker(config.tracker, context, mlflow, store.base_dir, config.tracking_required)
+    try:
+        tracker.start(resolved["model_name"], resolved)
+    except TrackingUnavailable as exc:
+        tracker = fallback(context, exc, config.tracking_required)
+    resolved["tracker"] = tracker.name  # what downstream steps report to
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        context.log.info(f"epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f} accuracy {logs['accuracy']:.4f} "
+                         f"val_loss {logs['val_loss']:.4f} val_accuracy {logs['val_accuracy']:.4f}")
+        tracker.log_epoch(epoch, logs)
+
+    run = train(data.shards("train"), data.shards("val"), channels, learning_rate=config.learning_rate,
+                batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
+                train_records=data.records("train"), val_records=data.records("val"), on_epoch=on_epoch)
+    artifact = ModelArtifact(store.new_staging_dir())
+    run.model.save(artifact.keras_path)
+    tracker.log_keras_model(artifact.keras_path)
+    tracker.finish()
     artifact.write_metadata(resolved, run.history)
     val_counts = data.class_counts("val")
     metadata = {
         "parameters": run.model.count_params(),
         "epochs": config.epochs,
         "majority_class_rate": max(val_counts) / max(1, sum(val_counts)),
+        "tracker": tracker.name,
+        **tracker.metadata(),
     }
     if run.history:
         metadata["history"] = dg.MetadataValue.md(history_table(run.history))
@@ -76,8 +95,8 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, sto
     description="The trained model exported to ONNX, checked against Keras on a validation batch, with the "
                 "resolved training config beside it as config.yaml.",
 )
-def onnx_model(context: dg.AssetExecutionContext, store: ArtifactStore, trained_model: ModelArtifact,
-               processed_tfrecords: ShardedDataset) -> dg.Output[OnnxArtifact]:
+def onnx_model(context: dg.AssetExecutionContext, store: ArtifactStore, mlflow: dg.ResourceParam[Any],
+               trained_model: ModelArtifact, processed_tfrecords: ShardedDataset) -> dg.Output[OnnxArtifact]:
     import keras
 
     from droughtwatch_assets.export import PARITY_TOLERANCE, export_onnx, parity_max_abs_diff
@@ -93,6 +112,9 @@ def onnx_model(context: dg.AssetExecutionContext, store: ArtifactStore, trained_
         raise dg.Failure(f"ONNX export of {trained_model.keras_path} disagrees with Keras on {val_shard}: "
                          f"max abs diff {diff:.3g} > {PARITY_TOLERANCE}; the model is not exported")
     artifact.write_config(trained_model.config)
+    if trained_model.config.get("tracker") == "mlflow":
+        tracker = make_tracker("mlflow", context, mlflow, store.base_dir, required=True)
+        tracker.log_onnx_model(artifact.onnx_path)
     context.log.info(f"ONNX model written: {info.size_bytes} bytes, Keras/ONNX max abs diff {diff:.2g}")
     return dg.Output(artifact, metadata={
         "input_name": info.input_name,

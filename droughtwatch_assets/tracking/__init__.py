@@ -1,0 +1,5 @@
+"""Experiment tracking: one small interface, with W&B and MLflow backends and a null tracker."""
+
+from droughtwatch_assets.tracking.base import TRACKERS, NullTracker, Tracker, TrackingUnavailable, epoch_metrics
+
+__all__ = ["TRACKERS", "NullTracker", "Tracker", "TrackingUnavailable", "epoch_metrics"]

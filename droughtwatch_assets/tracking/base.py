@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+TRACKERS = ("wandb", "mlflow", "none")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The chosen tracker cannot be reached; the message names it and its URI."""
+
+
+def epoch_metrics(logs: dict[str, Any]) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Split Keras epoch logs into scalars (loss, accuracy, ...) and per-threshold arrays (pr_k, re_k)."""
+    scalars, arrays = {}, {}
+    for key, value in logs.items():
+        array = np.asarray(value, dtype=float)
+        if array.ndim == 0:
+            scalars[key] = float(array)
+        else:
+            arrays[key] = array.tolist()
+    return scalars, arrays
+
+
+class Tracker:
+    """What training and publishing report to. Backends override what they support."""
+
+    name = "none"
+
+    def start(self, run_name: str, config: dict) -> None:
+        pass
+
+    def log_epoch(self, epoch: int, logs: dict[str, Any]) -> None:
+        pass
+
+    def log_keras_model(self, path: str | os.PathLike) -> None:
+        pass
+
+    def log_onnx_model(self, path: str | os.PathLike) -> None:
+        pass
+
+    def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str) -> dict:
+        return {}
+
+    def finish(self) -> None:
+        pass
+
+    def metadata(self) -> dict[str, str]:
+        """Run identifiers for asset metadata (run id, link, local directory)."""
+        return {}
+
+
+class NullTracker(Tracker):
+    pass

@@ -1,0 +1,66 @@
+"""Weights & Biases, used directly (dagster-wandb does not import with current wandb).
+
+Without WANDB_API_KEY the run is offline: it is written under <directory>/wandb/offline-run-*/ and can
+be uploaded later with `wandb sync <that directory>`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from droughtwatch_assets.tracking.base import Tracker, TrackingUnavailable, epoch_metrics
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+
+
+class WandbTracker(Tracker):
+    name = "wandb"
+
+    def __init__(self, project: str, directory: str | os.PathLike, job_type: str = "train"):
+        self.project, self.directory, self.job_type = project, os.fspath(directory), job_type
+        self.online = bool(os.environ.get("WANDB_API_KEY"))
+        self.run = None
+
+    def start(self, run_name: str, config: dict) -> None:
+        import wandb
+
+        os.makedirs(self.directory, exist_ok=True)
+        mode = "online" if self.online else "offline"
+        try:
+            self.run = wandb.init(project=self.project, name=f"{run_name}_{uuid.uuid4().hex[:8]}", config=config,
+                                  dir=self.directory, mode=mode, job_type=self.job_type, reinit="create_new",
+                                  settings=wandb.Settings(init_timeout=60, silent=True))
+        except Exception as exc:  # wandb raises several error types for network and auth failures
+            url = os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)
+            raise TrackingUnavailable(f"W&B tracker ({mode}) at {url} could not start a run in project "
+                                      f"{self.project!r}: {exc}") from None
+
+    def log_epoch(self, epoch: int, logs: dict[str, Any]) -> None:
+        scalars, arrays = epoch_metrics(logs)
+        self.run.log({"epoch": epoch + 1, **scalars, **arrays}, step=epoch)
+
+    def log_model_reference(self, model_name: str, uri: str, register: bool) -> None:
+        """A model artifact that references the published copy, linked to the registry collection online."""
+        import wandb
+
+        artifact = wandb.Artifact(model_name, type="model", metadata={"uri": uri})
+        artifact.add_reference(uri, checksum=False)
+        self.run.log_artifact(artifact)
+        if register and self.online:
+            self.run.link_artifact(artifact, f"model-registry/{model_name}")
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+
+    def metadata(self) -> dict[str, str]:
+        if self.run is None:
+            return {}
+        info = {"wandb_run_id": self.run.id, "wandb_run_dir": os.path.dirname(self.run.dir)}
+        if self.online and self.run.url:
+            info["wandb_run_url"] = self.run.url
+        else:
+            info["wandb_sync"] = f"wandb sync {os.path.dirname(self.run.dir)}"
+        return info

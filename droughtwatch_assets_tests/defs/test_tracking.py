@@ -1,0 +1,122 @@
+"""Experiment tracking against the real backends: an `mlflow server` on loopback, and W&B offline."""
+
+import glob
+import json
+import struct
+import time
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from wandb.proto import wandb_internal_pb2
+
+from droughtwatch_assets.definitions import assets
+from droughtwatch_assets.defs.resources import build_resources
+from droughtwatch_assets_tests.conftest import free_port
+from droughtwatch_assets_tests.defs.assets.test_pipeline import TINY_SAMPLE, run_config
+
+TRAINING_CHAIN = assets[:5]  # raw -> processed -> trained -> onnx -> published
+
+
+def materialize(data_dir, training: dict, raise_on_error: bool = True):
+    return dg.materialize(TRAINING_CHAIN, partition_key="baseline", resources=build_resources(str(data_dir)),
+                          run_config=run_config(TINY_SAMPLE, {"epochs": 2, **training}),
+                          raise_on_error=raise_on_error)
+
+
+@pytest.fixture
+def mlflow_env(mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("DROUGHTWATCH_TRACKER", "mlflow")
+    monkeypatch.setenv("DROUGHTWATCH_MLFLOW_EXPERIMENT", f"test-{time.time_ns()}")
+    yield mlflow_server
+    mlflow.end_run()  # materialize() has no end-of-run hook; the jobs have end_mlflow_on_run_finished
+
+
+def test_mlflow_run_has_metrics_params_artifacts_and_a_registered_version(tmp_path, mlflow_env):
+    model_name = f"baseline-{time.time_ns()}"
+    result = materialize(tmp_path, {"tracker": "mlflow", "register_model": True, "model_name": model_name})
+    metadata = result.asset_materializations_for_node("trained_model")[0].metadata
+    run_id = metadata["mlflow_run_id"].value
+    assert metadata["mlflow_run_url"].value.startswith(f"{mlflow_env}/#/experiments/")
+
+    client = MlflowClient(mlflow_env)
+    run = client.get_run(run_id)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "pr_0_at_0.50", "val_re_3_at_0.50"} <= set(run.data.metrics)
+    assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [0, 1]
+    params = run.data.params
+    assert params["learning_rate"] == "0.0005" and params["batch_size"] == "64" and params["epochs"] == "2"
+    assert json.loads(params["features"]) == ["B2", "B3", "B4", "B5"] and params["feature_set"] == "baseline"
+    assert params["dagster_run_id"] == result.run_id and len(params["data_version"]) == 16
+    assert run.data.tags["dagster_run_id"] == result.run_id
+
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "keras")}
+    assert "keras/model.keras" in artifacts
+    curves = json.loads(Path(client.download_artifacts(run_id, "pr_re/epoch_002.json", str(tmp_path))).read_text())
+    assert len(curves["pr_0"]) == 99 and len(curves["val_re_3"]) == 99
+    logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert {m.name for m in logged} >= {"onnx", "registered_onnx"}
+
+    version = client.get_latest_versions(model_name)[0]
+    assert version.run_id == run_id
+    assert version.tags["published_uri"].endswith(f"registry/{model_name}/model.onnx")
+
+
+def test_unregistered_configurations_are_not_registered(tmp_path, mlflow_env):
+    model_name = f"dummy-{time.time_ns()}"
+    result = materialize(tmp_path, {"tracker": "mlflow", "register_model": False, "model_name": model_name, "epochs": 0})
+    assert result.asset_materializations_for_node("published_model")[0].metadata["published"].value is False
+    assert MlflowClient(mlflow_env).search_registered_models(filter_string=f"name='{model_name}'") == []
+
+
+def test_an_unreachable_mlflow_fails_fast_naming_the_uri(tmp_path, monkeypatch):
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    started = time.monotonic()
+    result = materialize(tmp_path, {"tracker": "mlflow"}, raise_on_error=False)
+    assert not result.success and time.monotonic() - started < 120
+    message = str(result.failure_data_for_node("trained_model").error)
+    assert f"MLflow tracker at {uri} is unreachable" in message and "tracking_required" in message
+
+
+def test_tracking_required_false_trains_and_warns(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    result = materialize(tmp_path, {"tracker": "mlflow", "tracking_required": False})
+    assert result.success
+    assert result.asset_materializations_for_node("trained_model")[0].metadata["tracker"].value == "none"
+
+
+def wandb_history(run_dir: str) -> list[dict]:
+    """History rows from an offline run's .wandb file (a leveldb-style log of protobuf records)."""
+    data = Path(glob.glob(f"{run_dir}/*.wandb")[0]).read_bytes()
+    rows, pending, pos, block = [], b"", 7, 32768
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack_from("<IHB", data, pos)
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record.FromString(pending)
+            if record.WhichOneof("record_type") == "history":
+                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+    return rows
+
+
+def test_wandb_runs_offline_without_a_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_PROJECT", "droughtwatch-test")
+    result = materialize(tmp_path, {"tracker": "wandb", "register_model": True, "model_name": "baseline"})
+    metadata = result.asset_materializations_for_node("trained_model")[0].metadata
+    run_dir = metadata["wandb_run_dir"].value
+    assert Path(run_dir).name.startswith("offline-run-") and Path(run_dir).is_relative_to(tmp_path)
+    assert metadata["wandb_sync"].value == f"wandb sync {run_dir}"
+    history = [row for row in wandb_history(run_dir) if "loss" in row]
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "pr_0", "re_3", "val_pr_2"} <= set(history[-1])
+    assert len(history[-1]["val_pr_2"]) == 99
+    published = result.asset_materializations_for_node("published_model")[0].metadata
+    assert Path(published["wandb_run_dir"].value).is_dir()  # the publish run with the model reference
