@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from droughtwatch_assets.defs.assets.evaluation import model_evaluation
 from droughtwatch_assets.defs.assets.predictions import predictions
 from droughtwatch_assets.defs.assets.processed import processed_tfrecords
 from droughtwatch_assets.defs.assets.publishing import published_model
@@ -11,7 +12,8 @@ from droughtwatch_assets.defs.jobs import configuration_jobs
 from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets.defs.schedules import baseline_daily
 
-assets = [raw_tfrecords, processed_tfrecords, trained_model, onnx_model, published_model, predictions]
+assets = [raw_tfrecords, processed_tfrecords, trained_model, onnx_model, published_model, model_evaluation,
+          predictions]
 
 defs = dg.Definitions(
     assets=assets,

@@ -92,3 +92,20 @@ def predict_shards(model_path: str | os.PathLike, features: tuple[str, ...], sha
 
 def write_parquet(predictions: Predictions, path: str | os.PathLike) -> None:
     pq.write_table(predictions.table, os.fspath(path))
+
+
+def predict_processed(model_path: str | os.PathLike, shards: list[Path], channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, labels) of an ONNX model over processed shards, one shard in memory at a time."""
+    from droughtwatch_assets.records import read_processed
+
+    session = ort.InferenceSession(os.fspath(model_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    probabilities, labels = [], []
+    for shard in shards:
+        records = read_processed(shard, channels)
+        for start in range(0, len(records.labels), 256):
+            probabilities.append(session.run(None, {name: records.images[start:start + 256]})[0])
+        labels.append(records.labels)
+    if not probabilities:
+        return np.empty((0, NUM_CLASSES), np.float32), np.empty(0, np.int64)
+    return np.concatenate(probabilities), np.concatenate(labels)

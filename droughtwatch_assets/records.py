@@ -407,10 +407,12 @@ class ProcessedRecords:
     ids: list[str]
 
 
-def read_processed(path: str | os.PathLike, channels: int) -> ProcessedRecords:
+def read_processed(path: str | os.PathLike, channels: int, limit: int | None = None) -> ProcessedRecords:
     images, labels, ids = [], [], []
     expected = PIXELS * channels * 4
     for index, payload in enumerate(iter_records(path)):
+        if index == limit:
+            break
         feature_map = _parse(path, index, payload)
         values = feature_map[IMAGE_KEY].bytes_list.value if IMAGE_KEY in feature_map else []
         if len(values) != 1 or len(values[0]) != expected:

@@ -11,7 +11,7 @@ def test_definitions_load_with_the_whole_chain():
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert keys == {"raw_tfrecords", "processed_tfrecords", "trained_model", "onnx_model", "published_model",
-                    "predictions"}
+                    "model_evaluation", "predictions"}
     partitions = graph.get(dg.AssetKey("processed_tfrecords")).partitions_def.get_partition_keys()
     assert {"baseline", "ndvi", "rgb", "all"} <= set(partitions)
     for name in ("baseline_job", "useful_job", "dummy_job", "ndvi_job"):

@@ -64,3 +64,18 @@ def test_input_shards_finds_part_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no part-"):
         predict.input_shards(tmp_path / "empty")
+
+
+def test_evaluation_metrics_on_known_predictions():
+    from droughtwatch_assets.evaluation import evaluate, pr_curve
+
+    labels = np.array([0, 0, 0, 1, 2, 3])
+    probabilities = np.eye(4)[[0, 0, 1, 1, 2, 0]]
+    result = evaluate(probabilities, labels)
+    assert result.confusion.tolist() == [[2, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]]
+    assert result.accuracy == 4 / 6 and result.majority_rate == 3 / 6
+    np.testing.assert_allclose(result.precision, [2 / 3, 1 / 2, 1, 0])
+    np.testing.assert_allclose(result.recall, [2 / 3, 1, 1, 0])
+    precision, recall = pr_curve(np.array([0.9, 0.2, 0.6]), np.array([True, False, False]), np.array([0.0, 0.5, 0.95]))
+    np.testing.assert_allclose(precision, [1 / 3, 1 / 2, 1.0])
+    np.testing.assert_allclose(recall, [1, 1, 0])

@@ -24,14 +24,18 @@ def class_balance_table(dataset: ShardedDataset) -> str:
 
 
 def dataset_metadata(dataset: ShardedDataset) -> dict:
+    from droughtwatch_assets.visuals import markdown_image, processed_preview, raw_preview
+
     splits = dataset.manifest["splits"]
     metadata: dict = {f"{split}_records": splits[split]["records"] for split in SPLITS}
     metadata["class_balance"] = dg.MetadataValue.md(class_balance_table(dataset))
     shard_rows = [[split, s["name"], s["records"], s.get("vetoed", "-"), s.get("md5", "-")]
                   for split in SPLITS for s in splits[split]["shards"]]
     metadata["shards"] = dg.MetadataValue.md(markdown_table(["split", "shard", "records", "vetoed", "md5"], shard_rows))
+    preview_shard = dataset.shards("val")[0]
     if dataset.manifest["kind"] == "raw":
         metadata["source"] = dg.MetadataValue.json(dataset.manifest["source"])
+        metadata["preview"] = dg.MetadataValue.md(markdown_image(raw_preview(preview_shard), "samples"))
     else:
         metadata["features"] = ", ".join(dataset.features)
         metadata["vetoed"] = sum(splits[split]["vetoed"] for split in SPLITS)
@@ -39,6 +43,9 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
         metadata["feature_stats"] = dg.MetadataValue.md(markdown_table(
             ["feature", "min", "mean", "max"],
             [[f, *(f"{v:.4g}" if v is not None else "-" for v in (s["min"], s["mean"], s["max"]))] for f, s in stats.items()]))
+        if dataset.records("val"):
+            metadata["preview"] = dg.MetadataValue.md(
+                markdown_image(processed_preview(preview_shard, dataset.features), "samples"))
     return metadata
 
 

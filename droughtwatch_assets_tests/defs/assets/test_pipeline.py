@@ -50,13 +50,23 @@ def test_baseline_chain_on_a_tiny_sample(tmp_path):
     assert table.column("label").to_pylist() == [i for i in table.column("label").to_pylist() if 0 <= i <= 3]
     predictions_meta = result.asset_materializations_for_node("predictions")[0].metadata
     assert "training share" in predictions_meta["prediction_distribution"].value
+    png = "](data:image/png;base64,iVBORw0KGgo"  # a PNG embedded in markdown
+    assert png in raw_meta["preview"].value and png in model_meta["training_curves"].value
+    processed_meta = result.asset_materializations_for_node("processed_tfrecords")[0].metadata
+    assert png in processed_meta["preview"].value and "| B2 |" in processed_meta["feature_stats"].value
+    evaluation = result.asset_materializations_for_node("model_evaluation")[0].metadata
+    assert png in evaluation["confusion_matrix_plot"].value and png in evaluation["pr_curves"].value
+    assert evaluation["val_records"].value == processed.records("val")
+    assert "predicted 3" in evaluation["confusion_matrix"].value and "F1" in evaluation["per_class"].value
 
 
 def test_default_sample_trains_a_model_that_beats_the_majority_class(tmp_path):
-    result = dg.materialize(assets[:3], partition_key="baseline", resources=build_resources(str(tmp_path)),
-                            run_config=run_config())
+    chain = [a for a in assets if a.key.to_user_string() in
+             ("raw_tfrecords", "processed_tfrecords", "trained_model", "onnx_model", "model_evaluation")]
+    result = dg.materialize(chain, partition_key="baseline", resources=build_resources(str(tmp_path)),
+                            run_config=run_config(training={"tracker": "none"}))
     assert result.success
-    metadata = result.asset_materializations_for_node("trained_model")[0].metadata
+    metadata = result.asset_materializations_for_node("model_evaluation")[0].metadata
     majority = metadata["majority_class_rate"].value
     assert 0.5 < majority < 0.7
     assert metadata["val_accuracy"].value > majority + 0.05

@@ -1,0 +1,42 @@
+import dagster as dg
+
+from droughtwatch_assets.artifacts import OnnxArtifact
+from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.defs.metadata import markdown_table
+from droughtwatch_assets.defs.partitions import feature_set_partitions
+from droughtwatch_assets.evaluation import evaluate
+from droughtwatch_assets.features import NUM_CLASSES
+from droughtwatch_assets.predict import predict_processed
+
+
+@dg.asset(
+    partitions_def=feature_set_partitions,
+    group_name="evaluation",
+    kinds={"onnx", "numpy"},
+    code_version="1",
+    io_manager_key="value_io_manager",
+    description="The exported model judged on the validation split: confusion matrix, per-class precision, recall "
+                "and F1, precision-recall curves, and accuracy against always predicting the majority class.",
+)
+def model_evaluation(context: dg.AssetExecutionContext, onnx_model: OnnxArtifact,
+                     processed_tfrecords: ShardedDataset) -> dg.Output[dict]:
+    from droughtwatch_assets.visuals import confusion_matrix, markdown_image, pr_curves
+
+    probabilities, labels = predict_processed(onnx_model.onnx_path, processed_tfrecords.shards("val"),
+                                              len(processed_tfrecords.features))
+    result = evaluate(probabilities, labels)
+    context.log.info(f"val accuracy {result.accuracy:.3f} against the majority-class rate {result.majority_rate:.3f}")
+    confusion_rows = [[f"true {k}", *result.confusion[k].tolist()] for k in range(NUM_CLASSES)]
+    class_rows = [[k, f"{result.precision[k]:.3f}", f"{result.recall[k]:.3f}", f"{result.f1[k]:.3f}",
+                   int(result.confusion[k].sum())] for k in range(NUM_CLASSES)]
+    return dg.Output(result.as_dict(), metadata={
+        "val_accuracy": result.accuracy,
+        "majority_class_rate": result.majority_rate,
+        "beats_majority_by": result.accuracy - result.majority_rate,
+        "val_records": len(labels),
+        "confusion_matrix": dg.MetadataValue.md(
+            markdown_table(["", *(f"predicted {k}" for k in range(NUM_CLASSES))], confusion_rows)),
+        "confusion_matrix_plot": dg.MetadataValue.md(markdown_image(confusion_matrix(result), "confusion matrix")),
+        "per_class": dg.MetadataValue.md(markdown_table(["class", "precision", "recall", "F1", "support"], class_rows)),
+        "pr_curves": dg.MetadataValue.md(markdown_image(pr_curves(probabilities, labels), "precision-recall curves")),
+    })

@@ -1,0 +1,121 @@
+"""PNG pictures for asset metadata: sample previews, training curves, confusion matrix, PR curves."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from droughtwatch_assets.evaluation import Evaluation, pr_curve  # noqa: E402
+from droughtwatch_assets.features import NUM_CLASSES  # noqa: E402
+from droughtwatch_assets.processing import compute_features, keep_mask  # noqa: E402
+from droughtwatch_assets.records import iter_raw_blocks, read_processed  # noqa: E402
+
+
+def png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def markdown_image(data: bytes, alt: str) -> str:
+    """A PNG embedded in markdown, which the Dagster UI renders inline."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode()})"
+
+
+def _stretch(image: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(image, [2, 98])
+    return np.clip((image - low) / max(high - low, 1e-6), 0, 1)
+
+
+def preview_grid(rgb: np.ndarray | None, ndvi: np.ndarray | None, labels: np.ndarray, other: np.ndarray | None = None,
+                 other_name: str = "") -> bytes:
+    """One column per sample: an RGB composite and an NDVI colour map (or the first feature), titled with the label."""
+    rows = [(name, images) for name, images in (("RGB (B4,B3,B2)", rgb), ("NDVI", ndvi), (other_name, other))
+            if images is not None]
+    n = len(labels)
+    figure, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.7 * len(rows)), squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for c in range(n):
+            axis = axes[r][c]
+            if name == "NDVI":
+                axis.imshow(images[c], cmap="RdYlGn", vmin=-0.2, vmax=0.8)
+            elif images[c].ndim == 3:
+                axis.imshow(_stretch(images[c]))
+            else:
+                axis.imshow(images[c], cmap="gray")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if r == 0:
+                axis.set_title(f"label {labels[c]}", fontsize=9)
+        axes[r][0].set_ylabel(name, fontsize=9)
+    return png(figure)
+
+
+def training_curves(history: dict) -> bytes:
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(8, 3))
+    for key, axis in (("loss", loss_axis), ("accuracy", accuracy_axis)):
+        axis.plot(epochs, history.get(key, []), marker="o", label="train")
+        axis.plot(epochs, history.get(f"val_{key}", []), marker="o", label="val")
+        axis.set_xlabel("epoch")
+        axis.set_title(key)
+        axis.legend()
+    return png(figure)
+
+
+def confusion_matrix(evaluation: Evaluation) -> bytes:
+    matrix = evaluation.confusion
+    figure, axis = plt.subplots(figsize=(4, 3.5))
+    image = axis.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        axis.text(j, i, str(count), ha="center", va="center",
+                  color="white" if count > matrix.max() / 2 else "black")
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    axis.set_xticks(range(NUM_CLASSES))
+    axis.set_yticks(range(NUM_CLASSES))
+    axis.set_title(f"confusion matrix (accuracy {evaluation.accuracy:.1%})")
+    figure.colorbar(image)
+    return png(figure)
+
+
+def pr_curves(probabilities: np.ndarray, labels: np.ndarray) -> bytes:
+    thresholds = np.linspace(0, 0.99, 100)
+    figure, axis = plt.subplots(figsize=(4.5, 3.5))
+    for k in range(NUM_CLASSES):
+        precision, recall = pr_curve(probabilities[:, k], labels == k, thresholds)
+        axis.plot(recall, precision, label=f"class {k}")
+    axis.set_xlabel("recall")
+    axis.set_ylabel("precision")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.02)
+    axis.set_title("precision-recall, one class vs rest")
+    axis.legend(fontsize=8)
+    return png(figure)
+
+
+def raw_preview(shard, count: int = 6) -> bytes:
+    """RGB composites and NDVI maps of the first non-blank records of a raw shard."""
+    block = next(iter_raw_blocks(shard, block_size=64))
+    chosen = np.flatnonzero(keep_mask(block.bands))[:count]
+    features = compute_features(block.bands[chosen], ("B4", "B3", "B2", "NDVI"))
+    return preview_grid(features[..., :3], features[..., 3], block.labels[chosen])
+
+
+def processed_preview(shard, features: tuple[str, ...], count: int = 6) -> bytes:
+    """The same pictures from processed records, from whichever features the set has."""
+    records = read_processed(shard, len(features), limit=count)
+    channel = {feature: records.images[..., c] for c, feature in enumerate(features)}
+    rgb = np.stack([channel[b] for b in ("B4", "B3", "B2")], axis=-1) if {"B4", "B3", "B2"} <= set(channel) else None
+    ndvi = channel.get("NDVI")
+    if ndvi is None and {"B4", "B5"} <= set(channel):
+        ndvi = (channel["B5"] - channel["B4"]) / (channel["B5"] + channel["B4"] + np.float32(1e-7))
+    other = records.images[..., 0] if rgb is None and ndvi is None else None
+    return preview_grid(rgb, ndvi, records.labels, other, features[0])
