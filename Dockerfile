@@ -9,16 +9,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN useradd --create-home --uid 1000 dagster \
     && mkdir -p /opt/dagster/app /opt/dagster/home /opt/dagster/data \
-    && chown -R dagster:dagster /opt/dagster
+    && chown -R 1000:1000 /opt/dagster
 
 WORKDIR /opt/dagster/app
-COPY --chown=dagster:dagster pyproject.toml README.md workspace.yaml ./
-COPY --chown=dagster:dagster droughtwatch_assets ./droughtwatch_assets
+COPY --chown=1000:1000 pyproject.toml README.md workspace.yaml ./
+COPY --chown=1000:1000 droughtwatch_assets ./droughtwatch_assets
+# The same install steps as the Makefile's; the versions are pinned in pyproject.toml.
+# hadolint ignore=DL3013
 RUN python -m pip install --no-cache-dir --upgrade pip \
     && python -m pip install --no-cache-dir .
-COPY --chown=dagster:dagster dagster.yaml /opt/dagster/home/dagster.yaml
+COPY --chown=1000:1000 dagster.yaml /opt/dagster/home/dagster.yaml
 
-USER dagster
+USER 1000
 EXPOSE 3000
-# dagster dev runs the webserver and the daemon together.
-CMD ["dagster", "dev", "-w", "workspace.yaml", "-h", "0.0.0.0", "-p", "3000"]
+CMD ["sh", "-c", "dagster-daemon run -w workspace.yaml & exec dagster-webserver -w workspace.yaml -h 0.0.0.0 -p 3000"]

@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DROUGHTWATCH_DATA_DIR ?= $(CURDIR)/.droughtwatch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run test dev materialize bench clean
+.PHONY: install browser run test dev materialize bench clean
 
 install: $(STAMP)
 
@@ -24,7 +24,13 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/droughtwatch run --configuration baseline
 
-test: install
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; fi; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
