@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from droughtwatch_assets.features import NUM_CLASSES
-from droughtwatch_assets.records import read_labels
+from droughtwatch_assets.records import BadRecords, read_labels
 
 SPLITS = ("train", "val")
 MANIFEST = "manifest.json"
@@ -96,7 +96,7 @@ def find_split_shards(folder: str | os.PathLike) -> dict[str, list[Path]]:
 
 
 def build_raw_dataset(sources: dict[str, list[Path]], root: str | os.PathLike, source: dict,
-                      log: Callable[[str], None] = lambda _: None) -> ShardedDataset:
+                      log: Callable[[str], None] = lambda _: None, on_bad_record: str = "fail") -> ShardedDataset:
     """Copy raw shards into root/<split>/, counting labels and hashing each shard.
 
     `source` describes where the shards came from and is kept in the manifest.
@@ -109,11 +109,14 @@ def build_raw_dataset(sources: dict[str, list[Path]], root: str | os.PathLike, s
         for path in sources[split]:
             target = root / split / path.name
             shutil.copyfile(path, target)
-            labels = read_labels(target)
+            bad = BadRecords(on_bad_record)
+            labels = read_labels(target, bad)
             shards.append({"name": path.name, "records": int(len(labels)), "md5": md5_of(target),
                            "bytes": target.stat().st_size,
-                           "class_counts": np.bincount(labels, minlength=NUM_CLASSES).tolist()})
+                           "class_counts": np.bincount(labels, minlength=NUM_CLASSES).tolist(),
+                           "skipped": bad.as_rows()})
             log(f"raw {split}/{path.name}: {len(labels)} records")
         splits[split] = split_summary(shards)
+        splits[split]["skipped"] = sum(len(s["skipped"]) for s in shards)
     version = data_version([[split, s["name"], s["md5"]] for split in SPLITS for s in splits[split]["shards"]])
     return write_manifest(root, {"kind": "raw", "source": source, "data_version": version, "splits": splits})

@@ -8,6 +8,7 @@ from droughtwatch_assets.defs.assets.processed import processed_tfrecords
 from droughtwatch_assets.defs.assets.publishing import published_model
 from droughtwatch_assets.defs.assets.raw import raw_tfrecords
 from droughtwatch_assets.defs.assets.training import onnx_model, trained_model
+from droughtwatch_assets.defs.checks import asset_checks
 from droughtwatch_assets.defs.jobs import configuration_jobs
 from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets.defs.schedules import baseline_daily
@@ -17,6 +18,7 @@ assets = [raw_tfrecords, processed_tfrecords, trained_model, onnx_model, publish
 
 defs = dg.Definitions(
     assets=assets,
+    asset_checks=asset_checks,
     jobs=list(configuration_jobs.values()),
     schedules=[baseline_daily],
     resources=build_resources(),

@@ -77,8 +77,7 @@ def predict_shards(model_path: str | os.PathLike, features: tuple[str, ...], sha
             images = compute_features(block.bands[keep], features, out[: int(keep.sum())])
             probabilities.append(session.run(None, {input_name: images})[0])
             labels.append(block.labels[keep].copy())
-            kept_indices = block.first_index + np.flatnonzero(keep)
-            ids += [block.ids[i - block.first_index] or f"{shard.name}:{i}" for i in kept_indices]
+            ids += [block.ids[row] or f"{shard.name}:{block.indices[row]}" for row in np.flatnonzero(keep)]
     p = np.concatenate(probabilities) if probabilities else np.empty((0, NUM_CLASSES), np.float32)
     label = np.concatenate(labels) if labels else np.empty(0, np.int64)
     table = pa.table({

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from droughtwatch_assets.datasets import SPLITS, ShardedDataset, data_version, split_summary, write_manifest
 from droughtwatch_assets.features import BAND_INDEX, IMAGE_SIZE, INDICES, NUM_CLASSES, bands_needed
-from droughtwatch_assets.records import RecordWriter, UniformBlock, iter_raw_blocks, write_processed
+from droughtwatch_assets.records import BadRecords, RecordWriter, UniformBlock, iter_raw_blocks, write_processed
 
 def normalise(bands: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """float32(uint8) / 255, as the original."""
@@ -99,17 +100,19 @@ class ShardStats:
     vetoed_indices: list[int] = field(default_factory=list)
     class_counts: list[int] = field(default_factory=lambda: [0] * NUM_CLASSES)
     features: FeatureStats | None = None
+    skipped: list[dict] = field(default_factory=list)  # bad records dropped under on_bad_record=skip
 
 
 def process_shard(source: str | os.PathLike, destination: str | os.PathLike, features: tuple[str, ...],
-                  block_size: int = 256) -> ShardStats:
+                  block_size: int = 256, on_bad_record: str = "fail") -> ShardStats:
     """Stream one raw shard into a processed shard; memory is bounded by block_size."""
     stats = ShardStats(Path(destination).name, features=FeatureStats(len(features)))
+    bad = BadRecords(on_bad_record)
     out = np.empty((block_size, IMAGE_SIZE, IMAGE_SIZE, len(features)), dtype=np.float32)
     with RecordWriter(destination) as writer:
-        for block in iter_raw_blocks(source, block_size):
+        for block in iter_raw_blocks(source, block_size, bad=bad):
             keep = keep_mask(block.bands)
-            stats.vetoed_indices.extend((block.first_index + np.flatnonzero(~keep)).tolist())
+            stats.vetoed_indices.extend(block.indices[~keep].tolist())
             kept = int(keep.sum())
             if not kept:
                 continue
@@ -125,6 +128,7 @@ def process_shard(source: str | os.PathLike, destination: str | os.PathLike, fea
             stats.records += kept
             stats.class_counts = (np.asarray(stats.class_counts) + np.bincount(labels, minlength=NUM_CLASSES)).tolist()
     stats.vetoed = len(stats.vetoed_indices)
+    stats.skipped = bad.as_rows()
     return stats
 
 
@@ -132,46 +136,93 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+PROCESSING_VERSION = "1"  # bump when the processed bytes of an unchanged raw shard would change
+
+
+def _shard_entry(stats: ShardStats, raw_md5: str) -> dict:
+    totals = stats.features
+    return {"name": stats.name, "records": stats.records, "vetoed": stats.vetoed,
+            "vetoed_indices": stats.vetoed_indices, "class_counts": stats.class_counts, "skipped": stats.skipped,
+            "raw_md5": raw_md5, "feature_totals": {"min": totals.minimum.tolist(), "max": totals.maximum.tolist(),
+                                                   "total": totals.total.tolist(), "pixels": totals.pixels}}
+
+
+def _reusable(previous: ShardedDataset | None, features: tuple[str, ...], on_bad_record: str) -> dict:
+    """(split, shard name) -> (previous shard path, manifest entry) for shards an earlier run processed alike."""
+    if previous is None or previous.features != features or \
+            previous.manifest.get("processing_version") != PROCESSING_VERSION or \
+            previous.manifest.get("on_bad_record", "fail") != on_bad_record:
+        return {}
+    return {(split, entry["name"]): (previous.root / split / entry["name"], entry)
+            for split in SPLITS for entry in previous.manifest["splits"][split]["shards"] if "raw_md5" in entry}
+
+
+def _totals_from(entry: dict, channels: int) -> FeatureStats:
+    totals = FeatureStats(channels)
+    saved = entry["feature_totals"]
+    totals.minimum, totals.maximum = np.array(saved["min"], float), np.array(saved["max"], float)
+    totals.total, totals.pixels = np.array(saved["total"], float), saved["pixels"]
+    return totals
+
+
 def process_dataset(raw: ShardedDataset, root: str | os.PathLike, feature_set: str, features: tuple[str, ...],
-                    workers: int | None = None, log: Callable[[str], None] = lambda _: None) -> ShardedDataset:
-    """Process every shard of both splits, one shard per task, in parallel processes when workers > 1."""
+                    workers: int | None = None, log: Callable[[str], None] = lambda _: None,
+                    on_bad_record: str = "fail", previous: ShardedDataset | None = None) -> ShardedDataset:
+    """Process every shard of both splits, one shard per task, in parallel processes when workers > 1.
+
+    A shard that `previous` (the last processed version) already holds for the same raw bytes, features
+    and processing version is linked from there instead of being processed again.
+    """
     root = Path(root)
+    reusable = _reusable(previous, features, on_bad_record)
+    entries: dict[tuple[str, str], dict] = {}
     jobs = []
     for split in SPLITS:
         (root / split).mkdir(parents=True, exist_ok=True)
-        jobs += [(split, source, root / split / source.name) for source in raw.shards(split)]
+        raw_md5 = {s["name"]: s["md5"] for s in raw.manifest["splits"][split]["shards"]}
+        for source in raw.shards(split):
+            old = reusable.get((split, source.name))
+            if old and old[1]["raw_md5"] == raw_md5[source.name] and old[0].exists():
+                try:
+                    os.link(old[0], root / split / source.name)
+                except OSError:
+                    shutil.copyfile(old[0], root / split / source.name)
+                entries[(split, source.name)] = old[1]
+                log(f"reused {split}/{source.name}: raw shard unchanged")
+            else:
+                jobs.append((split, source, root / split / source.name, raw_md5[source.name]))
     workers = min(workers or default_workers(), len(jobs)) or 1
-    results: dict[tuple[str, str], ShardStats] = {}
     if workers == 1:
-        runner = map(lambda job: process_shard(job[1], job[2], features), jobs)
+        runner = map(lambda job: process_shard(job[1], job[2], features, on_bad_record=on_bad_record), jobs)
         pool = None
     else:
         # spawn, not fork: the caller may have TensorFlow loaded, which is not fork-safe.
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        runner = pool.map(process_shard, [j[1] for j in jobs], [j[2] for j in jobs], [features] * len(jobs))
+        runner = pool.map(process_shard, [j[1] for j in jobs], [j[2] for j in jobs], [features] * len(jobs),
+                          [256] * len(jobs), [on_bad_record] * len(jobs))
     try:
-        for (split, source, _), stats in zip(jobs, runner):
-            results[(split, source.name)] = stats
+        for (split, source, _, raw_md5), stats in zip(jobs, runner):
+            entries[(split, source.name)] = _shard_entry(stats, raw_md5)
             log(f"processed {split}/{source.name}: {stats.records} kept, {stats.vetoed} vetoed")
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
 
     manifest = {"kind": "processed", "feature_set": feature_set, "features": list(features),
-                "data_version": data_version([raw.manifest.get("data_version", ""), list(features)]),
-                "raw_data_version": raw.manifest.get("data_version", ""),
-                "image_shape": [IMAGE_SIZE, IMAGE_SIZE, len(features)], "dtype": "float32", "splits": {},
-                "feature_stats": {}}
+                "data_version": data_version([raw.manifest.get("data_version", ""), list(features),
+                                              PROCESSING_VERSION]),
+                "raw_data_version": raw.manifest.get("data_version", ""), "processing_version": PROCESSING_VERSION,
+                "on_bad_record": on_bad_record, "shards_processed": len(jobs),
+                "shards_reused": len(entries) - len(jobs),
+                "image_shape": [IMAGE_SIZE, IMAGE_SIZE, len(features)], "dtype": "float32", "splits": {}}
     totals = FeatureStats(len(features))
     for split in SPLITS:
-        shards = []
-        for source in raw.shards(split):
-            stats = results[(split, source.name)]
-            shards.append({"name": stats.name, "records": stats.records, "vetoed": stats.vetoed,
-                           "vetoed_indices": stats.vetoed_indices, "class_counts": stats.class_counts})
-            totals.merge(stats.features)
+        shards = [entries[(split, source.name)] for source in raw.shards(split)]
+        for entry in shards:
+            totals.merge(_totals_from(entry, len(features)))
         summary = split_summary(shards)
         summary["vetoed"] = sum(s["vetoed"] for s in shards)
+        summary["skipped"] = sum(len(s["skipped"]) for s in shards)
         manifest["splits"][split] = summary
     manifest["feature_stats"] = totals.summary(features)
     return write_manifest(root, manifest)

@@ -38,6 +38,30 @@ class RecordError(ValueError):
         super().__init__(f"{self.path}: record {index}: {problem}. {hint}")
 
 
+class BadRecords:
+    """The on_bad_record policy: 'fail' raises the first RecordError; 'skip' collects them and goes on.
+
+    A skipped record whose framing is intact is dropped alone; after a broken frame (bad length
+    checksum, truncation) the rest of the file cannot be found and is dropped too.
+    """
+
+    POLICIES = ("fail", "skip")
+
+    def __init__(self, policy: str = "fail"):
+        if policy not in self.POLICIES:
+            raise ValueError(f"on_bad_record must be one of {self.POLICIES}, not {policy!r}")
+        self.policy = policy
+        self.errors: list[RecordError] = []
+
+    def handle(self, error: RecordError) -> None:
+        if self.policy == "fail":
+            raise error
+        self.errors.append(error)
+
+    def as_rows(self) -> list[dict]:
+        return [{"file": e.path, "record": e.index, "problem": e.problem} for e in self.errors]
+
+
 def masked_crc(data: bytes | memoryview) -> int:
     crc = crc32c.crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
@@ -46,13 +70,17 @@ def masked_crc(data: bytes | memoryview) -> int:
 READ_CHUNK = 8 << 20
 
 
-def iter_records(path: str | os.PathLike) -> Iterator[memoryview]:
-    """Yield each record's payload, checking lengths and CRCs.
+def iter_records(path: str | os.PathLike, bad: BadRecords | None = None) -> Iterator[tuple[int, memoryview]]:
+    """Yield (record index, payload) for each record, checking lengths and CRCs.
 
     The file is read in chunks of READ_CHUNK bytes (more for a larger record), so memory stays bounded
     whatever the file size. Payloads are views into the current chunk: copy what you keep.
     """
+    bad = bad or BadRecords()
     size = os.path.getsize(path)
+    if size == 0:
+        bad.handle(RecordError(path, 0, "empty file (0 bytes)", "Remove it, or fetch the shard again."))
+        return
     unpack_header, unpack_crc = _HEADER.unpack_from, _CRC.unpack_from
     with open(path, "rb", buffering=0) as f:
         chunk = view = memoryview(b"")
@@ -63,22 +91,23 @@ def iter_records(path: str | os.PathLike) -> Iterator[memoryview]:
                 chunk = view = memoryview(bytes(chunk[pos:]) + f.read(READ_CHUNK))
                 base, pos = offset, 0
                 if len(chunk) < 12:
-                    raise RecordError(path, index, f"truncated header at byte {offset}")
+                    return bad.handle(RecordError(path, index, f"truncated header at byte {offset}"))
             length, length_crc = unpack_header(chunk, pos)
             if masked_crc(view[pos:pos + 8]) != length_crc:
-                raise RecordError(path, index, f"bad length checksum at byte {offset} "
-                                               f"(not a TFRecord file, or corrupted)")
+                return bad.handle(RecordError(path, index, f"bad length checksum at byte {offset} "
+                                                           f"(not a TFRecord file, or corrupted)"))
             end = pos + 12 + length
             if end + 4 > len(chunk):
                 if offset + 16 + length > size:
-                    raise RecordError(path, index, f"truncated: {length} payload bytes announced at byte {offset}, "
-                                                   f"file ends at {size}")
+                    return bad.handle(RecordError(path, index, f"truncated: {length} payload bytes announced at "
+                                                               f"byte {offset}, file ends at {size}"))
                 chunk = view = memoryview(bytes(chunk[pos:]) + f.read(max(READ_CHUNK, 16 + length)))
                 base, pos, end = offset, 0, 12 + length
             payload = view[pos + 12:end]
-            if masked_crc(payload) != unpack_crc(chunk, end)[0]:
-                raise RecordError(path, index, f"payload checksum mismatch at byte {offset} (corrupted data)")
-            yield payload
+            if masked_crc(payload) == unpack_crc(chunk, end)[0]:
+                yield index, payload
+            else:
+                bad.handle(RecordError(path, index, f"payload checksum mismatch at byte {offset} (corrupted data)"))
             index, offset = index + 1, offset + 16 + length
 
 
@@ -233,12 +262,13 @@ def _filename(feature_map) -> str:
 
 @dataclass
 class RawBlock:
-    """A block of consecutive raw records. `bands` is uint8 [n, 11, 65, 65] in registry band order."""
+    """A block of raw records. `bands` is uint8 [n, 11, 65, 65] in registry band order; `indices` are
+    the records' 0-based positions in their file (consecutive unless bad records were skipped)."""
 
     bands: np.ndarray
     labels: np.ndarray
     ids: list[str]
-    first_index: int
+    indices: np.ndarray
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -260,34 +290,45 @@ def _parse_raw_into(path, index: int, payload: bytes, bands: np.ndarray, labels:
     return _filename(feature_map)
 
 
-def iter_raw_blocks(path: str | os.PathLike, block_size: int = 256, require_label: bool = True) -> Iterator[RawBlock]:
+def iter_raw_blocks(path: str | os.PathLike, block_size: int = 256, require_label: bool = True,
+                    bad: BadRecords | None = None) -> Iterator[RawBlock]:
     """Parse a raw shard in blocks. The arrays are reused between blocks: copy what you keep.
 
     Records that share the first record's byte layout are sliced out with numpy (see wire_layout.py);
     any other record goes through the protobuf parser, which also produces every error message.
     """
+    bad = bad or BadRecords()
     bands = np.empty((block_size, len(BANDS), PIXELS), dtype=np.uint8)
     labels = np.empty(block_size, dtype=np.int64)
     layout: RawLayout | None = None
     rows = np.empty((0, 0), dtype=np.uint8)
     payloads: list[bytes | None] = []  # None: the record's bytes are in rows
-    first = 0
+    indices: list[int] = []
 
     def parse_block() -> RawBlock:
         n = len(payloads)
         ids = [""] * n
         fast = np.zeros(n, dtype=bool)
+        good = np.ones(n, dtype=bool)
         if layout is not None:
             fast = np.array([p is None for p in payloads]) & layout.matches(rows[:n])
             ids = layout.extract(rows[:n], bands[:n], labels[:n])
             fast &= (labels[:n] < NUM_CLASSES) & ((labels[:n] >= 0) | (not require_label))
         for row in np.flatnonzero(~fast):
             payload = payloads[row] if payloads[row] is not None else rows[row].tobytes()
-            ids[row] = _parse_raw_into(path, first + row, payload, bands, labels, row, require_label)
-        return RawBlock(bands[:n].reshape(n, len(BANDS), IMAGE_SIZE, IMAGE_SIZE), labels[:n], ids, first)
+            try:
+                ids[row] = _parse_raw_into(path, indices[row], payload, bands, labels, row, require_label)
+            except RecordError as error:
+                bad.handle(error)
+                good[row] = False
+        shaped = bands[:n].reshape(n, len(BANDS), IMAGE_SIZE, IMAGE_SIZE)
+        if good.all():
+            return RawBlock(shaped, labels[:n], ids, np.asarray(indices))
+        return RawBlock(shaped[good], labels[:n][good], [i for i, g in zip(ids, good) if g],
+                        np.asarray(indices)[good])
 
-    for index, payload in enumerate(iter_records(path)):
-        if index == 0:
+    for index, payload in iter_records(path, bad):
+        if layout is None and not indices and index == 0:
             layout = RawLayout.of(bytes(payload))
             if layout is not None:
                 rows = np.empty((block_size, layout.length), dtype=np.uint8)
@@ -296,28 +337,34 @@ def iter_raw_blocks(path: str | os.PathLike, block_size: int = 256, require_labe
             payloads.append(None)
         else:
             payloads.append(bytes(payload))
+        indices.append(index)
         if len(payloads) == block_size:
             yield parse_block()
-            payloads, first = [], index + 1
+            payloads, indices = [], []
     if payloads:
         yield parse_block()
 
 
 def read_raw(path: str | os.PathLike, require_label: bool = True) -> RawBlock:
     """A whole raw shard in memory (copies)."""
-    blocks = [RawBlock(b.bands.copy(), b.labels.copy(), b.ids, b.first_index)
+    blocks = [RawBlock(b.bands.copy(), b.labels.copy(), b.ids, b.indices)
               for b in iter_raw_blocks(path, require_label=require_label)]
     if not blocks:
-        return RawBlock(np.empty((0, len(BANDS), IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.empty(0, np.int64), [], 0)
+        return RawBlock(np.empty((0, len(BANDS), IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.empty(0, np.int64), [],
+                        np.empty(0, np.int64))
     return RawBlock(np.concatenate([b.bands for b in blocks]), np.concatenate([b.labels for b in blocks]),
-                    [i for b in blocks for i in b.ids], 0)
+                    [i for b in blocks for i in b.ids], np.concatenate([b.indices for b in blocks]))
 
 
-def read_labels(path: str | os.PathLike) -> np.ndarray:
-    """Labels only (still checks every record's framing)."""
+def read_labels(path: str | os.PathLike, bad: BadRecords | None = None) -> np.ndarray:
+    """Labels only: checks every record's framing and label; the bands are checked by processing."""
+    bad = bad or BadRecords()
     labels = []
-    for index, payload in enumerate(iter_records(path)):
-        labels.append(_label(path, index, _parse(path, index, payload), True))
+    for index, payload in iter_records(path, bad):
+        try:
+            labels.append(_label(path, index, _parse(path, index, payload), True))
+        except RecordError as error:
+            bad.handle(error)
     return np.asarray(labels, dtype=np.int64)
 
 
@@ -410,7 +457,7 @@ class ProcessedRecords:
 def read_processed(path: str | os.PathLike, channels: int, limit: int | None = None) -> ProcessedRecords:
     images, labels, ids = [], [], []
     expected = PIXELS * channels * 4
-    for index, payload in enumerate(iter_records(path)):
+    for index, payload in iter_records(path):
         if index == limit:
             break
         feature_map = _parse(path, index, payload)

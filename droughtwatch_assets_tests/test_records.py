@@ -18,7 +18,7 @@ def test_real_shard_reads_as_81_records(real_shard):
 
 
 def test_blocks_cover_every_record_in_order(real_shard):
-    blocks = [(b.first_index, len(b), b.labels.copy()) for b in records.iter_raw_blocks(real_shard, block_size=32)]
+    blocks = [(int(b.indices[0]), len(b), b.labels.copy()) for b in records.iter_raw_blocks(real_shard, block_size=32)]
     assert [(first, n) for first, n, _ in blocks] == [(0, 32), (32, 32), (64, 17)]
     np.testing.assert_array_equal(np.concatenate([l for *_, l in blocks]), records.read_labels(real_shard))
 

@@ -29,6 +29,11 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
     splits = dataset.manifest["splits"]
     metadata: dict = {f"{split}_records": splits[split]["records"] for split in SPLITS}
     metadata["class_balance"] = dg.MetadataValue.md(class_balance_table(dataset))
+    skipped = [[split, row["file"].rsplit("/", 1)[-1], row["record"], row["problem"]]
+               for split in SPLITS for shard in splits[split]["shards"] for row in shard.get("skipped", [])]
+    metadata["skipped_records"] = len(skipped)
+    if skipped:
+        metadata["skipped"] = dg.MetadataValue.md(markdown_table(["split", "file", "record", "problem"], skipped))
     shard_rows = [[split, s["name"], s["records"], s.get("vetoed", "-"), s.get("md5", "-")]
                   for split in SPLITS for s in splits[split]["shards"]]
     metadata["shards"] = dg.MetadataValue.md(markdown_table(["split", "shard", "records", "vetoed", "md5"], shard_rows))

@@ -5,7 +5,7 @@ from droughtwatch_assets.artifacts import OnnxArtifact, PredictionsArtifact
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.defs.metadata import markdown_table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.resources import ArtifactStore
+from droughtwatch_assets.defs.resources import ArtifactStore, STORAGE_RETRY
 from droughtwatch_assets.features import NUM_CLASSES
 from droughtwatch_assets.predict import input_shards, predict_shards, write_parquet
 
@@ -20,6 +20,7 @@ class PredictionsConfig(dg.Config):
     group_name="deployment",
     kinds={"onnx", "parquet"},
     code_version="1",
+    retry_policy=STORAGE_RETRY,
     description="Class probabilities from the ONNX model on new raw shards, processed exactly as in training. "
                 "Parquet with the original's monitoring columns: ID, P_0..P_3, P_label, label.",
 )

@@ -1,15 +1,19 @@
 import dagster as dg
+from pydantic import Field
 
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.defs.metadata import dataset_metadata
 from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.resources import ArtifactStore
+from droughtwatch_assets.defs.resources import ArtifactStore, STORAGE_RETRY
 from droughtwatch_assets.features import feature_set
 from droughtwatch_assets.processing import process_dataset
+from droughtwatch_assets.records import RecordError
 
 
 class ProcessingConfig(dg.Config):
     workers: int = 0  # parallel shard processes; 0 = one per core
+    on_bad_record: str = Field(default="fail", description="fail, or skip: bad records are dropped, counted and "
+                                                           "listed in the metadata")
 
 
 @dg.asset(
@@ -17,12 +21,25 @@ class ProcessingConfig(dg.Config):
     group_name="data",
     kinds={"tfrecord", "numpy"},
     code_version="1",
+    retry_policy=STORAGE_RETRY,
     description="Processed TFRecords of one feature set: bands / 255, blank images vetoed, NDVI/NDMI/EVI on request. "
                 "Each record holds a float32 65x65xC `image` (channels in the feature set's order) and its `label`.",
 )
 def processed_tfrecords(context: dg.AssetExecutionContext, config: ProcessingConfig, store: ArtifactStore,
                         raw_tfrecords: ShardedDataset) -> dg.Output[ShardedDataset]:
     name = context.partition_key
-    dataset = process_dataset(raw_tfrecords, store.new_staging_dir(), name, feature_set(name),
-                              workers=config.workers or None, log=context.log.info)
-    return dg.Output(dataset, metadata=dataset_metadata(dataset))
+    try:
+        previous = ShardedDataset.open(store.backend.current(("processed_tfrecords", name)))
+    except FileNotFoundError:
+        previous = None
+    try:
+        dataset = process_dataset(raw_tfrecords, store.new_staging_dir(), name, feature_set(name),
+                                  workers=config.workers or None, log=context.log.info,
+                                  on_bad_record=config.on_bad_record, previous=previous)
+    except RecordError as exc:  # bad data: retrying cannot help
+        raise dg.Failure(f"{exc} (on_bad_record: fail; set it to skip to drop such records)",
+                         allow_retries=False) from exc
+    metadata = {**dataset_metadata(dataset), "shards_processed": dataset.manifest["shards_processed"],
+                "shards_reused": dataset.manifest["shards_reused"]}
+    return dg.Output(dataset, metadata=metadata,
+                     data_version=dg.DataVersion(dataset.manifest["data_version"]))

@@ -8,7 +8,7 @@ from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.defs.metadata import history_table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.configurations import CLASS_WEIGHTS
-from droughtwatch_assets.defs.resources import ArtifactStore
+from droughtwatch_assets.defs.resources import ArtifactStore, STORAGE_RETRY
 from droughtwatch_assets.defs.tracking import default_tracker, fallback, make_tracker
 from droughtwatch_assets.tracking import TrackingUnavailable
 
@@ -29,6 +29,7 @@ class TrainingConfig(dg.Config):
     group_name="training",
     kinds={"tensorflow", "keras"},
     code_version="1",
+    retry_policy=STORAGE_RETRY,
     description="The original baseline CNN trained on one feature set: categorical cross-entropy, Adam, "
                 "class weights {0:1, 1:4, 2:4, 3:6}. Saved as .keras with its per-epoch history.",
 )
@@ -95,6 +96,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, sto
     group_name="deployment",
     kinds={"onnx"},
     code_version="1",
+    retry_policy=STORAGE_RETRY,
     description="The trained model exported to ONNX, checked against Keras on a validation batch, with the "
                 "resolved training config beside it as config.yaml.",
 )
@@ -111,9 +113,9 @@ def onnx_model(context: dg.AssetExecutionContext, store: ArtifactStore, mlflow: 
     val_shard = processed_tfrecords.shards("val")[0]
     batch = read_processed(val_shard, len(processed_tfrecords.features)).images[:64]
     diff = parity_max_abs_diff(model, artifact.onnx_path, batch)
-    if not diff <= PARITY_TOLERANCE:
-        raise dg.Failure(f"ONNX export of {trained_model.keras_path} disagrees with Keras on {val_shard}: "
-                         f"max abs diff {diff:.3g} > {PARITY_TOLERANCE}; the model is not exported")
+    if not diff <= PARITY_TOLERANCE:  # the blocking onnx_matches_keras check stops publishing
+        context.log.error(f"ONNX export disagrees with Keras on {val_shard}: max abs diff {diff:.3g} > "
+                          f"{PARITY_TOLERANCE}; it will not be published")
     artifact.write_config(trained_model.config)
     if trained_model.config.get("tracker") == "mlflow":
         tracker = make_tracker("mlflow", context, mlflow, store.base_dir, required=True)

@@ -1,0 +1,96 @@
+"""Asset checks. Blocking ones stop what comes downstream: bad data is not trained on, a model whose ONNX
+export disagrees with Keras is never published or registered."""
+
+from __future__ import annotations
+
+import math
+
+import dagster as dg
+
+from droughtwatch_assets.artifacts import ModelArtifact, OnnxArtifact
+from droughtwatch_assets.datasets import SPLITS, ShardedDataset
+from droughtwatch_assets.defs.assets.evaluation import model_evaluation
+from droughtwatch_assets.defs.assets.processed import processed_tfrecords
+from droughtwatch_assets.defs.assets.training import onnx_model
+from droughtwatch_assets.defs.partitions import feature_set_partitions
+from droughtwatch_assets.features import feature_range
+
+CLASS_DRIFT_LIMIT = 0.10  # largest tolerated gap between train and val class shares
+
+
+def processed_problems(processed: ShardedDataset, raw: ShardedDataset) -> list[str]:
+    """What is wrong with a processed dataset, judged from its manifest against the raw one."""
+    problems = []
+    for feature, stats in processed.manifest["feature_stats"].items():
+        if stats["min"] is None:
+            continue
+        low, high = feature_range(feature)
+        if not (math.isfinite(stats["min"]) and math.isfinite(stats["max"])):
+            problems.append(f"{feature}: non-finite values (min {stats['min']}, max {stats['max']})")
+        elif stats["min"] < low or stats["max"] > high:
+            problems.append(f"{feature}: values in [{stats['min']:.4g}, {stats['max']:.4g}], outside [{low}, {high}]")
+    for split in SPLITS:
+        raw_shards = {s["name"]: s for s in raw.manifest["splits"][split]["shards"]}
+        for shard in processed.manifest["splits"][split]["shards"]:
+            raw_shard = raw_shards[shard["name"]]
+            skipped_by_raw = {row["record"] for row in raw_shard.get("skipped", [])}
+            skipped = len([row for row in shard.get("skipped", []) if row["record"] not in skipped_by_raw])
+            expected = raw_shard["records"] - shard["vetoed"] - skipped
+            if shard["records"] != expected:
+                problems.append(f"{split}/{shard['name']}: {shard['records']} records, expected raw "
+                                f"{raw_shard['records']} - vetoed {shard['vetoed']} - skipped {skipped} = {expected}")
+            if sum(shard["class_counts"]) != shard["records"] or len(shard["class_counts"]) != 4:
+                problems.append(f"{split}/{shard['name']}: class counts {shard['class_counts']} do not cover "
+                                f"{shard['records']} records with labels 0..3")
+    return problems
+
+
+@dg.asset_check(asset=processed_tfrecords, blocking=True, partitions_def=feature_set_partitions,
+                additional_ins={"raw_tfrecords": dg.AssetIn("raw_tfrecords")},
+                description="Values finite, bands in [0, 1], indices in range, labels 0..3, "
+                            "records = raw - vetoed - skipped for every shard.")
+def processed_values_are_valid(processed_tfrecords: ShardedDataset, raw_tfrecords: ShardedDataset) -> dg.AssetCheckResult:
+    problems = processed_problems(processed_tfrecords, raw_tfrecords)
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
+
+
+@dg.asset_check(asset=processed_tfrecords, partitions_def=feature_set_partitions, description="Train and val class shares within 10 points of each other "
+                                                       "(a warning, not a block).")
+def class_balance_is_stable(processed_tfrecords: ShardedDataset) -> dg.AssetCheckResult:
+    shares = {}
+    for split in SPLITS:
+        counts = processed_tfrecords.class_counts(split)
+        shares[split] = [c / max(1, sum(counts)) for c in counts]
+    drift = max(abs(a - b) for a, b in zip(shares["train"], shares["val"]))
+    return dg.AssetCheckResult(passed=drift <= CLASS_DRIFT_LIMIT, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"largest_share_gap": drift, "train_shares": shares["train"],
+                                         "val_shares": shares["val"]})
+
+
+@dg.asset_check(asset=onnx_model, blocking=True, partitions_def=feature_set_partitions,
+                additional_ins={"trained_model": dg.AssetIn("trained_model"),
+                                "processed_tfrecords": dg.AssetIn("processed_tfrecords")},
+                description="onnxruntime agrees with Keras on a validation batch (max abs diff <= 1e-5).")
+def onnx_matches_keras(onnx_model: OnnxArtifact, trained_model: ModelArtifact,
+                       processed_tfrecords: ShardedDataset) -> dg.AssetCheckResult:
+    import keras
+
+    from droughtwatch_assets.export import PARITY_TOLERANCE, parity_max_abs_diff
+    from droughtwatch_assets.records import read_processed
+
+    batch = read_processed(processed_tfrecords.shards("val")[0], len(processed_tfrecords.features), limit=64).images
+    diff = parity_max_abs_diff(keras.saving.load_model(trained_model.keras_path), onnx_model.onnx_path, batch)
+    return dg.AssetCheckResult(passed=diff <= PARITY_TOLERANCE,
+                               metadata={"max_abs_diff": diff, "tolerance": PARITY_TOLERANCE, "batch": len(batch)})
+
+
+@dg.asset_check(asset=model_evaluation, partitions_def=feature_set_partitions, description="Val accuracy above always predicting the majority class "
+                                                    "(a warning).")
+def beats_the_majority_class(model_evaluation: dict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=model_evaluation["accuracy"] > model_evaluation["majority_rate"],
+                               severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"accuracy": model_evaluation["accuracy"],
+                                         "majority_rate": model_evaluation["majority_rate"]})
+
+
+asset_checks = [processed_values_are_valid, class_balance_is_stable, onnx_matches_keras, beats_the_majority_class]

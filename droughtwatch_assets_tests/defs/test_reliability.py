@@ -1,0 +1,185 @@
+"""Bad inputs, faults and data versions, through the real asset code."""
+
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.definitions import assets
+from droughtwatch_assets.defs.checks import asset_checks
+from droughtwatch_assets.defs.resources import build_resources
+from droughtwatch_assets.features import BANDS
+from droughtwatch_assets.records import RecordWriter, encode_example, encode_raw_example, read_processed
+from droughtwatch_assets.storage import LocalArtifactStore
+from droughtwatch_assets_tests.conftest import REPO_ROOT, free_port
+from droughtwatch_assets_tests.defs.assets.test_pipeline import TINY_SAMPLE, run_config
+
+DATA_ASSETS = [a for a in assets if a.key.to_user_string() in ("raw_tfrecords", "processed_tfrecords")]
+
+
+def write_bad_input(kind: str, real_shard: Path, target: Path) -> None:
+    """One of the ways a shard arrives broken."""
+    data = real_shard.read_bytes()
+    if kind == "truncated shard":
+        target.write_bytes(data[: len(data) // 2])
+    elif kind == "corrupted CRC":
+        corrupted = bytearray(data)
+        corrupted[20_000] ^= 0xFF
+        target.write_bytes(bytes(corrupted))
+    elif kind == "empty file":
+        target.write_bytes(b"")
+    elif kind == "non-TFRecord file":
+        target.write_text("shard list exported from a spreadsheet\n")
+    else:
+        bands = {band: bytes(range(256)) * 16 + bytes(129) for band in BANDS}  # 4,225 bytes each
+        fields = {"missing band": {**bands, "label": 1},
+                  "band of the wrong length": {**bands, "B7": bytes(100), "label": 1},
+                  "label outside 0..3": {**bands, "label": 9}}[kind]
+        if kind == "missing band":
+            del fields["B4"]
+        with RecordWriter(target) as writer:
+            writer.write(encode_raw_example(np.full((11, 65, 65), 50, np.uint8), 0, "good-record"))
+            writer.write(encode_example(fields))
+
+
+BAD_INPUTS = {  # kind -> (the step that catches it, record index named in the error, what the error says)
+    "truncated shard": ("raw_tfrecords", None, "truncated"),
+    "corrupted CRC": ("raw_tfrecords", 0, "payload checksum mismatch"),
+    "missing band": ("processed_tfrecords", 1, "missing band B4"),
+    "band of the wrong length": ("processed_tfrecords", 1, "band B7 has 100 bytes"),
+    "label outside 0..3": ("raw_tfrecords", 1, "label [9] is not one value in 0..3"),
+    "empty file": ("raw_tfrecords", 0, "empty file"),
+    "non-TFRecord file": ("raw_tfrecords", 0, "bad length checksum"),
+}
+
+
+def materialize_data(data_dir: Path, folder: Path, policy: str = "fail", **kwargs):
+    config = dg.RunConfig(ops={
+        "raw_tfrecords": {"config": {"source": "folder", "folder": str(folder), "on_bad_record": policy}},
+        "processed_tfrecords": {"config": {"workers": 1, "on_bad_record": policy}}})
+    return dg.materialize([*DATA_ASSETS, *asset_checks[:2]], partition_key="baseline",
+                          resources=build_resources(str(data_dir)), run_config=config, **kwargs)
+
+
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+def test_bad_input_fails_naming_file_and_record_and_leaves_nothing_visible(kind, tmp_path, real_folder, real_shard):
+    write_bad_input(kind, real_shard, real_folder / "train" / "part-r-00099")
+    step, index, words = BAD_INPUTS[kind]
+    result = materialize_data(tmp_path / "data", real_folder, raise_on_error=False)
+    assert not result.success
+    message = str(result.failure_data_for_node(step).error)
+    assert "part-r-00099: record " in message and words in message, message
+    if index is not None:
+        assert f"part-r-00099: record {index}:" in message
+    with pytest.raises(FileNotFoundError):
+        LocalArtifactStore(tmp_path / "data").current(("processed_tfrecords", "baseline"))
+
+
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+def test_skip_policy_drops_counts_and_lists_bad_records(kind, tmp_path, real_folder, real_shard):
+    write_bad_input(kind, real_shard, real_folder / "train" / "part-r-00099")
+    result = materialize_data(tmp_path / "data", real_folder, policy="skip")
+    assert result.success
+    step = BAD_INPUTS[kind][0]
+    metadata = result.asset_materializations_for_node(step)[0].metadata
+    assert metadata["skipped_records"].value >= 1
+    assert "part-r-00099" in metadata["skipped"].value and BAD_INPUTS[kind][2] in metadata["skipped"].value
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["processed_values_are_valid"] is True  # records = raw - vetoed - skipped still holds
+    processed = ShardedDataset.open(LocalArtifactStore(tmp_path / "data").current(("processed_tfrecords", "baseline")))
+    assert processed.records("val") == 79
+
+
+def test_a_run_killed_while_writing_leaves_the_previous_version_readable(tmp_path):
+    data = tmp_path / "data"
+    env = {**os.environ, "DROUGHTWATCH_DATA_DIR": str(data), "DAGSTER_HOME": str(tmp_path),
+           "DROUGHTWATCH_TRACKER": "none"}
+    big = {"ops": {"raw_tfrecords": {"config": {"sample_train_records": 6000, "sample_records_per_shard": 1000}},
+                   "processed_tfrecords": {"config": {"workers": 1}}}}
+    command = [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions",
+               "--select", "raw_tfrecords,processed_tfrecords", "--partition", "baseline",
+               "--config-json", __import__("json").dumps(big)]
+    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)
+    store = LocalArtifactStore(data)
+    before = store.current(("processed_tfrecords", "baseline"))
+
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list((data / ".staging").glob("*/train/part-r-00001")):
+        time.sleep(0.02)  # wait until the second run is writing processed shards
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    after = store.current(("processed_tfrecords", "baseline"))
+    assert after == before
+    dataset = ShardedDataset.open(after)
+    assert len(read_processed(dataset.shards("train")[0], 4).labels) == dataset.manifest["splits"]["train"]["shards"][0]["records"]
+
+    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)  # a rerun succeeds
+    assert store.current(("processed_tfrecords", "baseline")) != before
+
+
+def test_an_unavailable_s3_endpoint_is_retried_then_fails_clearly(tmp_path, monkeypatch):
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    for name, value in {"DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_S3_BUCKET": "dw-away", "AWS_ENDPOINT_URL": endpoint,
+                        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    result = dg.materialize(DATA_ASSETS[:1], resources=build_resources(str(tmp_path)),
+                            run_config=dg.RunConfig(ops={"raw_tfrecords": {"config": TINY_SAMPLE}}),
+                            raise_on_error=False)
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == 2
+    message = str(result.failure_data_for_node("raw_tfrecords").error)
+    assert f"bucket 'dw-away' at {endpoint}" in message
+
+
+def test_two_writers_of_one_partition_both_commit_whole_versions(tmp_path):
+    store = LocalArtifactStore(tmp_path)
+    errors = []
+
+    def write(value: str) -> None:
+        try:
+            for _ in range(20):
+                staging = store.new_staging_dir()
+                (staging / "a").write_text(value)
+                (staging / "b").write_text(value)
+                store.commit(staging, ("processed_tfrecords", "baseline"))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(v,)) for v in ("x", "y")]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    current = store.current(("processed_tfrecords", "baseline"))
+    assert errors == [] and (current / "a").read_text() == (current / "b").read_text()
+
+
+def test_unchanged_raw_shards_keep_their_data_version_and_are_not_reprocessed(tmp_path):
+    def run():
+        return dg.materialize(DATA_ASSETS, partition_key="baseline", resources=build_resources(str(tmp_path)),
+                              run_config=run_config(TINY_SAMPLE))
+
+    first, second = run(), run()
+    versions = [r.asset_materializations_for_node("raw_tfrecords")[0].tags["dagster/data_version"] for r in (first, second)]
+    assert versions[0] == versions[1]
+    processed = [r.asset_materializations_for_node("processed_tfrecords")[0].metadata for r in (first, second)]
+    assert (processed[0]["shards_processed"].value, processed[0]["shards_reused"].value) == (3, 0)
+    assert (processed[1]["shards_processed"].value, processed[1]["shards_reused"].value) == (0, 3)
+
+    changed = dg.materialize(DATA_ASSETS, partition_key="baseline", resources=build_resources(str(tmp_path)),
+                             run_config=run_config({**TINY_SAMPLE, "sample_seed": 1}))
+    metadata = changed.asset_materializations_for_node("processed_tfrecords")[0].metadata
+    assert metadata["shards_processed"].value == 3
+    assert changed.asset_materializations_for_node("raw_tfrecords")[0].tags["dagster/data_version"] != versions[0]
