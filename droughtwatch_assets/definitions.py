@@ -9,6 +9,7 @@ from droughtwatch_assets.defs.assets.publishing import published_model
 from droughtwatch_assets.defs.assets.raw import raw_tfrecords
 from droughtwatch_assets.defs.assets.training import onnx_model, trained_model
 from droughtwatch_assets.defs.checks import asset_checks
+from droughtwatch_assets.defs.executors import build_executor
 from droughtwatch_assets.defs.jobs import configuration_jobs
 from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets.defs.schedules import baseline_daily
@@ -22,4 +23,5 @@ defs = dg.Definitions(
     jobs=list(configuration_jobs.values()),
     schedules=[baseline_daily],
     resources=build_resources(),
+    executor=build_executor(),
 )

@@ -42,3 +42,11 @@ def test_the_workspace_loads_the_code_location(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation successful for code location droughtwatch_assets" in result.stdout + result.stderr
+
+
+def test_the_kubernetes_executor_is_chosen_by_env():
+    code = ("from droughtwatch_assets.definitions import defs; "
+            "print(defs.resolve_job_def('baseline_job').executor_def.name)")
+    env = {**os.environ, "DROUGHTWATCH_EXECUTOR": "k8s", "DROUGHTWATCH_STORAGE": "s3"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip().splitlines()[-1] == "k8s"

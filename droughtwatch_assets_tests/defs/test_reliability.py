@@ -183,3 +183,59 @@ def test_unchanged_raw_shards_keep_their_data_version_and_are_not_reprocessed(tm
     metadata = changed.asset_materializations_for_node("processed_tfrecords")[0].metadata
     assert metadata["shards_processed"].value == 3
     assert changed.asset_materializations_for_node("raw_tfrecords")[0].tags["dagster/data_version"] != versions[0]
+
+
+def test_a_model_failing_the_onnx_parity_check_is_never_published(tmp_path, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    from droughtwatch_assets import export
+
+    real_export = export.export_onnx
+
+    def export_then_corrupt(model, path):
+        info = real_export(model, path)
+        graph = onnx.load(str(path))
+        weights = max(graph.graph.initializer, key=lambda t: len(t.raw_data) or len(t.float_data))
+        array = numpy_helper.to_array(weights).copy()
+        weights.CopyFrom(numpy_helper.from_array(array + 0.5, weights.name))
+        onnx.save(graph, str(path))
+        return info
+
+    monkeypatch.setattr(export, "export_onnx", export_then_corrupt)
+    result = dg.materialize([*assets, *asset_checks], partition_key="baseline", resources=build_resources(str(tmp_path)),
+                            run_config=run_config(TINY_SAMPLE, {"epochs": 1, "register_model": True,
+                                                                "tracker": "none", "model_name": "baseline"}),
+                            raise_on_error=False)
+    checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+    assert checks["onnx_matches_keras"].passed is False
+    assert checks["onnx_matches_keras"].metadata["max_abs_diff"].value > 1e-5
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "onnx_model" in materialized and "published_model" not in materialized
+    assert not (tmp_path / "registry" / "baseline" / "model.onnx").exists()
+
+
+def test_secrets_never_reach_metadata_logs_or_the_published_config(tmp_path, s3_env, monkeypatch):
+    secret_key, secret_value = "AKIASECRETKEYID00001", "wJalrXUtnFEMI-not-a-real-secret-value"
+    for name, value in {"DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_S3_BUCKET": "dw-secrets",
+                        "DROUGHTWATCH_S3_CREATE_BUCKET": "true", "AWS_ACCESS_KEY_ID": secret_key,
+                        "AWS_SECRET_ACCESS_KEY": secret_value}.items():
+        monkeypatch.setenv(name, value)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(assets, partition_key="baseline", resources=build_resources(str(tmp_path)),
+                            instance=instance, run_config=run_config(TINY_SAMPLE, {
+                                "epochs": 1, "register_model": True, "tracker": "none", "model_name": "baseline"}))
+    assert result.success
+    logs = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+    metadata = "\n".join(str(e.event_specific_data) for e in result.all_events)
+    files = "\n".join(p.read_text(errors="replace") for p in tmp_path.rglob("*")
+                      if p.is_file() and p.suffix in (".json", ".yaml", ".txt", ".log"))
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id=secret_key, aws_secret_access_key=secret_value)
+    published = client.get_object(Bucket="dw-secrets", Key="baseline/config.yaml")["Body"].read().decode()
+    run_config_text = str(instance.get_run_by_id(result.run_id).run_config)
+    for text in (logs, metadata, files, published, run_config_text):
+        assert secret_key not in text and secret_value not in text
+    assert "learning_rate" in published and len(logs) > 1000
