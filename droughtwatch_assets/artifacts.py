@@ -1,4 +1,4 @@
-"""Model artifacts as directories: what the trained-model and ONNX assets hand downstream."""
+"""Model artifacts as directories: what the trained-model, ONNX and predictions assets hand downstream."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
@@ -13,21 +14,31 @@ TRAINING_CONFIG = "training_config.yaml"
 
 
 @dataclass(frozen=True)
-class ModelArtifact:
-    """root/model.keras, root/history.json and root/training_config.yaml."""
+class DirectoryArtifact:
+    """A directory that one asset writes; `open` checks that its main file is there."""
 
     root: Path
+    MAIN_FILE: ClassVar[str]
+    ASSET: ClassVar[str]
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "ModelArtifact":
+    def open(cls, root: str | os.PathLike):
         artifact = cls(Path(root))
-        if not artifact.keras_path.exists():
-            raise FileNotFoundError(f"{artifact.keras_path} is missing; materialise trained_model again")
+        if not (artifact.root / cls.MAIN_FILE).exists():
+            raise FileNotFoundError(f"{artifact.root / cls.MAIN_FILE} is missing; materialise {cls.ASSET} again")
         return artifact
+
+
+@dataclass(frozen=True)
+class ModelArtifact(DirectoryArtifact):
+    """root/model.keras, root/history.json and root/training_config.yaml."""
+
+    MAIN_FILE: ClassVar[str] = "model.keras"
+    ASSET: ClassVar[str] = "trained_model"
 
     @property
     def keras_path(self) -> Path:
-        return self.root / "model.keras"
+        return self.root / self.MAIN_FILE
 
     @property
     def config(self) -> dict:
@@ -43,21 +54,15 @@ class ModelArtifact:
 
 
 @dataclass(frozen=True)
-class OnnxArtifact:
-    """root/model.onnx and root/config.yaml: the layout published as <model name>/ in the registry bucket."""
+class OnnxArtifact(DirectoryArtifact):
+    """root/model.onnx and root/config.yaml: the layout published as <model name>/ in the registry."""
 
-    root: Path
-
-    @classmethod
-    def open(cls, root: str | os.PathLike) -> "OnnxArtifact":
-        artifact = cls(Path(root))
-        if not artifact.onnx_path.exists():
-            raise FileNotFoundError(f"{artifact.onnx_path} is missing; materialise onnx_model again")
-        return artifact
+    MAIN_FILE: ClassVar[str] = "model.onnx"
+    ASSET: ClassVar[str] = "onnx_model"
 
     @property
     def onnx_path(self) -> Path:
-        return self.root / "model.onnx"
+        return self.root / self.MAIN_FILE
 
     @property
     def config_path(self) -> Path:
@@ -72,18 +77,12 @@ class OnnxArtifact:
 
 
 @dataclass(frozen=True)
-class PredictionsArtifact:
+class PredictionsArtifact(DirectoryArtifact):
     """root/predictions.parquet: ID, P_0..P_3, P_label, label."""
 
-    root: Path
-
-    @classmethod
-    def open(cls, root: str | os.PathLike) -> "PredictionsArtifact":
-        artifact = cls(Path(root))
-        if not artifact.parquet_path.exists():
-            raise FileNotFoundError(f"{artifact.parquet_path} is missing; materialise predictions again")
-        return artifact
+    MAIN_FILE: ClassVar[str] = "predictions.parquet"
+    ASSET: ClassVar[str] = "predictions"
 
     @property
     def parquet_path(self) -> Path:
-        return self.root / "predictions.parquet"
+        return self.root / self.MAIN_FILE
