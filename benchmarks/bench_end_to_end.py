@@ -38,7 +38,7 @@ def main() -> None:
         with dg.DagsterInstance.get() as instance:
             run = instance.get_runs(limit=1)[0]
             events = [r.event_log_entry for r in instance.get_records_for_run(run.run_id, limit=10_000).records]
-        starts, ends, previous = {}, {}, None
+        starts, ends = {}, {}
         kinds = [e.dagster_event.event_type_value if e.dagster_event else None for e in events]
         run_start = next(e.timestamp for e, kind in zip(events, kinds) if kind in ("RUN_START", "PIPELINE_START"))
         for event, kind in zip(events, kinds):

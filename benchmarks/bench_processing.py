@@ -61,7 +61,7 @@ def reference_paths(path, records: int) -> dict[str, float]:
     out = SCRATCH / "original.tfrecord"
     started = time.perf_counter()
     with tf.io.TFRecordWriter(str(out)) as writer:
-        for i, serialised in enumerate(tf.data.TFRecordDataset(str(path)).take(limit)):
+        for serialised in tf.data.TFRecordDataset(str(path)).take(limit):
             example = tf.io.parse_single_example(serialised, schema_all)
             bands = {b: tf.cast(tf.reshape(tf.io.decode_raw(example[b], tf.uint8), [65, 65]), tf.float32) / 255.0
                      for b in BANDS}

@@ -1,4 +1,3 @@
-import numpy as np
 
 from droughtwatch_assets import processing, records, sample
 

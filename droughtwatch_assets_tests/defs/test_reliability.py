@@ -1,9 +1,7 @@
 """Bad inputs, faults and data versions, through the real asset code."""
 
 import os
-import shutil
 import signal
-import struct
 import subprocess
 import sys
 import threading
