@@ -79,3 +79,17 @@ def test_evaluation_metrics_on_known_predictions():
     precision, recall = pr_curve(np.array([0.9, 0.2, 0.6]), np.array([True, False, False]), np.array([0.0, 0.5, 0.95]))
     np.testing.assert_allclose(precision, [1 / 3, 1 / 2, 1.0])
     np.testing.assert_allclose(recall, [1, 1, 0])
+
+
+def test_cli_reads_the_model_from_s3(real_shard, reference_onnx, tmp_path, s3_env):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    client.create_bucket(Bucket="dw-cli-models")
+    client.upload_file(str(reference_onnx), "dw-cli-models", "baseline/model.onnx")
+    out = tmp_path / "out.parquet"
+    result = subprocess.run([BIN / "droughtwatch", "predict", "--model", "s3://dw-cli-models/baseline/model.onnx",
+                             "--features", "baseline", "--input", real_shard, "--output", out],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert pq.read_table(out).num_rows == 79

@@ -98,6 +98,54 @@ def test_skip_policy_drops_counts_and_lists_bad_records(kind, tmp_path, real_fol
     assert processed.records("val") == 79
 
 
+def run_until_then_kill(command: list, env: dict, started) -> None:
+    """Start a materialisation and SIGKILL its whole process group once `started()` is true."""
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not started() and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(tmp_path, s3_env):
+    import boto3
+
+    env = {**os.environ, "DROUGHTWATCH_DATA_DIR": str(tmp_path / "cache"), "DAGSTER_HOME": str(tmp_path),
+           "DROUGHTWATCH_TRACKER": "none", "DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_S3_BUCKET": "dw-kill",
+           "DROUGHTWATCH_S3_CREATE_BUCKET": "true"}
+    config = {"ops": {"raw_tfrecords": {"config": {"sample_train_records": 6000, "sample_records_per_shard": 1000}},
+                      "processed_tfrecords": {"config": {"workers": 1}}}}
+    command = [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions",
+               "--select", "raw_tfrecords,processed_tfrecords", "--partition", "baseline",
+               "--config-json", __import__("json").dumps(config)]
+    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)
+    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    current_key = "droughtwatch/processed_tfrecords/baseline/CURRENT"
+    before = client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read()
+
+    def processed_objects() -> int:
+        listing = client.list_objects_v2(Bucket="dw-kill", Prefix="droughtwatch/processed_tfrecords/baseline/objects/")
+        return listing.get("KeyCount", 0)
+
+    known = processed_objects()
+    config["ops"]["raw_tfrecords"]["config"]["sample_seed"] = 5  # new data: new objects to upload
+    command[-1] = __import__("json").dumps(config)
+    run_until_then_kill(command, env, lambda: processed_objects() > known)
+    assert client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read() == before
+    from droughtwatch_assets import s3
+    from droughtwatch_assets.s3_store import S3ArtifactStore
+
+    reader = S3ArtifactStore(s3.client(s3_env["AWS_ENDPOINT_URL"], "us-east-1", aws_access_key_id="testing",
+                                       aws_secret_access_key="testing"), "dw-kill", "droughtwatch", tmp_path / "reader")
+    dataset = ShardedDataset.open(reader.current(("processed_tfrecords", "baseline")))
+    assert dataset.manifest["raw_data_version"] and len(read_processed(dataset.shards("val")[0], 4).labels) > 0
+    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)  # a rerun succeeds
+    assert client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read() != before
+
+
 def test_a_run_killed_while_writing_leaves_the_previous_version_readable(tmp_path):
     data = tmp_path / "data"
     env = {**os.environ, "DROUGHTWATCH_DATA_DIR": str(data), "DAGSTER_HOME": str(tmp_path),
@@ -111,13 +159,9 @@ def test_a_run_killed_while_writing_leaves_the_previous_version_readable(tmp_pat
     store = LocalArtifactStore(data)
     before = store.current(("processed_tfrecords", "baseline"))
 
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list((data / ".staging").glob("*/train/part-r-00001")):
-        time.sleep(0.02)  # wait until the second run is writing processed shards
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    big["ops"]["raw_tfrecords"]["config"]["sample_seed"] = 5  # new data, so every shard is processed again
+    command[-1] = __import__("json").dumps(big)
+    run_until_then_kill(command, env, lambda: bool(list((data / ".staging").glob("*/train/part-r-00001"))))
     after = store.current(("processed_tfrecords", "baseline"))
     assert after == before
     dataset = ShardedDataset.open(after)
