@@ -21,6 +21,7 @@ from droughtwatch_assets.datasets import SPLITS, ShardedDataset, data_version, s
 from droughtwatch_assets.features import BAND_INDEX, IMAGE_SIZE, INDICES, NUM_CLASSES, bands_needed
 from droughtwatch_assets.records import BadRecords, RecordWriter, UniformBlock, iter_raw_blocks, write_processed
 
+
 def normalise(bands: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """float32(uint8) / 255, as the original."""
     return np.divide(bands, np.float32(255), out=out, dtype=np.float32)

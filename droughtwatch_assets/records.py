@@ -379,15 +379,6 @@ def encode_raw_example(bands: np.ndarray, label: int | None, filename: str = "")
     return encode_example(features)
 
 
-def _entry_header(key: str, feature_header: list[bytes], value_len: int) -> bytes:
-    """Map-entry bytes up to (not including) a bytes value of value_len."""
-    key_bytes = key.encode()
-    key_field = _len_prefix(0x0A, len(key_bytes)) + key_bytes
-    feature_len = sum(len(p) for p in feature_header) + value_len
-    body = key_field + _len_prefix(0x12, feature_len) + b"".join(feature_header)
-    return _len_prefix(0x0A, len(body) + value_len) + body
-
-
 def write_processed(writer: RecordWriter, images: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> None:
     """Append processed records {image: float32 [65, 65, C] bytes, label, filename} for images [n, 65, 65, C]."""
     block = UniformBlock.create(writer, len(images), images.shape[-1], ids) if len(images) else None
