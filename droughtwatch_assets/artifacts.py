@@ -44,10 +44,6 @@ class ModelArtifact(DirectoryArtifact):
     def config(self) -> dict:
         return yaml.safe_load((self.root / TRAINING_CONFIG).read_text())
 
-    @property
-    def history(self) -> dict:
-        return json.loads((self.root / "history.json").read_text())
-
     def write_metadata(self, config: dict, history: dict) -> None:
         (self.root / TRAINING_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
         (self.root / "history.json").write_text(json.dumps(history))
@@ -74,6 +70,14 @@ class OnnxArtifact(DirectoryArtifact):
 
     def write_config(self, config: dict) -> None:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    @property
+    def parity(self) -> dict:
+        """How far onnxruntime is from Keras on a validation batch: max_abs_diff, batch."""
+        return json.loads((self.root / "parity.json").read_text())
+
+    def write_parity(self, max_abs_diff: float, batch: int) -> None:
+        (self.root / "parity.json").write_text(json.dumps({"max_abs_diff": max_abs_diff, "batch": batch}))
 
 
 @dataclass(frozen=True)

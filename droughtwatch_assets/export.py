@@ -14,7 +14,6 @@ import tensorflow as tf
 
 from droughtwatch_assets.features import IMAGE_SIZE
 
-PARITY_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)

@@ -62,9 +62,12 @@ class BadRecords:
         return [{"file": e.path, "record": e.index, "problem": e.problem} for e in self.errors]
 
 
-def masked_crc(data: bytes | memoryview) -> int:
-    crc = crc32c.crc32c(data)
+def _mask(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def masked_crc(data: bytes | memoryview) -> int:
+    return _mask(crc32c.crc32c(data))
 
 
 READ_CHUNK = 8 << 20
@@ -126,11 +129,10 @@ class RecordWriter:
         crc = 0
         for part in parts:
             crc = crc32c.crc32c(part, crc)
-        crc = (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
         self._file.write(length_bytes + struct.pack("<I", masked_crc(length_bytes)))
         for part in parts:
             self._file.write(part)
-        self._file.write(struct.pack("<I", crc))
+        self._file.write(struct.pack("<I", _mask(crc)))
         self.records += 1
 
     def frame_buffer(self, rows: int, width: int) -> np.ndarray:

@@ -73,9 +73,6 @@ class S3ArtifactStore:
         self.uploaded.append(key)
 
     # -- the artifact-store interface ------------------------------------------------------------
-    def location(self, key: tuple[str, ...]) -> str:
-        return self.uri(*key)
-
     def new_staging_dir(self) -> Path:
         path = self.cache_dir / ".staging" / uuid.uuid4().hex
         path.mkdir(parents=True)

@@ -85,15 +85,3 @@ def train(train_files: Sequence[str | os.PathLike], val_files: Sequence[str | os
             verbose=0,
         )
     return TrainingRun(model=model, history=history)
-
-
-def predict_probabilities(model: keras.Model, files: Sequence[str | os.PathLike], channels: int,
-                          batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities [n, 4], labels [n]) over processed shards, in file order."""
-    probabilities, labels = [], []
-    for images, one_hot in tfrecord_dataset(files, channels, batch_size):
-        probabilities.append(model(images, training=False).numpy())
-        labels.append(np.argmax(one_hot.numpy(), axis=1))
-    if not probabilities:
-        return np.empty((0, NUM_CLASSES), np.float32), np.empty(0, np.int64)
-    return np.concatenate(probabilities), np.concatenate(labels)

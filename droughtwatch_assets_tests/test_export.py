@@ -1,6 +1,7 @@
 import numpy as np
 
 from droughtwatch_assets import export, model
+from droughtwatch_assets.configurations import PARITY_TOLERANCE
 
 
 def test_untrained_model_exports_and_agrees_with_keras(tmp_path):
@@ -9,4 +10,4 @@ def test_untrained_model_exports_and_agrees_with_keras(tmp_path):
     assert info.input_name == "input" and info.input_shape[1:] == [65, 65, 3]
     assert info.opset >= 13 and info.size_bytes > 100_000
     images = np.random.default_rng(0).random((16, 65, 65, 3), dtype=np.float32)
-    assert export.parity_max_abs_diff(keras_model, tmp_path / "model.onnx", images) <= export.PARITY_TOLERANCE
+    assert export.parity_max_abs_diff(keras_model, tmp_path / "model.onnx", images) <= PARITY_TOLERANCE

@@ -1,5 +1,6 @@
 """Bad inputs, faults and data versions, through the real asset code."""
 
+import json
 import os
 import signal
 import subprocess
@@ -110,18 +111,27 @@ def run_until_then_kill(command: list, env: dict, started) -> None:
     process.wait()
 
 
+def materialize_data_command(seed: int) -> list:
+    """`dagster asset materialize` of raw + processed on a 6,000-record sample: long enough to be killed."""
+    config = {"ops": {"raw_tfrecords": {"config": {"sample_train_records": 6000, "sample_records_per_shard": 1000,
+                                                   "sample_seed": seed}},
+                      "processed_tfrecords": {"config": {"workers": 1}}}}
+    return [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions",
+            "--select", "raw_tfrecords,processed_tfrecords", "--partition", "baseline",
+            "--config-json", json.dumps(config)]
+
+
+def run_to_the_end(command: list, env: dict) -> None:
+    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)
+
+
 def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(tmp_path, s3_env):
     import boto3
 
     env = {**os.environ, "DROUGHTWATCH_DATA_DIR": str(tmp_path / "cache"), "DAGSTER_HOME": str(tmp_path),
            "DROUGHTWATCH_TRACKER": "none", "DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_S3_BUCKET": "dw-kill",
            "DROUGHTWATCH_S3_CREATE_BUCKET": "true"}
-    config = {"ops": {"raw_tfrecords": {"config": {"sample_train_records": 6000, "sample_records_per_shard": 1000}},
-                      "processed_tfrecords": {"config": {"workers": 1}}}}
-    command = [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions",
-               "--select", "raw_tfrecords,processed_tfrecords", "--partition", "baseline",
-               "--config-json", __import__("json").dumps(config)]
-    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)
+    run_to_the_end(materialize_data_command(seed=0), env)
     client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
     current_key = "droughtwatch/processed_tfrecords/baseline/CURRENT"
     before = client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read()
@@ -131,8 +141,7 @@ def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(
         return listing.get("KeyCount", 0)
 
     known = processed_objects()
-    config["ops"]["raw_tfrecords"]["config"]["sample_seed"] = 5  # new data: new objects to upload
-    command[-1] = __import__("json").dumps(config)
+    command = materialize_data_command(seed=5)  # new data: new objects to upload
     run_until_then_kill(command, env, lambda: processed_objects() > known)
     assert client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read() == before
     from droughtwatch_assets import s3
@@ -142,7 +151,7 @@ def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(
                                        aws_secret_access_key="testing"), "dw-kill", "droughtwatch", tmp_path / "reader")
     dataset = ShardedDataset.open(reader.current(("processed_tfrecords", "baseline")))
     assert dataset.manifest["raw_data_version"] and len(read_processed(dataset.shards("val")[0], 4).labels) > 0
-    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)  # a rerun succeeds
+    run_to_the_end(command, env)  # a rerun succeeds
     assert client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read() != before
 
 
@@ -150,24 +159,18 @@ def test_a_run_killed_while_writing_leaves_the_previous_version_readable(tmp_pat
     data = tmp_path / "data"
     env = {**os.environ, "DROUGHTWATCH_DATA_DIR": str(data), "DAGSTER_HOME": str(tmp_path),
            "DROUGHTWATCH_TRACKER": "none"}
-    big = {"ops": {"raw_tfrecords": {"config": {"sample_train_records": 6000, "sample_records_per_shard": 1000}},
-                   "processed_tfrecords": {"config": {"workers": 1}}}}
-    command = [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions",
-               "--select", "raw_tfrecords,processed_tfrecords", "--partition", "baseline",
-               "--config-json", __import__("json").dumps(big)]
-    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)
+    run_to_the_end(materialize_data_command(seed=0), env)
     store = LocalArtifactStore(data)
     before = store.current(("processed_tfrecords", "baseline"))
 
-    big["ops"]["raw_tfrecords"]["config"]["sample_seed"] = 5  # new data, so every shard is processed again
-    command[-1] = __import__("json").dumps(big)
+    command = materialize_data_command(seed=5)  # new data, so every shard is processed again
     run_until_then_kill(command, env, lambda: bool(list((data / ".staging").glob("*/train/part-r-00001"))))
     after = store.current(("processed_tfrecords", "baseline"))
     assert after == before
     dataset = ShardedDataset.open(after)
     assert len(read_processed(dataset.shards("train")[0], 4).labels) == dataset.manifest["splits"]["train"]["shards"][0]["records"]
 
-    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)  # a rerun succeeds
+    run_to_the_end(command, env)  # a rerun succeeds
     assert store.current(("processed_tfrecords", "baseline")) != before
 
 

@@ -7,7 +7,7 @@ from droughtwatch_assets.artifacts import ModelArtifact, OnnxArtifact
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.defs.metadata import history_table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.configurations import CLASS_WEIGHTS
+from droughtwatch_assets.configurations import CLASS_WEIGHTS, PARITY_TOLERANCE
 from droughtwatch_assets.defs.resources import ArtifactStore, STORAGE_RETRY
 from droughtwatch_assets.defs.tracking import default_tracker, fallback, make_tracker
 from droughtwatch_assets.tracking import TrackingUnavailable
@@ -104,19 +104,20 @@ def onnx_model(context: dg.AssetExecutionContext, store: ArtifactStore, mlflow: 
                trained_model: ModelArtifact, processed_tfrecords: ShardedDataset) -> dg.Output[OnnxArtifact]:
     import keras
 
-    from droughtwatch_assets.export import PARITY_TOLERANCE, export_onnx, parity_max_abs_diff
+    from droughtwatch_assets.export import export_onnx, parity_max_abs_diff
     from droughtwatch_assets.records import read_processed
 
     model = keras.saving.load_model(trained_model.keras_path)
     artifact = OnnxArtifact(store.new_staging_dir())
     info = export_onnx(model, artifact.onnx_path)
     val_shard = processed_tfrecords.shards("val")[0]
-    batch = read_processed(val_shard, len(processed_tfrecords.features)).images[:64]
+    batch = read_processed(val_shard, len(processed_tfrecords.features), limit=64).images
     diff = parity_max_abs_diff(model, artifact.onnx_path, batch)
     if not diff <= PARITY_TOLERANCE:  # the blocking onnx_matches_keras check stops publishing
         context.log.error(f"ONNX export disagrees with Keras on {val_shard}: max abs diff {diff:.3g} > "
                           f"{PARITY_TOLERANCE}; it will not be published")
     artifact.write_config(trained_model.config)
+    artifact.write_parity(diff, len(batch))
     if trained_model.config.get("tracker") == "mlflow":
         tracker = make_tracker("mlflow", context, mlflow, store.base_dir, required=True)
         tracker.log_onnx_model(artifact.onnx_path)
