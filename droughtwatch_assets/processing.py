@@ -7,6 +7,7 @@ normalised bands (see features.py for the formulas and the EVI guard).
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import shutil
@@ -19,7 +20,8 @@ import numpy as np
 
 from droughtwatch_assets.datasets import SPLITS, ShardedDataset, data_version, split_summary, write_manifest
 from droughtwatch_assets.features import BAND_INDEX, IMAGE_SIZE, INDICES, NUM_CLASSES, bands_needed
-from droughtwatch_assets.records import BadRecords, RecordWriter, UniformBlock, iter_raw_blocks, write_processed
+from droughtwatch_assets.record_writer import RecordWriter, UniformBlock, write_processed
+from droughtwatch_assets.records import BadRecords, iter_raw_blocks
 
 
 def normalise(bands: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -45,13 +47,24 @@ class FeatureStats:
         self.total = np.zeros(channels)
         self.pixels = 0
 
-    def update(self, c: int, plane: np.ndarray) -> None:
-        # reductions over one contiguous plane are far faster than axis-0 reductions over channels-last data
-        self.minimum[c] = min(self.minimum[c], float(plane.min()))
-        self.maximum[c] = max(self.maximum[c], float(plane.max()))
-        self.total[c] += float(plane.reshape(len(plane), -1).sum(axis=1, dtype=np.float32).sum(dtype=np.float64))
+    def _add(self, c: int, low: float, high: float, total: float, pixels: int) -> None:
+        self.minimum[c] = min(self.minimum[c], low)
+        self.maximum[c] = max(self.maximum[c], high)
+        self.total[c] += total
         if c == 0:
-            self.pixels += plane.size
+            self.pixels += pixels
+
+    def update(self, c: int, plane: np.ndarray) -> None:
+        """From a feature's float32 values [n, 65, 65]."""
+        # reductions over one contiguous plane are far faster than axis-0 reductions over channels-last data
+        total = plane.reshape(len(plane), -1).sum(axis=1, dtype=np.float32).sum(dtype=np.float64)
+        self._add(c, float(plane.min()), float(plane.max()), float(total), plane.size)
+
+    def update_band(self, c: int, raw: np.ndarray) -> None:
+        """From a band's uint8 values [n, 65, 65]: a quarter of the bytes, and normalising is monotonic."""
+        low, high = normalise(np.array([raw.min(), raw.max()], dtype=np.uint8))
+        total = np.add.reduce(raw.reshape(len(raw), -1), axis=1, dtype=np.uint32).sum(dtype=np.int64) / 255
+        self._add(c, float(low), float(high), float(total), raw.size)
 
     def merge(self, other: "FeatureStats") -> None:
         self.minimum = np.minimum(self.minimum, other.minimum)
@@ -79,17 +92,30 @@ def _scratch(name: str, n: int) -> np.ndarray:
 
 def compute_features(bands: np.ndarray, features: tuple[str, ...], out: np.ndarray | None = None,
                      stats: FeatureStats | None = None) -> np.ndarray:
-    """uint8 bands [n, 11, 65, 65] -> float32 features [n, 65, 65, len(features)] (channels last)."""
+    """uint8 bands [n, 11, 65, 65] -> float32 features [n, 65, 65, len(features)] (channels last).
+
+    A band that only is a feature is normalised straight into its output channel; the bands an index
+    reads are normalised once into contiguous scratch planes.
+    """
     n = len(bands)
     if out is None:
         out = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, len(features)), dtype=np.float32)
-    normalised = {band: normalise(bands[:, BAND_INDEX[band]], _scratch(band, bands.shape[0]))
-                  for band in bands_needed(features)}
+    indices = [feature for feature in features if feature in INDICES]
+    normalised = {band: normalise(bands[:, BAND_INDEX[band]], _scratch(band, n)) for band in bands_needed(indices)}
     for c, feature in enumerate(features):
-        plane = normalised[feature] if feature in BAND_INDEX else INDICES[feature].compute(normalised)
-        out[..., c] = plane
-        if stats is not None:
-            stats.update(c, plane)
+        if feature in BAND_INDEX:
+            raw = bands[:, BAND_INDEX[feature]]
+            if feature in normalised:
+                out[..., c] = normalised[feature]
+            else:
+                normalise(raw, out[..., c])
+            if stats is not None:
+                stats.update_band(c, raw)
+        else:
+            plane = INDICES[feature].compute(normalised)
+            out[..., c] = plane
+            if stats is not None:
+                stats.update(c, plane)
     return out
 
 
@@ -105,12 +131,17 @@ class ShardStats:
 
 
 def process_shard(source: str | os.PathLike, destination: str | os.PathLike, features: tuple[str, ...],
-                  block_size: int = 256, on_bad_record: str = "fail") -> ShardStats:
-    """Stream one raw shard into a processed shard; memory is bounded by block_size."""
+                  block_size: int = 256, on_bad_record: str = "fail", write_behind: bool = True,
+                  direct: bool = True) -> ShardStats:
+    """Stream one raw shard into a processed shard; memory is bounded by block_size.
+
+    With write_behind, each block is written on a thread while the next one is parsed and computed;
+    with direct, it goes to the file without the page cache where the filesystem allows.
+    """
     stats = ShardStats(Path(destination).name, features=FeatureStats(len(features)))
     bad = BadRecords(on_bad_record)
     out = np.empty((block_size, IMAGE_SIZE, IMAGE_SIZE, len(features)), dtype=np.float32)
-    with RecordWriter(destination) as writer:
+    with RecordWriter(destination, write_behind=write_behind, direct=direct) as writer:
         for block in iter_raw_blocks(source, block_size, bad=bad):
             keep = keep_mask(block.bands)
             stats.vetoed_indices.extend(block.indices[~keep].tolist())
@@ -168,7 +199,8 @@ def _totals_from(entry: dict, channels: int) -> FeatureStats:
 
 def process_dataset(raw: ShardedDataset, root: str | os.PathLike, feature_set: str, features: tuple[str, ...],
                     workers: int | None = None, log: Callable[[str], None] = lambda _: None,
-                    on_bad_record: str = "fail", previous: ShardedDataset | None = None) -> ShardedDataset:
+                    on_bad_record: str = "fail", previous: ShardedDataset | None = None,
+                    write_behind: bool = True, direct: bool = True) -> ShardedDataset:
     """Process every shard of both splits, one shard per task, in parallel processes when workers > 1.
 
     A shard that `previous` (the last processed version) already holds for the same raw bytes, features
@@ -193,14 +225,15 @@ def process_dataset(raw: ShardedDataset, root: str | os.PathLike, feature_set: s
             else:
                 jobs.append((split, source, root / split / source.name, raw_md5[source.name]))
     workers = min(workers or default_workers(), len(jobs)) or 1
+    process = functools.partial(process_shard, features=features, on_bad_record=on_bad_record,
+                                write_behind=write_behind, direct=direct)
     if workers == 1:
-        runner = map(lambda job: process_shard(job[1], job[2], features, on_bad_record=on_bad_record), jobs)
+        runner = map(lambda job: process(job[1], job[2]), jobs)
         pool = None
     else:
         # spawn, not fork: the caller may have TensorFlow loaded, which is not fork-safe.
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        runner = pool.map(process_shard, [j[1] for j in jobs], [j[2] for j in jobs], [features] * len(jobs),
-                          [256] * len(jobs), [on_bad_record] * len(jobs))
+        runner = pool.map(process, [j[1] for j in jobs], [j[2] for j in jobs])
     try:
         for (split, source, _, raw_md5), stats in zip(jobs, runner):
             entries[(split, source.name)] = _shard_entry(stats, raw_md5)

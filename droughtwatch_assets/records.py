@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import crc32c
 import numpy as np
@@ -62,12 +62,12 @@ class BadRecords:
         return [{"file": e.path, "record": e.index, "problem": e.problem} for e in self.errors]
 
 
-def _mask(crc: int) -> int:
+def mask_crc(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
 def masked_crc(data: bytes | memoryview) -> int:
-    return _mask(crc32c.crc32c(data))
+    return mask_crc(crc32c.crc32c(data))
 
 
 READ_CHUNK = 8 << 20
@@ -76,8 +76,9 @@ READ_CHUNK = 8 << 20
 def iter_records(path: str | os.PathLike, bad: BadRecords | None = None) -> Iterator[tuple[int, memoryview]]:
     """Yield (record index, payload) for each record, checking lengths and CRCs.
 
-    The file is read in chunks of READ_CHUNK bytes (more for a larger record), so memory stays bounded
-    whatever the file size. Payloads are views into the current chunk: copy what you keep.
+    The file is read in chunks of READ_CHUNK bytes (more for a larger record) into one reused buffer,
+    so memory stays bounded whatever the file size. Payloads are views into that buffer, valid until
+    the next record is asked for: copy what you keep.
     """
     bad = bad or BadRecords()
     size = os.path.getsize(path)
@@ -85,75 +86,48 @@ def iter_records(path: str | os.PathLike, bad: BadRecords | None = None) -> Iter
         bad.handle(RecordError(path, 0, "empty file (0 bytes)", "Remove it, or fetch the shard again."))
         return
     unpack_header, unpack_crc = _HEADER.unpack_from, _CRC.unpack_from
+    buffer = np.empty(READ_CHUNK, dtype=np.uint8)
+    view = memoryview(buffer)
+    filled = 0  # the buffer holds the file bytes [base, base + filled)
     with open(path, "rb", buffering=0) as f:
-        chunk = view = memoryview(b"")
-        base = index = offset = 0  # chunk holds the file bytes [base, base + len(chunk))
+
+        def refill(pos: int, need: int) -> int:
+            """Keep the bytes from pos on, read more after them; returns how many bytes the buffer holds."""
+            nonlocal buffer, view
+            kept = filled - pos
+            if need > len(buffer):
+                grown = np.empty(need, dtype=np.uint8)
+                grown[:kept] = buffer[pos:filled]
+                buffer, view = grown, memoryview(grown)
+            else:
+                buffer[:kept] = buffer[pos:filled]  # numpy handles the overlap
+            while kept < len(buffer) and (n := f.readinto(view[kept:])):
+                kept += n
+            return kept
+
+        base = index = offset = 0
         while offset < size:
             pos = offset - base
-            if pos + 12 > len(chunk):
-                chunk = view = memoryview(bytes(chunk[pos:]) + f.read(READ_CHUNK))
-                base, pos = offset, 0
-                if len(chunk) < 12:
+            if pos + 12 > filled:
+                filled, base, pos = refill(pos, 12), offset, 0
+                if filled < 12:
                     return bad.handle(RecordError(path, index, f"truncated header at byte {offset}"))
-            length, length_crc = unpack_header(chunk, pos)
+            length, length_crc = unpack_header(view, pos)
             if masked_crc(view[pos:pos + 8]) != length_crc:
                 return bad.handle(RecordError(path, index, f"bad length checksum at byte {offset} "
                                                            f"(not a TFRecord file, or corrupted)"))
             end = pos + 12 + length
-            if end + 4 > len(chunk):
+            if end + 4 > filled:
                 if offset + 16 + length > size:
                     return bad.handle(RecordError(path, index, f"truncated: {length} payload bytes announced at "
                                                                f"byte {offset}, file ends at {size}"))
-                chunk = view = memoryview(bytes(chunk[pos:]) + f.read(max(READ_CHUNK, 16 + length)))
-                base, pos, end = offset, 0, 12 + length
+                filled, base, pos, end = refill(pos, 16 + length), offset, 0, 12 + length
             payload = view[pos + 12:end]
-            if masked_crc(payload) == unpack_crc(chunk, end)[0]:
+            if masked_crc(payload) == unpack_crc(view, end)[0]:
                 yield index, payload
             else:
                 bad.handle(RecordError(path, index, f"payload checksum mismatch at byte {offset} (corrupted data)"))
             index, offset = index + 1, offset + 16 + length
-
-
-class RecordWriter:
-    """Writes TFRecord framing; payloads may be given as parts to avoid joining large buffers."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
-        self._file = open(self.path, "wb", buffering=1 << 20)
-        self._frames = np.empty((0, 0), dtype=np.uint8)
-        self.records = 0
-
-    def write(self, parts: Sequence[bytes | memoryview]) -> None:
-        length = sum(len(p) for p in parts)
-        length_bytes = struct.pack("<Q", length)
-        crc = 0
-        for part in parts:
-            crc = crc32c.crc32c(part, crc)
-        self._file.write(length_bytes + struct.pack("<I", masked_crc(length_bytes)))
-        for part in parts:
-            self._file.write(part)
-        self._file.write(struct.pack("<I", _mask(crc)))
-        self.records += 1
-
-    def frame_buffer(self, rows: int, width: int) -> np.ndarray:
-        """A uint8 [rows, width] buffer reused between blocks."""
-        if self._frames.shape[0] < rows or self._frames.shape[1] != width:
-            self._frames = np.empty((rows, width), dtype=np.uint8)
-        return self._frames[:rows]
-
-    def write_framed(self, frames, count: int) -> None:
-        """Already-framed records (length, checksums and payload), as one buffer."""
-        self._file.write(frames)
-        self.records += count
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> "RecordWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # --- tf.train.Example encoding (hand-written wire format: fields are fixed and known) ---
@@ -379,65 +353,6 @@ def encode_raw_example(bands: np.ndarray, label: int | None, filename: str = "")
     if filename:
         features[FILENAME_KEY] = filename.encode()
     return encode_example(features)
-
-
-def write_processed(writer: RecordWriter, images: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> None:
-    """Append processed records {image: float32 [65, 65, C] bytes, label, filename} for images [n, 65, 65, C]."""
-    block = UniformBlock.create(writer, len(images), images.shape[-1], ids) if len(images) else None
-    if block is not None:
-        block.images[...] = images
-        block.write(labels)
-        return
-    images = np.ascontiguousarray(images, dtype="<f4")
-    size = images[0].nbytes if len(images) else 0
-    flat = memoryview(images).cast("B")
-    for i, (label, record_id) in enumerate(zip(labels.tolist(), ids)):
-        features: dict[str, bytes | memoryview | int] = {IMAGE_KEY: flat[i * size:(i + 1) * size], LABEL_KEY: label}
-        if record_id:
-            features[FILENAME_KEY] = record_id.encode()
-        writer.write(encode_example(features))
-
-
-class UniformBlock:
-    """A block of processed records of one length (one filename length, labels 0..3), framed with numpy.
-
-    Byte-for-byte what the per-record path writes. Only the image, the label byte, the filename and the
-    data checksum differ between records, so the rest is a template copied into every row, and `images`
-    is a float32 [n, 65, 65, C] view into the frame buffer that features can be computed straight into.
-    """
-
-    def __init__(self, writer: RecordWriter, n: int, channels: int, ids: list[bytes]):
-        size = PIXELS * channels * 4
-        first = {IMAGE_KEY: bytes(size), LABEL_KEY: 0}
-        if ids[0]:
-            first[FILENAME_KEY] = ids[0]
-        payload = b"".join(bytes(p) for p in encode_example(first))
-        tail = b"".join(bytes(p) for p in encode_example({k: v for k, v in first.items() if k != IMAGE_KEY})[1:])
-        image_at = 12 + len(payload) - len(tail) - size
-        label_entry = b"".join(bytes(p) for p in encode_example({LABEL_KEY: 0})[1:])
-        length = struct.pack("<Q", len(payload))
-        template = np.frombuffer(length + struct.pack("<I", masked_crc(length)) + payload + bytes(4), np.uint8)
-        self._writer, self._n = writer, n
-        self._frames = frames = writer.frame_buffer(n, len(template))
-        frames[:, :image_at] = template[:image_at]
-        frames[:, image_at + size:] = template[image_at + size:]
-        self._label_at = image_at + size + len(label_entry) - 1
-        if ids[0]:
-            frames[:, -4 - len(ids[0]):-4] = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(n, -1)
-        self.images = frames[:, image_at:image_at + size].view("<f4").reshape(n, IMAGE_SIZE, IMAGE_SIZE, channels)
-
-    @classmethod
-    def create(cls, writer: RecordWriter, n: int, channels: int, ids: Sequence[str]) -> "UniformBlock | None":
-        encoded = [i.encode() for i in ids]
-        return cls(writer, n, channels, encoded) if n and len(set(map(len, encoded))) == 1 else None
-
-    def write(self, labels: np.ndarray) -> None:
-        frames = self._frames
-        frames[:, self._label_at] = labels
-        body = frames[:, 12:-4]
-        crcs = np.fromiter((masked_crc(row) for row in body), dtype="<u4", count=self._n)
-        frames[:, -4:] = crcs.view(np.uint8).reshape(self._n, 4)
-        self._writer.write_framed(frames, self._n)
 
 
 @dataclass

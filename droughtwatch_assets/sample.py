@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from droughtwatch_assets.features import BAND_INDEX, BANDS, IMAGE_SIZE, NUM_CLASSES
-from droughtwatch_assets.records import RecordWriter, encode_raw_example
+from droughtwatch_assets.record_writer import RecordWriter
+from droughtwatch_assets.records import encode_raw_example
 
 # Class shares of the real train split (51,814 / 12,851 / 13,609 / 8,043).
 CLASS_PRIOR = np.array([51814, 12851, 13609, 8043], dtype=np.float64) / 86317

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from droughtwatch_assets import predict
-from droughtwatch_assets.records import RecordWriter, encode_raw_example
+from droughtwatch_assets.record_writer import RecordWriter
+from droughtwatch_assets.records import encode_raw_example
 
 BIN = Path(sys.executable).parent
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from droughtwatch_assets import records
+from droughtwatch_assets.record_writer import RecordWriter
 from droughtwatch_assets.features import BANDS
 
 
@@ -26,7 +27,7 @@ def test_blocks_cover_every_record_in_order(real_shard):
 def test_written_records_are_readable_by_tensorflow(tmp_path):
     tf = pytest.importorskip("tensorflow")
     bands = np.random.default_rng(0).integers(0, 256, (11, 65, 65), dtype=np.uint8)
-    with records.RecordWriter(tmp_path / "shard") as writer:
+    with RecordWriter(tmp_path / "shard") as writer:
         writer.write(records.encode_raw_example(bands, 3, "abc"))
         writer.write(records.encode_raw_example(bands, 0))
     parsed = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(tmp_path / "shard"))]
@@ -54,7 +55,7 @@ def test_a_file_that_is_not_a_tfrecord_names_file_and_record(tmp_path):
 
 def test_a_band_of_the_wrong_length_names_file_and_record(tmp_path):
     bands = np.zeros((11, 65, 65), np.uint8)
-    with records.RecordWriter(tmp_path / "shard") as writer:
+    with RecordWriter(tmp_path / "shard") as writer:
         writer.write(records.encode_raw_example(bands, 1))
         parts = records.encode_example({**{b: bytes(4225) for b in BANDS}, "B3": bytes(4000), "label": 1})
         writer.write(parts)
@@ -75,27 +76,9 @@ def test_corrupted_payload_and_truncation_are_detected(real_shard, tmp_path):
         records.read_labels(tmp_path / "short")
 
 
-@pytest.mark.parametrize("ids", [["", "", ""], ["a-1", "b-2", "c-3"], ["x", "", "yy"]])
-def test_block_writer_matches_the_per_record_encoding(tmp_path, ids):
-    images = np.random.default_rng(0).random((3, 65, 65, 2), dtype=np.float32)
-    labels = np.array([3, 0, 2])
-    with records.RecordWriter(tmp_path / "block") as writer:
-        records.write_processed(writer, images, labels, ids)
-    with records.RecordWriter(tmp_path / "single") as writer:
-        for image, label, record_id in zip(images, labels, ids):
-            fields = {records.IMAGE_KEY: image.tobytes(), records.LABEL_KEY: int(label)}
-            if record_id:
-                fields[records.FILENAME_KEY] = record_id.encode()
-            writer.write(records.encode_example(fields))
-    assert (tmp_path / "block").read_bytes() == (tmp_path / "single").read_bytes()
-    back = records.read_processed(tmp_path / "block", 2)
-    np.testing.assert_array_equal(back.images, images)
-    assert back.labels.tolist() == [3, 0, 2] and back.ids == ids
-
-
 def test_records_off_the_common_layout_still_parse(real_shard, tmp_path):
     raw = records.read_raw(real_shard)
-    with records.RecordWriter(tmp_path / "mixed") as writer:
+    with RecordWriter(tmp_path / "mixed") as writer:
         writer.write(records.encode_raw_example(raw.bands[0], int(raw.labels[0]), raw.ids[0]))
         writer.write(records.encode_raw_example(raw.bands[1], int(raw.labels[1])))  # no filename: other length
         fields = {"label": int(raw.labels[2]), **{b: raw.bands[2][i].tobytes() for i, b in enumerate(BANDS)},
@@ -110,7 +93,7 @@ def test_records_off_the_common_layout_still_parse(real_shard, tmp_path):
 
 def test_a_label_out_of_range_on_the_fast_path_names_file_and_record(tmp_path):
     bands = np.zeros((11, 65, 65), np.uint8)
-    with records.RecordWriter(tmp_path / "shard") as writer:
+    with RecordWriter(tmp_path / "shard") as writer:
         for label in (1, 2, 7):
             writer.write(records.encode_raw_example(bands, label, "abc"))
     with pytest.raises(records.RecordError, match=r"shard: record 2: label \[7\] is not one value in 0..3"):

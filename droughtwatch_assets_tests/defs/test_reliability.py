@@ -18,7 +18,8 @@ from droughtwatch_assets.definitions import assets
 from droughtwatch_assets.defs.checks import asset_checks
 from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets.features import BANDS
-from droughtwatch_assets.records import RecordWriter, encode_example, encode_raw_example, read_processed
+from droughtwatch_assets.record_writer import RecordWriter
+from droughtwatch_assets.records import encode_example, encode_raw_example, read_processed
 from droughtwatch_assets.storage import LocalArtifactStore
 from droughtwatch_assets_tests.conftest import REPO_ROOT, free_port
 from droughtwatch_assets_tests.defs.assets.test_pipeline import TINY_SAMPLE, run_config

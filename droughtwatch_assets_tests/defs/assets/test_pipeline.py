@@ -95,7 +95,8 @@ def test_a_stray_non_tfrecord_file_fails_naming_file_and_record(tmp_path, real_f
 
 def test_a_band_of_the_wrong_length_fails_processing_naming_file_and_record(tmp_path, real_folder):
     from droughtwatch_assets.features import BANDS
-    from droughtwatch_assets.records import RecordWriter, encode_example
+    from droughtwatch_assets.record_writer import RecordWriter
+    from droughtwatch_assets.records import encode_example
 
     with RecordWriter(real_folder / "val" / "part-r-00013") as writer:
         writer.write(encode_example({**{b: bytes(4225) for b in BANDS}, "label": 0}))
