@@ -21,6 +21,13 @@ ALIGNMENT = 4096  # a multiple of every common logical block size
 BUFFER_BYTES = 8 << 20
 
 
+def aligned_buffer(size: int) -> np.ndarray:
+    """A uint8 buffer whose first byte sits on an ALIGNMENT boundary."""
+    raw = np.empty(size + ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + size]
+
+
 class DirectFile:
     def __init__(self, path: str | os.PathLike, buffer_bytes: int = BUFFER_BYTES):
         self.path = os.fspath(path)
@@ -52,6 +59,25 @@ class DirectFile:
                 self._flush_whole_units()
         self.size += n
         return n
+
+    def write_in_place(self, region: np.ndarray, held: int, length: int) -> None:
+        """Write region[held:held + length] without copying it through the buffer.
+
+        `region` comes from aligned_buffer(), and `held` is the number of bytes this file holds back
+        (its size so far modulo ALIGNMENT). Those bytes are copied into region[:held], so whole units
+        go from the region to the device, and only the new remainder is kept back.
+        """
+        self._flush_whole_units()
+        if not self.direct or self._fill != held:
+            self.write(region[held:held + length])
+            return
+        region[:held] = self._array[:held]
+        end = held + length
+        whole = end - end % ALIGNMENT
+        self._write_all(memoryview(region[:whole]))
+        self._array[:end - whole] = region[whole:end]
+        self._fill = end - whole
+        self.size += length
 
     def _flush_whole_units(self) -> None:
         whole = self._fill - self._fill % ALIGNMENT

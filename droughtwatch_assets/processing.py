@@ -130,8 +130,13 @@ class ShardStats:
     skipped: list[dict] = field(default_factory=list)  # bad records dropped under on_bad_record=skip
 
 
+# Records per block: small enough that a block's raw rows, bands and output frames (~10 MB) stay in
+# the CPU caches between passes; 256 ran ~20% slower, 32 no faster than 64.
+BLOCK_SIZE = 64
+
+
 def process_shard(source: str | os.PathLike, destination: str | os.PathLike, features: tuple[str, ...],
-                  block_size: int = 256, on_bad_record: str = "fail", write_behind: bool = True,
+                  block_size: int = BLOCK_SIZE, on_bad_record: str = "fail", write_behind: bool = True,
                   direct: bool = True) -> ShardStats:
     """Stream one raw shard into a processed shard; memory is bounded by block_size.
 

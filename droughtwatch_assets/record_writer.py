@@ -17,21 +17,25 @@ from typing import Sequence
 import crc32c
 import numpy as np
 
-from droughtwatch_assets.direct_io import DirectFile
+from droughtwatch_assets.direct_io import ALIGNMENT, DirectFile, aligned_buffer
 from droughtwatch_assets.features import IMAGE_SIZE, PIXELS
 from droughtwatch_assets.records import FILENAME_KEY, IMAGE_KEY, LABEL_KEY, encode_example, mask_crc, masked_crc
 
 
 class _FrameSlot:
     def __init__(self):
-        self.frames = np.empty((0, 0), dtype=np.uint8)
-        self.rows = 0
+        self.region = np.empty(0, dtype=np.uint8)
+        self.held = self.nbytes = 0
         self.written = threading.Event()
         self.written.set()
 
 
 class _WriteBehind:
-    """A thread that writes handed-over buffers in order; each slot's buffer is reused once written."""
+    """A thread that writes handed-over buffers in order; each slot's buffer is reused once written.
+
+    For a DirectFile, each block is laid out after room for the bytes the file holds back (see
+    DirectFile.write_in_place), so the block goes to the device without another copy.
+    """
 
     def __init__(self, file, slots: int = 2):
         self._file = file
@@ -45,8 +49,12 @@ class _WriteBehind:
     def _run(self) -> None:
         while (slot := self._queue.get()) is not None:
             try:
-                if self._error is None:
-                    self._file.write(slot.frames[:slot.rows])
+                if self._error is not None:
+                    pass
+                elif isinstance(self._file, DirectFile):
+                    self._file.write_in_place(slot.region, slot.held, slot.nbytes)
+                else:
+                    self._file.write(slot.region[slot.held:slot.held + slot.nbytes])
             except BaseException as error:  # re-raised in the caller's thread
                 self._error = error
             finally:
@@ -56,18 +64,19 @@ class _WriteBehind:
         if self._error is not None:
             raise self._error
 
-    def buffer(self, rows: int, width: int) -> np.ndarray:
+    def buffer(self, rows: int, width: int, written_so_far: int) -> np.ndarray:
         slot = self._slots[self._next]
         slot.written.wait()
         self._raise_error()
-        if slot.frames.shape[0] < rows or slot.frames.shape[1] != width:
-            slot.frames = np.empty((rows, width), dtype=np.uint8)
-        return slot.frames[:rows]
+        slot.held = written_so_far % ALIGNMENT if isinstance(self._file, DirectFile) else 0
+        slot.nbytes = rows * width
+        if len(slot.region) < ALIGNMENT + slot.nbytes:
+            slot.region = aligned_buffer(ALIGNMENT + slot.nbytes)
+        return slot.region[slot.held:slot.held + slot.nbytes].reshape(rows, width)
 
-    def submit(self, rows: int) -> None:
+    def submit(self) -> None:
         slot = self._slots[self._next]
         self._next = (self._next + 1) % len(self._slots)
-        slot.rows = rows
         slot.written.clear()
         self._queue.put(slot)
 
@@ -95,6 +104,7 @@ class RecordWriter:
         self._behind = _WriteBehind(self._file) if write_behind else None
         self._frames = np.empty((0, 0), dtype=np.uint8)
         self.records = 0
+        self.bytes = 0
 
     def write(self, parts: Sequence[bytes | memoryview]) -> None:
         if self._behind:
@@ -109,11 +119,12 @@ class RecordWriter:
             self._file.write(part)
         self._file.write(struct.pack("<I", mask_crc(crc)))
         self.records += 1
+        self.bytes += length + 16
 
     def frame_buffer(self, rows: int, width: int) -> np.ndarray:
         """A uint8 [rows, width] buffer for the next write_framed(); reused between blocks."""
         if self._behind:
-            return self._behind.buffer(rows, width)
+            return self._behind.buffer(rows, width, self.bytes)
         if self._frames.shape[0] < rows or self._frames.shape[1] != width:
             self._frames = np.empty((rows, width), dtype=np.uint8)
         return self._frames[:rows]
@@ -121,10 +132,11 @@ class RecordWriter:
     def write_framed(self, frames: np.ndarray, count: int) -> None:
         """Already-framed records (length, checksums and payload): the buffer from frame_buffer()."""
         if self._behind:
-            self._behind.submit(count)
+            self._behind.submit()
         else:
             self._file.write(frames)
         self.records += count
+        self.bytes += frames.nbytes
 
     def close(self) -> None:
         try:

@@ -27,13 +27,14 @@ def test_block_writer_matches_the_per_record_encoding(tmp_path, ids):
     assert back.labels.tolist() == [3, 0, 2] and back.ids == ids
 
 
-def test_write_behind_keeps_the_order_of_blocks_and_single_records(tmp_path):
+@pytest.mark.parametrize("direct", [False, True])
+def test_write_behind_keeps_the_order_of_blocks_and_single_records(tmp_path, direct):
     rng = np.random.default_rng(1)
     blocks = []
     for n, ids in ((5, [f"id-{i}" for i in range(5)]), (3, ["a", "", "bbb"]), (4, [f"k{i}" for i in range(4)]),
                    (2, ["long-id-0", "long-id-1"]), (6, [f"id-{i}" for i in range(6)])):
         blocks.append((rng.random((n, 65, 65, 3), dtype=np.float32), rng.integers(0, 4, n), ids))
-    with RecordWriter(tmp_path / "behind", write_behind=True) as writer:
+    with RecordWriter(tmp_path / "behind", write_behind=True, direct=direct) as writer:
         for images, labels, ids in blocks:  # uniform blocks go to the thread; the mixed one is written inline
             write_processed(writer, images, labels, ids)
         assert writer.records == 20
