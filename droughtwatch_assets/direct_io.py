@@ -2,10 +2,11 @@
 
 Processed shards are written once, in large sequential blocks. Through the page cache, every block
 first needs fresh cache pages, and how fast the kernel hands those out swings about 10x on virtual
-machines. O_DIRECT moves the bytes from one reused, page-aligned buffer straight to the device.
-O_DIRECT needs aligned addresses, lengths and offsets, so bytes are gathered in the buffer, written in
-whole 4 KiB units, and the file is cut to its real length on close. Where O_DIRECT is not available
-(macOS, tmpfs, some network filesystems) the file is an ordinary buffered one.
+machines. O_DIRECT moves the bytes from reused, page-aligned buffers straight to the device.
+O_DIRECT needs aligned addresses, lengths and offsets, so bytes are written in whole 4 KiB units,
+the few bytes after the last whole unit are held back for the next write, and the file is cut to
+its real length on close. Where O_DIRECT is not available (macOS, older tmpfs, some network
+filesystems) the file is an ordinary one.
 """
 
 from __future__ import annotations

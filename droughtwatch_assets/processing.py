@@ -94,7 +94,7 @@ def compute_features(bands: np.ndarray, features: tuple[str, ...], out: np.ndarr
                      stats: FeatureStats | None = None) -> np.ndarray:
     """uint8 bands [n, 11, 65, 65] -> float32 features [n, 65, 65, len(features)] (channels last).
 
-    A band that only is a feature is normalised straight into its output channel; the bands an index
+    A band that no index reads is normalised straight into its output channel; the bands an index
     reads are normalised once into contiguous scratch planes.
     """
     n = len(bands)

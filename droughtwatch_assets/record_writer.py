@@ -2,8 +2,8 @@
 
 Processing computes a block of records straight into a frame buffer (`UniformBlock`), then hands the
 buffer to the writer. With `write_behind`, a thread writes it to the file while the caller computes
-the next block into a second buffer, so page-cache write time overlaps parse and maths time instead
-of adding to it.
+the next block into a second buffer, so write time overlaps parse and maths time instead of adding
+to it.
 """
 
 from __future__ import annotations
