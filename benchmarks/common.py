@@ -53,16 +53,5 @@ def replicated_shard(copies: int, name: str = "part-r-00000", directory: Path | 
     return path
 
 
-def best_of(runs: int, function) -> float:
-    """Fastest wall time of several runs, syncing dirty pages first so earlier writes don't bill this one."""
-    times = []
-    for _ in range(runs):
-        os.sync()
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 def clean(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)

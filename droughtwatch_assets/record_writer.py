@@ -46,15 +46,17 @@ class _WriteBehind:
         self._thread = threading.Thread(target=self._run, name="record-writer", daemon=True)
         self._thread.start()
 
+    def _write(self, slot: _FrameSlot) -> None:
+        if isinstance(self._file, DirectFile):
+            self._file.write_in_place(slot.region, slot.held, slot.nbytes)
+        else:
+            self._file.write(slot.region[slot.held:slot.held + slot.nbytes])
+
     def _run(self) -> None:
         while (slot := self._queue.get()) is not None:
             try:
-                if self._error is not None:
-                    pass
-                elif isinstance(self._file, DirectFile):
-                    self._file.write_in_place(slot.region, slot.held, slot.nbytes)
-                else:
-                    self._file.write(slot.region[slot.held:slot.held + slot.nbytes])
+                if self._error is None:  # after a failed write, later blocks are dropped
+                    self._write(slot)
             except BaseException as error:  # re-raised in the caller's thread
                 self._error = error
             finally:
