@@ -12,7 +12,6 @@ filesystems) the file is an ordinary one.
 from __future__ import annotations
 
 import errno
-import fcntl
 import mmap
 import os
 
@@ -32,7 +31,7 @@ def aligned_buffer(size: int) -> np.ndarray:
 class DirectFile:
     def __init__(self, path: str | os.PathLike, buffer_bytes: int = BUFFER_BYTES):
         self.path = os.fspath(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
         direct = getattr(os, "O_DIRECT", 0)
         self.direct = bool(direct)
         try:
@@ -99,6 +98,8 @@ class DirectFile:
             view = view[written:]
 
     def _stop_direct(self) -> None:
+        import fcntl  # only reached where O_DIRECT exists (Linux); Windows has no fcntl
+
         fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
         self.direct = False
 
