@@ -131,7 +131,7 @@ class ShardStats:
 
 
 # Records per block: small enough that a block's raw rows, bands and output frames (~10 MB) stay in
-# the CPU caches between passes; 256 ran ~20% slower, 32 no faster than 64.
+# the CPU caches between passes; 256 ran 10-15% slower, 32 no faster in total than 64.
 BLOCK_SIZE = 64
 
 
