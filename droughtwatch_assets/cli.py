@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 from droughtwatch_assets.configurations import CONFIGURATIONS
 
@@ -15,8 +14,6 @@ def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from droughtwatch_assets.definitions import defs
-    from droughtwatch_assets.defs.resources import default_data_dir
-    from droughtwatch_assets.storage import CURRENT, LocalArtifactStore
 
     configuration = CONFIGURATIONS[args.configuration]
     started = time.monotonic()
@@ -27,10 +24,14 @@ def run(args: argparse.Namespace) -> int:
     if not result.success:
         print(f"{configuration.name}_job failed after {elapsed:.0f} s; see the errors above", file=sys.stderr)
         return 1
-    onnx_dir = LocalArtifactStore(default_data_dir()).location(("onnx_model", configuration.feature_set)) / CURRENT
+    store = defs.resources["store"].process_config_and_initialize()  # resolves the EnvVar credentials
+    key = ("onnx_model", configuration.feature_set)
     print(f"{configuration.name}_job succeeded in {elapsed:.0f} s")
-    print(f"ONNX model: {onnx_dir / 'model.onnx'}")
-    print(f"config:     {onnx_dir / 'config.yaml'}")
+    print(f"ONNX model: {store.file_uri(key, 'model.onnx')}")
+    print(f"config:     {store.file_uri(key, 'config.yaml')}")
+    published = result.output_for_node("published_model")
+    if published.get("published"):
+        print(f"published:  {published['version_uri']} (CURRENT of {published['uris'][0].rsplit('/', 1)[0]}/)")
     return 0
 
 
@@ -38,25 +39,30 @@ def predict(args: argparse.Namespace) -> int:
     import tempfile
 
     from droughtwatch_assets.features import load_feature_sets, validate_features
+    from droughtwatch_assets.model_config import embedded_config
+    from droughtwatch_assets.model_registry import fetch_published
     from droughtwatch_assets.predict import input_shards, predict_shards, write_parquet
     from droughtwatch_assets.records import RecordError
 
-    sets = load_feature_sets()
-    features = sets.get(args.features) or validate_features(args.features.split(","), "--features")
     with tempfile.TemporaryDirectory() as scratch:
-        model = args.model
-        if model.startswith("s3://"):
-            from droughtwatch_assets.s3 import download_uri
-
-            model = download_uri(model, Path(scratch) / "model.onnx")
         try:
-            result = predict_shards(model, features, input_shards(args.input))
-        except (RecordError, FileNotFoundError, ValueError) as exc:
+            model, config = fetch_published(args.model, scratch)
+            config = config or embedded_config(model)
+            if args.features:
+                sets = load_feature_sets()
+                features = sets.get(args.features) or validate_features(args.features.split(","), "--features")
+            elif config and config.get("features"):
+                features = tuple(config["features"])
+            else:
+                raise ValueError(f"{args.model} carries no config naming its features; pass --features")
+            result = predict_shards(model, features, input_shards(args.input), on_bad_record=args.on_bad_record)
+        except (RecordError, FileNotFoundError, ValueError, RuntimeError) as exc:
             print(f"droughtwatch predict: {exc}", file=sys.stderr)
             return 2
     write_parquet(result, args.output)
-    print(f"{result.table.num_rows} predictions from {result.records} records ({result.vetoed} blank images vetoed) "
-          f"-> {args.output}")
+    skipped = f", {len(result.skipped)} bad records skipped" if result.skipped else ""
+    print(f"{result.table.num_rows} predictions from {result.records} records ({result.vetoed} blank images vetoed"
+          f"{skipped}) -> {args.output}")
     print("predicted class counts: " + ", ".join(f"{k}: {n}" for k, n in enumerate(result.class_distribution())))
     return 0
 
@@ -68,9 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--configuration", "-c", choices=sorted(CONFIGURATIONS), default="baseline")
     run_parser.set_defaults(handler=run)
     predict_parser = commands.add_parser("predict", help="score raw shards with an ONNX model, into a Parquet table")
-    predict_parser.add_argument("--model", required=True, help="an ONNX file or s3://bucket/key")
-    predict_parser.add_argument("--features", required=True,
-                                help="comma-separated features in the model's channel order, or a feature-set name")
+    predict_parser.add_argument("--model", required=True,
+                                help="an ONNX file, a published <model>/ folder, or s3://bucket/<model>/ "
+                                     "(or s3://bucket/key.onnx)")
+    predict_parser.add_argument("--features", default="",
+                                help="comma-separated features in the model's channel order, or a feature-set name; "
+                                     "default: the features in the model's config")
+    predict_parser.add_argument("--on-bad-record", choices=["fail", "skip"], default="fail",
+                                help="skip: drop unreadable records, count them, and go on")
     predict_parser.add_argument("--input", required=True, help="a raw shard, or a folder of part-* shards")
     predict_parser.add_argument("--output", required=True, help="the Parquet file to write")
     predict_parser.set_defaults(handler=predict)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 CLASS_WEIGHTS: dict[int, float] = {0: 1.0, 1: 4.0, 2: 4.0, 3: 6.0}
 # Largest |Keras - onnxruntime| on a validation batch that an export may show and still be published.
 PARITY_TOLERANCE = 1e-5
+# The run tag that names the configuration a job trains.
+CONFIGURATION_TAG = "droughtwatch/configuration"
 
 
 @dataclass(frozen=True)
@@ -28,3 +30,28 @@ CONFIGURATIONS: dict[str, ModelConfiguration] = {
         ModelConfiguration("ndvi", "ndvi", 2, False, "The baseline CNN on NDVI alone"),
     )
 }
+
+
+def jobs_for(feature_set: str) -> list[str]:
+    return [f"{c.name}_job" for c in CONFIGURATIONS.values() if c.feature_set == feature_set]
+
+
+def configuration_mismatch(configuration: str | None, model_name: str | None, feature_set: str) -> str | None:
+    """Why a run must not train (or publish) `model_name` on `feature_set`, or None when it may.
+
+    A named configuration trains one feature set, and its model name stands for that set in the registry:
+    a configuration job launched on another partition, or a model named after a configuration but trained
+    on other features, would publish a model whose inputs are not what its readers expect.
+    """
+    others = ", ".join(jobs_for(feature_set)) or "no configuration job; use `dagster asset materialize`"
+    if configuration in CONFIGURATIONS and CONFIGURATIONS[configuration].feature_set != feature_set:
+        expected = CONFIGURATIONS[configuration].feature_set
+        return (f"{configuration}_job trains the '{expected}' feature set, but this run was launched for partition "
+                f"'{feature_set}'. Launch {configuration}_job for partition '{expected}' (for '{feature_set}': "
+                f"{others})")
+    if model_name in CONFIGURATIONS and CONFIGURATIONS[model_name].feature_set != feature_set:
+        expected = CONFIGURATIONS[model_name].feature_set
+        return (f"model_name '{model_name}' is the registered name of the {model_name} configuration, which trains "
+                f"the '{expected}' feature set; this run trains '{feature_set}'. Launch it for partition "
+                f"'{expected}', or choose another model_name")
+    return None

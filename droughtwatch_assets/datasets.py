@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from droughtwatch_assets.features import NUM_CLASSES
-from droughtwatch_assets.records import BadRecords, read_labels
+from droughtwatch_assets.records import BadRecordPolicy, BadRecords, read_labels
 
 SPLITS = ("train", "val")
 MANIFEST = "manifest.json"
@@ -44,6 +44,11 @@ class ShardedDataset:
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: {root} is not a complete dataset; materialise it again")
         return cls(root, json.loads(path.read_text()))
+
+    @property
+    def on_bad_record(self) -> BadRecordPolicy:
+        """The policy the raw records were read with; every later read of them follows it."""
+        return self.manifest.get("on_bad_record", "fail")
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -96,7 +101,8 @@ def find_split_shards(folder: str | os.PathLike) -> dict[str, list[Path]]:
 
 
 def build_raw_dataset(sources: dict[str, list[Path]], root: str | os.PathLike, source: dict,
-                      log: Callable[[str], None] = lambda _: None, on_bad_record: str = "fail") -> ShardedDataset:
+                      log: Callable[[str], None] = lambda _: None,
+                      on_bad_record: BadRecordPolicy = "fail") -> ShardedDataset:
     """Copy raw shards into root/<split>/, counting labels and hashing each shard.
 
     `source` describes where the shards came from and is kept in the manifest.
@@ -119,4 +125,5 @@ def build_raw_dataset(sources: dict[str, list[Path]], root: str | os.PathLike, s
         splits[split] = split_summary(shards)
         splits[split]["skipped"] = sum(len(s["skipped"]) for s in shards)
     version = data_version([[split, s["name"], s["md5"]] for split in SPLITS for s in splits[split]["shards"]])
-    return write_manifest(root, {"kind": "raw", "source": source, "data_version": version, "splits": splits})
+    return write_manifest(root, {"kind": "raw", "source": source, "data_version": version,
+                                 "on_bad_record": on_bad_record, "splits": splits})

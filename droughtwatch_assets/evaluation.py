@@ -25,6 +25,16 @@ class Evaluation:
 
 
 def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> Evaluation:
+    labels = np.asarray(labels)
+    outside = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
+    if len(outside):
+        # numpy would count label -1 as class 3 (negative indexing): refuse instead
+        raise ValueError(f"{len(outside)} label(s) outside 0..{NUM_CLASSES - 1} (first: {labels[outside[0]]} at "
+                         f"position {outside[0]}); evaluation needs labelled records")
+    if len(labels) != len(probabilities):
+        raise ValueError(f"{len(probabilities)} predictions for {len(labels)} labels")
+    if not len(labels):
+        raise ValueError("no records to evaluate: the validation split is empty")
     predicted = probabilities.argmax(axis=1)
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import tensorflow as tf
 
 from droughtwatch_assets.features import IMAGE_SIZE
-
+from droughtwatch_assets.model_config import CONFIG_METADATA_KEY, config_to_yaml
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,15 @@ def describe_onnx(path: str | os.PathLike) -> OnnxInfo:
     shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "N") for d in tensor.type.tensor_type.shape.dim]
     opset = next(o.version for o in graph_model.opset_import if o.domain in ("", "ai.onnx"))
     return OnnxInfo(tensor.name, shape, graph_model.graph.output[0].name, int(opset), Path(path).stat().st_size)
+
+
+def embed_config(path: str | os.PathLike, config: dict) -> None:
+    """Store the training config in the ONNX file's metadata_props: a model that names its own features."""
+    graph_model = onnx.load(os.fspath(path))
+    del graph_model.metadata_props[:]
+    entry = graph_model.metadata_props.add()
+    entry.key, entry.value = CONFIG_METADATA_KEY, config_to_yaml(config)
+    onnx.save(graph_model, os.fspath(path))
 
 
 def onnx_session(path: str | os.PathLike) -> ort.InferenceSession:

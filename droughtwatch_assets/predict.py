@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from droughtwatch_assets.datasets import SHARD_GLOB
 from droughtwatch_assets.features import IMAGE_SIZE, NUM_CLASSES
 from droughtwatch_assets.processing import compute_features, keep_mask
-from droughtwatch_assets.records import NO_LABEL, iter_raw_blocks
+from droughtwatch_assets.records import NO_LABEL, BadRecordPolicy, BadRecords, iter_raw_blocks
 
 COLUMNS = ["ID", *(f"P_{k}" for k in range(NUM_CLASSES)), "P_label", "label"]
 
@@ -28,6 +28,7 @@ class Predictions:
     table: pa.Table
     records: int  # raw records read
     vetoed: int
+    skipped: list[dict]  # bad records dropped under on_bad_record=skip: file, record, problem
 
     def class_distribution(self) -> list[int]:
         return np.bincount(self.table.column("P_label").to_numpy(), minlength=NUM_CLASSES).tolist()
@@ -59,7 +60,7 @@ def check_model_input(session: ort.InferenceSession, features: tuple[str, ...], 
 
 
 def predict_shards(model_path: str | os.PathLike, features: tuple[str, ...], shards: list[Path],
-                   block_size: int = 256) -> Predictions:
+                   block_size: int = 256, on_bad_record: BadRecordPolicy = "fail") -> Predictions:
     session = ort.InferenceSession(os.fspath(model_path), providers=["CPUExecutionProvider"])
     input_name = check_model_input(session, features, os.fspath(model_path))
     ids: list[str] = []
@@ -67,8 +68,9 @@ def predict_shards(model_path: str | os.PathLike, features: tuple[str, ...], sha
     labels: list[np.ndarray] = []
     records = vetoed = 0
     out = np.empty((block_size, IMAGE_SIZE, IMAGE_SIZE, len(features)), dtype=np.float32)
+    bad = BadRecords(on_bad_record)
     for shard in shards:
-        for block in iter_raw_blocks(shard, block_size, require_label=False):
+        for block in iter_raw_blocks(shard, block_size, require_label=False, bad=bad):
             keep = keep_mask(block.bands)
             records += len(block)
             vetoed += int((~keep).sum())
@@ -86,7 +88,7 @@ def predict_shards(model_path: str | os.PathLike, features: tuple[str, ...], sha
         "P_label": pa.array(p.argmax(axis=1), pa.int64()),
         "label": pa.array(label, pa.int64(), mask=label == NO_LABEL),
     })
-    return Predictions(table, records, vetoed)
+    return Predictions(table, records + len(bad.errors), vetoed, bad.as_rows())
 
 
 def write_parquet(predictions: Predictions, path: str | os.PathLike) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Literal, get_args
 
 import crc32c
 import numpy as np
@@ -34,8 +34,16 @@ class RecordError(ValueError):
 
     def __init__(self, path: str | os.PathLike, index: int, problem: str, hint: str = ""):
         self.path, self.index, self.problem = os.fspath(path), index, problem
-        hint = hint or "Check that the file is an uncompressed DroughtWatch TFRecord shard."
-        super().__init__(f"{self.path}: record {index}: {problem}. {hint}")
+        self.hint = hint or "Check that the file is an uncompressed DroughtWatch TFRecord shard."
+        super().__init__(f"{self.path}: record {index}: {problem}. {self.hint}")
+
+    def __reduce__(self):
+        # Raised in a worker process, the error is pickled back to the parent; the default reduction
+        # would call __init__ with the message alone and break the process pool.
+        return type(self), (self.path, self.index, self.problem, self.hint)
+
+
+BadRecordPolicy = Literal["fail", "skip"]
 
 
 class BadRecords:
@@ -45,9 +53,9 @@ class BadRecords:
     checksum, truncation) the rest of the file cannot be found and is dropped too.
     """
 
-    POLICIES = ("fail", "skip")
+    POLICIES: tuple[str, ...] = get_args(BadRecordPolicy)
 
-    def __init__(self, policy: str = "fail"):
+    def __init__(self, policy: BadRecordPolicy = "fail"):
         if policy not in self.POLICIES:
             raise ValueError(f"on_bad_record must be one of {self.POLICIES}, not {policy!r}")
         self.policy = policy
@@ -365,7 +373,8 @@ class ProcessedRecords:
 def read_processed(path: str | os.PathLike, channels: int, limit: int | None = None) -> ProcessedRecords:
     images, labels, ids = [], [], []
     expected = PIXELS * channels * 4
-    for index, payload in iter_records(path):
+    # a processed shard whose records were all vetoed or skipped is an empty file, and valid
+    for index, payload in iter_records(path) if os.path.getsize(path) else ():
         if index == limit:
             break
         feature_map = _parse(path, index, payload)
@@ -379,3 +388,18 @@ def read_processed(path: str | os.PathLike, channels: int, limit: int | None = N
     shape = (0, IMAGE_SIZE, IMAGE_SIZE, channels)
     return ProcessedRecords(np.stack(images) if images else np.empty(shape, np.float32),
                             np.asarray(labels, dtype=np.int64), ids)
+
+
+def read_processed_records(shards: list, channels: int, limit: int) -> ProcessedRecords:
+    """Up to `limit` processed records from the first shards that hold any (a shard may be empty)."""
+    images, labels, ids = [], [], []
+    for shard in shards:
+        records = read_processed(shard, channels, limit=limit - len(labels))
+        images.append(records.images)
+        labels.append(records.labels)
+        ids += records.ids
+        if len(ids) >= limit:
+            break
+    if not images:
+        return ProcessedRecords(np.empty((0, IMAGE_SIZE, IMAGE_SIZE, channels), np.float32), np.empty(0, np.int64), [])
+    return ProcessedRecords(np.concatenate(images), np.concatenate(labels), ids)

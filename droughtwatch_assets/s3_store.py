@@ -34,17 +34,17 @@ class S3ArtifactStore:
         self._bucket_checked = False
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _call(self, action: str, function, *args, **kwargs):
+    def call(self, action: str, function, *args, **kwargs):
         try:
             return function(*args, **kwargs)
         except (ClientError, BotoCoreError) as exc:
             raise describe_failure(self.client, self.bucket, action, exc) from None
 
-    def _key(self, *parts: str) -> str:
+    def key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, *parts) if p)
 
     def uri(self, *parts: str) -> str:
-        return f"s3://{self.bucket}/{self._key(*parts)}"
+        return f"s3://{self.bucket}/{self.key(*parts)}"
 
     def ensure_bucket(self) -> None:
         if self._bucket_checked:
@@ -55,7 +55,7 @@ class S3ArtifactStore:
             code = exc.response.get("Error", {}).get("Code", "")
             if code not in ("404", "NoSuchBucket") or not self.create_bucket:
                 raise describe_failure(self.client, self.bucket, "bucket check", exc) from None
-            self._call("bucket creation", self.client.create_bucket, Bucket=self.bucket)
+            self.call("bucket creation", self.client.create_bucket, Bucket=self.bucket)
         except BotoCoreError as exc:
             raise describe_failure(self.client, self.bucket, "bucket check", exc) from None
         self._bucket_checked = True
@@ -68,8 +68,8 @@ class S3ArtifactStore:
                 return None
             raise describe_failure(self.client, self.bucket, f"HEAD {key}", exc) from None
 
-    def _put_bytes(self, key: str, body: bytes) -> None:
-        self._call(f"PUT {key}", self.client.put_object, Bucket=self.bucket, Key=key, Body=body)
+    def put_bytes(self, key: str, body: bytes) -> None:
+        self.call(f"PUT {key}", self.client.put_object, Bucket=self.bucket, Key=key, Body=body)
         self.uploaded.append(key)
 
     # -- the artifact-store interface ------------------------------------------------------------
@@ -88,18 +88,18 @@ class S3ArtifactStore:
         for path in files:
             relative = path.relative_to(staging).as_posix()
             md5 = md5_of(path)
-            object_key = self._key(*key, "objects", relative, md5)
+            object_key = self.key(*key, "objects", relative, md5)
             etag = self._etag_if_exists(object_key)
             if etag is None:
-                self._call(f"upload of {path} to {object_key}", self.client.upload_file, str(path), self.bucket,
+                self.call(f"upload of {path} to {object_key}", self.client.upload_file, str(path), self.bucket,
                            object_key)
                 self.uploaded.append(object_key)
                 etag = self._etag_if_exists(object_key)
             index[relative] = {"key": object_key, "md5": md5, "size": path.stat().st_size, "etag": etag}
         version = f"v-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
-        self._put_bytes(self._key(*key, "versions", f"{version}.json"),
+        self.put_bytes(self.key(*key, "versions", f"{version}.json"),
                         json.dumps({"version": version, "files": index}, indent=1).encode())
-        self._put_bytes(self._key(*key, CURRENT), version.encode())
+        self.put_bytes(self.key(*key, CURRENT), version.encode())
         # the local copy becomes the cached copy of this version, so a reader in this process needs no download
         local = self._version_dir(key, version)
         if not local.exists():
@@ -111,13 +111,13 @@ class S3ArtifactStore:
         return self.uri(*key, "versions", f"{version}.json")
 
     def _version_dir(self, key: tuple[str, ...], version: str) -> Path:
-        return self.cache_dir / "versions" / self.bucket / self._key(*key) / version
+        return self.cache_dir / "versions" / self.bucket / self.key(*key) / version
 
     def current(self, key: tuple[str, ...]) -> Path:
         """A local directory holding the current version of key (downloading only what the cache lacks)."""
         self.ensure_bucket()
         try:
-            version = self.client.get_object(Bucket=self.bucket, Key=self._key(*key, CURRENT))["Body"].read().decode()
+            version = self.client.get_object(Bucket=self.bucket, Key=self.key(*key, CURRENT))["Body"].read().decode()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404"):
                 raise FileNotFoundError(f"no materialisation of {'/'.join(key)} in {self.uri()}; "
@@ -126,8 +126,8 @@ class S3ArtifactStore:
         local = self._version_dir(key, version)
         if (local / ".complete").exists():
             return local
-        index_key = self._key(*key, "versions", f"{version}.json")
-        index = json.loads(self._call(f"read of {index_key}", self.client.get_object, Bucket=self.bucket,
+        index_key = self.key(*key, "versions", f"{version}.json")
+        index = json.loads(self.call(f"read of {index_key}", self.client.get_object, Bucket=self.bucket,
                                       Key=index_key)["Body"].read())
         partial = local.with_name(local.name + f".partial-{uuid.uuid4().hex[:6]}")
         for relative, entry in index["files"].items():
@@ -145,27 +145,24 @@ class S3ArtifactStore:
             shutil.rmtree(partial, ignore_errors=True)
         return local
 
+    def file_uri(self, key: tuple[str, ...], relative: str) -> str:
+        """The s3:// URI of one file of the current version of key (its content-addressed object)."""
+        version = self.call(f"read of {self.uri(*key, CURRENT)}", self.client.get_object, Bucket=self.bucket,
+                            Key=self.key(*key, CURRENT))["Body"].read().decode()
+        index_key = self.key(*key, "versions", f"{version}.json")
+        index = json.loads(self.call(f"read of {index_key}", self.client.get_object, Bucket=self.bucket,
+                                     Key=index_key)["Body"].read())
+        return f"s3://{self.bucket}/{index['files'][relative]['key']}"
+
     def _cached_blob(self, entry: dict) -> Path:
         blob = self.cache_dir / "blobs" / entry["etag"]
         if not blob.exists():
             blob.parent.mkdir(parents=True, exist_ok=True)
             tmp = blob.with_name(f"{blob.name}.{uuid.uuid4().hex[:6]}.part")
-            self._call(f"download of {entry['key']}", self.client.download_file, self.bucket, entry["key"], str(tmp))
+            self.call(f"download of {entry['key']}", self.client.download_file, self.bucket, entry["key"], str(tmp))
             if md5_of(tmp) != entry["md5"]:
                 tmp.unlink()
                 raise S3Error(f"s3://{self.bucket}/{entry['key']}: content does not match its recorded md5 "
                               f"{entry['md5']}; the object was changed outside this store")
             os.replace(tmp, blob)
         return blob
-
-    def publish(self, files: dict[str, Path], key_prefix: str) -> list[str]:
-        """Plain copies under <key_prefix>/ (no versioning): the registry layout the inference side reads."""
-        self.ensure_bucket()
-        uris = []
-        for name, path in files.items():
-            object_key = f"{key_prefix.strip('/')}/{name}"
-            self._call(f"upload of {path} to {object_key}", self.client.upload_file, str(path), self.bucket,
-                       object_key)
-            self.uploaded.append(object_key)
-            uris.append(f"s3://{self.bucket}/{object_key}")
-        return uris

@@ -51,6 +51,9 @@ class LocalArtifactStore:
             raise FileNotFoundError(f"no materialisation of {'/'.join(key)} under {self.base_dir}; materialise it first")
         return path.resolve()
 
+    def file_uri(self, key: tuple[str, ...], relative: str) -> str:
+        return str(self.location(key) / CURRENT / relative)
+
     def _prune(self, location: Path, keep: str) -> None:
         versions = sorted((p for p in location.iterdir() if p.name.startswith("v-") and p.name != keep),
                           key=lambda p: p.name)

@@ -38,6 +38,10 @@ def tfrecord_dataset(files: Sequence[str | os.PathLike], channels: int, batch_si
     return ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+class EmptySplit(ValueError):
+    """A split that training needs holds no records."""
+
+
 @dataclass
 class TrainingRun:
     model: keras.Model
@@ -64,6 +68,12 @@ def train(train_files: Sequence[str | os.PathLike], val_files: Sequence[str | os
           on_epoch: Callable[[int, dict], None] | None = None,
           callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainingRun:
     """Build, compile and fit the baseline CNN. epochs=0 gives the untrained ('dummy') model."""
+    if epochs > 0:
+        for split, count in (("train", train_records), ("val", val_records)):
+            if count == 0:
+                raise EmptySplit(f"the processed {split} split has no records (every record was vetoed as blank or "
+                                 f"skipped as bad): there is nothing to {'fit' if split == 'train' else 'validate'} "
+                                 f"on. Check the raw {split}/ shards, or train with epochs: 0")
     model = compile_model(build_model(channels, seed=seed), learning_rate)
     history: dict[str, list] = {}
 

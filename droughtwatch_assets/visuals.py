@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from droughtwatch_assets.evaluation import Evaluation, pr_curve  # noqa: E402
 from droughtwatch_assets.features import NUM_CLASSES  # noqa: E402
 from droughtwatch_assets.processing import compute_features, keep_mask  # noqa: E402
-from droughtwatch_assets.records import iter_raw_blocks, read_processed  # noqa: E402
+from droughtwatch_assets.records import BadRecords, iter_raw_blocks, read_processed_records  # noqa: E402
 
 
 def png(figure) -> bytes:
@@ -101,17 +101,30 @@ def pr_curves(probabilities: np.ndarray, labels: np.ndarray) -> bytes:
     return png(figure)
 
 
-def raw_preview(shard, count: int = 6) -> bytes:
-    """RGB composites and NDVI maps of the first non-blank records of a raw shard."""
-    block = next(iter_raw_blocks(shard, block_size=64))
-    chosen = np.flatnonzero(keep_mask(block.bands))[:count]
-    features = compute_features(block.bands[chosen], ("B4", "B3", "B2", "NDVI"))
-    return preview_grid(features[..., :3], features[..., 3], block.labels[chosen])
+def raw_preview(shards: list, on_bad_record: str = "fail", count: int = 6) -> bytes | None:
+    """RGB composites and NDVI maps of the first non-blank records of raw shards, read with the run's
+    on_bad_record policy; None when no shard holds a readable non-blank record."""
+    bands, labels = [], []
+    for shard in shards:
+        for block in iter_raw_blocks(shard, block_size=64, bad=BadRecords(on_bad_record)):
+            chosen = np.flatnonzero(keep_mask(block.bands))[: count - len(labels)]
+            bands.append(block.bands[chosen].copy())
+            labels.extend(block.labels[chosen].tolist())
+            if len(labels) == count:
+                break
+        if len(labels) == count:
+            break
+    if not labels:
+        return None
+    features = compute_features(np.concatenate(bands), ("B4", "B3", "B2", "NDVI"))
+    return preview_grid(features[..., :3], features[..., 3], np.asarray(labels))
 
 
-def processed_preview(shard, features: tuple[str, ...], count: int = 6) -> bytes:
-    """The same pictures from processed records, from whichever features the set has."""
-    records = read_processed(shard, len(features), limit=count)
+def processed_preview(shards: list, features: tuple[str, ...], count: int = 6) -> bytes | None:
+    """The same pictures from processed records, from whichever features the set has; None without records."""
+    records = read_processed_records(shards, len(features), count)
+    if not len(records.labels):
+        return None
     channel = {feature: records.images[..., c] for c, feature in enumerate(features)}
     rgb = np.stack([channel[b] for b in ("B4", "B3", "B2")], axis=-1) if {"B4", "B3", "B2"} <= set(channel) else None
     ndvi = channel.get("NDVI")

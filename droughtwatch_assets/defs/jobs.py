@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from droughtwatch_assets.configurations import CONFIGURATIONS
+from droughtwatch_assets.configurations import CONFIGURATION_TAG, CONFIGURATIONS
 from droughtwatch_assets.defs.tracking import job_hooks
 
 
@@ -14,7 +14,7 @@ def configuration_job(name: str):
         description=f"{configuration.description}. Launch it for the '{configuration.feature_set}' partition.",
         config={"ops": {"trained_model": {"config": {
             "model_name": name, "epochs": configuration.epochs, "register_model": configuration.register}}}},
-        tags={"droughtwatch/configuration": name},
+        tags={CONFIGURATION_TAG: name},
         hooks=job_hooks(),
     )
 

@@ -37,10 +37,13 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
     shard_rows = [[split, s["name"], s["records"], s.get("vetoed", "-"), s.get("md5", "-")]
                   for split in SPLITS for s in splits[split]["shards"]]
     metadata["shards"] = dg.MetadataValue.md(markdown_table(["split", "shard", "records", "vetoed", "md5"], shard_rows))
-    preview_shard = dataset.shards("val")[0]
+    preview_shards = dataset.shards("val") + dataset.shards("train")
     if dataset.manifest["kind"] == "raw":
         metadata["source"] = dg.MetadataValue.json(dataset.manifest["source"])
-        metadata["preview"] = dg.MetadataValue.md(markdown_image(raw_preview(preview_shard), "samples"))
+        metadata["on_bad_record"] = dataset.on_bad_record
+        picture = raw_preview(preview_shards, dataset.on_bad_record)
+        if picture:
+            metadata["preview"] = dg.MetadataValue.md(markdown_image(picture, "samples"))
     else:
         metadata["features"] = ", ".join(dataset.features)
         metadata["vetoed"] = sum(splits[split]["vetoed"] for split in SPLITS)
@@ -48,9 +51,9 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
         metadata["feature_stats"] = dg.MetadataValue.md(markdown_table(
             ["feature", "min", "mean", "max"],
             [[f, *(f"{v:.4g}" if v is not None else "-" for v in (s["min"], s["mean"], s["max"]))] for f, s in stats.items()]))
-        if dataset.records("val"):
-            metadata["preview"] = dg.MetadataValue.md(
-                markdown_image(processed_preview(preview_shard, dataset.features), "samples"))
+        picture = processed_preview(preview_shards, dataset.features)
+        if picture:
+            metadata["preview"] = dg.MetadataValue.md(markdown_image(picture, "samples"))
     return metadata
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +11,7 @@ from pydantic import PrivateAttr
 
 from droughtwatch_assets import s3
 from droughtwatch_assets.defs.tracking import build_tracking_resources
+from droughtwatch_assets.model_registry import LocalModelRegistry, Publication, S3ModelRegistry
 from droughtwatch_assets.s3_store import S3ArtifactStore
 from droughtwatch_assets.storage import UNPARTITIONED, LocalArtifactStore
 
@@ -66,18 +66,17 @@ class ArtifactStore(dg.ConfigurableResource):
     def new_staging_dir(self) -> Path:
         return self.backend.new_staging_dir()
 
-    def publish(self, files: dict[str, Path], model_name: str) -> list[str]:
-        """Copy a model's files to the registry location <model name>/, as the inference side expects."""
+    def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
+        """Publish a model and its config as <model name>/ in the registry, as a pair (see model_registry.py)."""
         if self.storage == "s3":
-            registry = S3ArtifactStore(self.backend.client, self.registry_bucket or self.bucket, "", self.base_dir,
-                                       self.create_bucket)
-            return registry.publish(files, model_name)
-        target = Path(self.base_dir, REGISTRY, model_name)
-        target.mkdir(parents=True, exist_ok=True)
-        for name, path in files.items():
-            shutil.copyfile(path, target / f".{name}.tmp")
-            os.replace(target / f".{name}.tmp", target / name)
-        return [(target / name).as_uri() for name in files]
+            store = S3ArtifactStore(self.backend.client, self.registry_bucket or self.bucket, "", self.base_dir,
+                                    self.create_bucket)
+            return S3ModelRegistry(store).publish(model_name, onnx_path, config)
+        return LocalModelRegistry(Path(self.base_dir, REGISTRY)).publish(model_name, onnx_path, config)
+
+    def file_uri(self, key: tuple[str, ...], relative: str) -> str:
+        """Where a file of an asset's current version really is: a local path, or its s3:// object."""
+        return self.backend.file_uri(key, relative)
 
 
 def artifact_key(context: dg.InputContext | dg.OutputContext) -> tuple[str, ...]:

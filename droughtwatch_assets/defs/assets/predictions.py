@@ -3,11 +3,13 @@ from pydantic import Field
 
 from droughtwatch_assets.artifacts import OnnxArtifact, PredictionsArtifact
 from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.defs.failures import bad_record_failure
 from droughtwatch_assets.defs.metadata import markdown_table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.defs.resources import ArtifactStore, STORAGE_RETRY
 from droughtwatch_assets.features import NUM_CLASSES
 from droughtwatch_assets.predict import input_shards, predict_shards, write_parquet
+from droughtwatch_assets.records import RecordError
 
 
 class PredictionsConfig(dg.Config):
@@ -28,7 +30,11 @@ def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, st
                 onnx_model: OnnxArtifact, processed_tfrecords: ShardedDataset,
                 raw_tfrecords: ShardedDataset) -> dg.Output[PredictionsArtifact]:
     shards = input_shards(config.input) if config.input else raw_tfrecords.shards("val")
-    result = predict_shards(onnx_model.onnx_path, processed_tfrecords.features, shards)
+    policy = raw_tfrecords.on_bad_record  # the run's one policy for raw records
+    try:
+        result = predict_shards(onnx_model.onnx_path, processed_tfrecords.features, shards, on_bad_record=policy)
+    except RecordError as exc:
+        raise bad_record_failure(exc, policy) from exc
     artifact = PredictionsArtifact(store.new_staging_dir())
     write_parquet(result, artifact.parquet_path)
     predicted = result.class_distribution()
@@ -40,6 +46,7 @@ def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, st
         "rows": result.table.num_rows,
         "records_read": result.records,
         "vetoed": result.vetoed,
+        "skipped_records": len(result.skipped),
         "shards": len(shards),
         "prediction_distribution": dg.MetadataValue.md(
             markdown_table(["class", "predicted", "predicted share", "training share"], rows)),

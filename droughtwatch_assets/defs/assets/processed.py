@@ -1,7 +1,10 @@
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field
 
 from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.defs.failures import bad_record_failure
 from droughtwatch_assets.defs.metadata import dataset_metadata
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.defs.resources import ArtifactStore, STORAGE_RETRY
@@ -12,8 +15,9 @@ from droughtwatch_assets.records import RecordError
 
 class ProcessingConfig(dg.Config):
     workers: int = 0  # parallel shard processes; 0 = one per core
-    on_bad_record: str = Field(default="fail", description="fail, or skip: bad records are dropped, counted and "
-                                                           "listed in the metadata")
+    on_bad_record: Literal["as_raw", "fail", "skip"] = Field(
+        default="as_raw", description="as_raw: the policy raw_tfrecords read the records with (the default); "
+                                      "fail or skip to override it for processing")
 
 
 @dg.asset(
@@ -28,6 +32,7 @@ class ProcessingConfig(dg.Config):
 def processed_tfrecords(context: dg.AssetExecutionContext, config: ProcessingConfig, store: ArtifactStore,
                         raw_tfrecords: ShardedDataset) -> dg.Output[ShardedDataset]:
     name = context.partition_key
+    policy = raw_tfrecords.on_bad_record if config.on_bad_record == "as_raw" else config.on_bad_record
     try:
         previous = ShardedDataset.open(store.backend.current(("processed_tfrecords", name)))
     except FileNotFoundError:
@@ -35,10 +40,9 @@ def processed_tfrecords(context: dg.AssetExecutionContext, config: ProcessingCon
     try:
         dataset = process_dataset(raw_tfrecords, store.new_staging_dir(), name, feature_set(name),
                                   workers=config.workers or None, log=context.log.info,
-                                  on_bad_record=config.on_bad_record, previous=previous)
-    except RecordError as exc:  # bad data: retrying cannot help
-        raise dg.Failure(f"{exc} (on_bad_record: fail; set it to skip to drop such records)",
-                         allow_retries=False) from exc
+                                  on_bad_record=policy, previous=previous)
+    except RecordError as exc:
+        raise bad_record_failure(exc, policy) from exc
     metadata = {**dataset_metadata(dataset), "shards_processed": dataset.manifest["shards_processed"],
                 "shards_reused": dataset.manifest["shards_reused"]}
     return dg.Output(dataset, metadata=metadata,

@@ -5,6 +5,7 @@ from pydantic import Field
 
 from droughtwatch_assets.artifacts import ModelArtifact, OnnxArtifact
 from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.defs.failures import refuse_configuration_mismatch, refusal
 from droughtwatch_assets.defs.metadata import history_table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.configurations import CLASS_WEIGHTS, PARITY_TOLERANCE
@@ -35,7 +36,8 @@ class TrainingConfig(dg.Config):
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, store: ArtifactStore,
                   mlflow: dg.ResourceParam[Any], processed_tfrecords: ShardedDataset) -> dg.Output[ModelArtifact]:
-    from droughtwatch_assets.training import train  # TensorFlow loads only when a step trains
+    refuse_configuration_mismatch(context, config.model_name or context.partition_key)
+    from droughtwatch_assets.training import EmptySplit, train  # TensorFlow loads only when a step trains
 
     data = processed_tfrecords
     channels = len(data.features)
@@ -65,9 +67,13 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, sto
                          f"val_loss {logs['val_loss']:.4f} val_accuracy {logs['val_accuracy']:.4f}")
         tracker.log_epoch(epoch, logs)
 
-    run = train(data.shards("train"), data.shards("val"), channels, learning_rate=config.learning_rate,
-                batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
-                train_records=data.records("train"), val_records=data.records("val"), on_epoch=on_epoch)
+    try:
+        run = train(data.shards("train"), data.shards("val"), channels, learning_rate=config.learning_rate,
+                    batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
+                    train_records=data.records("train"), val_records=data.records("val"), on_epoch=on_epoch)
+    except EmptySplit as exc:
+        tracker.finish()
+        raise refusal(f"processed_tfrecords partition '{context.partition_key}': {exc}") from exc
     artifact = ModelArtifact(store.new_staging_dir())
     run.model.save(artifact.keras_path)
     tracker.log_keras_model(artifact.keras_path)
@@ -104,18 +110,25 @@ def onnx_model(context: dg.AssetExecutionContext, store: ArtifactStore, mlflow: 
                trained_model: ModelArtifact, processed_tfrecords: ShardedDataset) -> dg.Output[OnnxArtifact]:
     import keras
 
-    from droughtwatch_assets.export import export_onnx, parity_max_abs_diff
-    from droughtwatch_assets.records import read_processed
+    from droughtwatch_assets.export import describe_onnx, embed_config, export_onnx, parity_max_abs_diff
+    from droughtwatch_assets.records import read_processed_records
 
     model = keras.saving.load_model(trained_model.keras_path)
     artifact = OnnxArtifact(store.new_staging_dir())
-    info = export_onnx(model, artifact.onnx_path)
-    val_shard = processed_tfrecords.shards("val")[0]
-    batch = read_processed(val_shard, len(processed_tfrecords.features), limit=64).images
+    export_onnx(model, artifact.onnx_path)
+    embed_config(artifact.onnx_path, trained_model.config)  # the model file carries its own config
+    info = describe_onnx(artifact.onnx_path)
+    # the parity batch: validation records, or training records when every val record was vetoed
+    channels = len(processed_tfrecords.features)
+    split = "val" if processed_tfrecords.records("val") else "train"
+    batch = read_processed_records(processed_tfrecords.shards(split), channels, limit=64).images
+    if not len(batch):
+        raise refusal(f"processed_tfrecords partition '{context.partition_key}' holds no records in train or val: "
+                      f"there is nothing to check the ONNX export against. Check the raw shards")
     diff = parity_max_abs_diff(model, artifact.onnx_path, batch)
     if not diff <= PARITY_TOLERANCE:  # the blocking onnx_matches_keras check stops publishing
-        context.log.error(f"ONNX export disagrees with Keras on {val_shard}: max abs diff {diff:.3g} > "
-                          f"{PARITY_TOLERANCE}; it will not be published")
+        context.log.error(f"ONNX export disagrees with Keras on {len(batch)} {split} records: max abs diff "
+                          f"{diff:.3g} > {PARITY_TOLERANCE}; it will not be published")
     artifact.write_config(trained_model.config)
     artifact.write_parity(diff, len(batch))
     if trained_model.config.get("tracker") == "mlflow":
@@ -130,4 +143,5 @@ def onnx_model(context: dg.AssetExecutionContext, store: ArtifactStore, mlflow: 
         "size_bytes": info.size_bytes,
         "max_abs_diff_vs_keras": diff,
         "parity_batch": len(batch),
+        "parity_split": split,
     })
