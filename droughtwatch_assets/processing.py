@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -239,10 +240,18 @@ def process_dataset(raw: ShardedDataset, root: str | os.PathLike, feature_set: s
         # spawn, not fork: the caller may have TensorFlow loaded, which is not fork-safe.
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         runner = pool.map(process, [j[1] for j in jobs], [j[2] for j in jobs])
+    log(f"{len(jobs)} shards to process in {workers} process{'es' if workers > 1 else ''}")
+    done = 0
     try:
         for (split, source, _, raw_md5), stats in zip(jobs, runner):
             entries[(split, source.name)] = _shard_entry(stats, raw_md5)
+            done += 1
             log(f"processed {split}/{source.name}: {stats.records} kept, {stats.vetoed} vetoed")
+    except BrokenProcessPool as exc:
+        split, source = jobs[done][0], jobs[done][1]
+        raise RuntimeError(f"a processing worker died while {split}/{source.name} or a shard after it was being "
+                           f"processed (killed by the system, for example out of memory); lower "
+                           f"processed_tfrecords' workers") from exc
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)

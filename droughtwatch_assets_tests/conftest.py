@@ -108,3 +108,35 @@ def mlflow_server(tmp_path_factory):
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+TINY_SAMPLE = {"sample_train_records": 192, "sample_val_records": 64, "sample_records_per_shard": 128}
+
+
+def run_config(raw: dict | None = None, training: dict | None = None, processing: dict | None = None):
+    """Run config for the chain; processing keeps its default `workers` (one process per core) unless given."""
+    import dagster as dg
+
+    ops = {"raw_tfrecords": {"config": raw or {}}, "processed_tfrecords": {"config": processing or {}}}
+    if training is not None:
+        ops["trained_model"] = {"config": training}
+    return dg.RunConfig(ops=ops)
+
+
+def assets_named(*names: str) -> list:
+    """The asset definitions with these keys, so a test says what it materialises."""
+    from droughtwatch_assets.definitions import assets
+
+    by_key = {a.key.to_user_string(): a for a in assets}
+    return [by_key[name] for name in names]
+
+
+def checks_named(*names: str) -> list:
+    from droughtwatch_assets.defs.checks import asset_checks
+
+    by_name = {next(iter(c.check_keys)).name: c for c in asset_checks}
+    return [by_name[name] for name in names]
+
+
+DATA_ASSETS = ("raw_tfrecords", "processed_tfrecords")
+TRAINING_CHAIN = (*DATA_ASSETS, "trained_model", "onnx_model", "published_model")

@@ -11,6 +11,7 @@ import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished, mlflow_tracking
 
 from droughtwatch_assets.tracking import TRACKERS, NullTracker, Tracker, TrackingUnavailable
+from droughtwatch_assets.tracking.base import without_credentials
 
 TRACKER_ENV = "DROUGHTWATCH_TRACKER"
 
@@ -49,7 +50,7 @@ def _checked_mlflow_tracking(init_context):
     uri = init_context.resource_config.get("mlflow_tracking_uri")
     problem = _health_problem(uri)
     if problem:
-        yield UnreachableMlflow(f"MLflow tracker at {uri} is unreachable ({problem})")
+        yield UnreachableMlflow(f"MLflow tracker at {without_credentials(uri)} is unreachable ({problem})")
         return
     yield from mlflow_tracking.resource_fn(init_context)
 

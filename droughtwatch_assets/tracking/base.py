@@ -2,10 +2,23 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 TRACKERS = ("wandb", "mlflow", "none")
+
+
+def without_credentials(uri: str | None) -> str:
+    """A tracker URI fit for logs and metadata: user and password removed (http://user:pw@host -> http://host)."""
+    if not uri:
+        return ""
+    parsed = urlsplit(uri)
+    if parsed.username is None and parsed.password is None:
+        return uri
+    host = parsed.hostname or ""
+    netloc = f"{host}:{parsed.port}" if parsed.port else host
+    return urlunsplit(parsed._replace(netloc=netloc))
 
 
 class TrackingUnavailable(RuntimeError):

@@ -10,7 +10,7 @@ import mlflow
 import mlflow.onnx
 import onnx
 
-from droughtwatch_assets.tracking.base import Tracker, epoch_metrics
+from droughtwatch_assets.tracking.base import Tracker, epoch_metrics, without_credentials
 
 ARRAY_THRESHOLD_INDEX = 50  # the 0.50 threshold, logged as a scalar beside the full arrays
 
@@ -49,6 +49,6 @@ class MlflowTracker(Tracker):
         run = mlflow.active_run()
         if run is None:
             return {}
-        uri = mlflow.get_tracking_uri().rstrip("/")
+        uri = without_credentials(mlflow.get_tracking_uri()).rstrip("/")
         link = f"{uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
         return {"mlflow_run_id": run.info.run_id, "mlflow_run_url": link}

@@ -1,6 +1,6 @@
 """Weights & Biases, used directly (dagster-wandb does not import with current wandb).
 
-Without WANDB_API_KEY the run is offline: it is written under <directory>/wandb/offline-run-*/ and can
+Without WANDB_API_KEY (or with WANDB_MODE=offline) the run is offline: it is written under <directory>/wandb/offline-run-*/ and can
 be uploaded later with `wandb sync <that directory>`.
 """
 
@@ -20,7 +20,9 @@ class WandbTracker(Tracker):
 
     def __init__(self, project: str, directory: str | os.PathLike, job_type: str = "train"):
         self.project, self.directory, self.job_type = project, os.fspath(directory), job_type
-        self.online = bool(os.environ.get("WANDB_API_KEY"))
+        # online with a key, unless WANDB_MODE asks for offline (or disabled) runs as wandb itself would
+        self.online = bool(os.environ.get("WANDB_API_KEY")) and \
+            os.environ.get("WANDB_MODE", "online") not in ("offline", "dryrun", "disabled")
         self.run = None
 
     def start(self, run_name: str, config: dict) -> None:

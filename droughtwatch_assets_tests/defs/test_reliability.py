@@ -1,4 +1,4 @@
-"""Bad inputs, faults and data versions, through the real asset code."""
+"""Faults and data versions, through the real asset code and `dagster asset materialize`."""
 
 import json
 import os
@@ -10,120 +10,50 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pytest
 
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.definitions import assets
 from droughtwatch_assets.defs.checks import asset_checks
 from droughtwatch_assets.defs.resources import build_resources
-from droughtwatch_assets.features import BANDS
-from droughtwatch_assets.record_writer import RecordWriter
-from droughtwatch_assets.records import encode_example, encode_raw_example, read_processed
+from droughtwatch_assets.records import read_processed
 from droughtwatch_assets.storage import LocalArtifactStore
-from droughtwatch_assets_tests.conftest import REPO_ROOT, free_port
-from droughtwatch_assets_tests.defs.assets.test_pipeline import TINY_SAMPLE, run_config
-
-DATA_ASSETS = [a for a in assets if a.key.to_user_string() in ("raw_tfrecords", "processed_tfrecords")]
+from droughtwatch_assets_tests.conftest import (DATA_ASSETS, REPO_ROOT, TINY_SAMPLE, assets_named, checks_named,
+                                                free_port, run_config)
 
 
-def write_bad_input(kind: str, real_shard: Path, target: Path) -> None:
-    """One of the ways a shard arrives broken."""
-    data = real_shard.read_bytes()
-    if kind == "truncated shard":
-        target.write_bytes(data[: len(data) // 2])
-    elif kind == "corrupted CRC":
-        corrupted = bytearray(data)
-        corrupted[20_000] ^= 0xFF
-        target.write_bytes(bytes(corrupted))
-    elif kind == "empty file":
-        target.write_bytes(b"")
-    elif kind == "non-TFRecord file":
-        target.write_text("shard list exported from a spreadsheet\n")
-    else:
-        bands = {band: bytes(range(256)) * 16 + bytes(129) for band in BANDS}  # 4,225 bytes each
-        fields = {"missing band": {**bands, "label": 1},
-                  "band of the wrong length": {**bands, "B7": bytes(100), "label": 1},
-                  "label outside 0..3": {**bands, "label": 9}}[kind]
-        if kind == "missing band":
-            del fields["B4"]
-        with RecordWriter(target) as writer:
-            writer.write(encode_raw_example(np.full((11, 65, 65), 50, np.uint8), 0, "good-record"))
-            writer.write(encode_example(fields))
-
-
-BAD_INPUTS = {  # kind -> (the step that catches it, record index named in the error, what the error says)
-    "truncated shard": ("raw_tfrecords", None, "truncated"),
-    "corrupted CRC": ("raw_tfrecords", 0, "payload checksum mismatch"),
-    "missing band": ("processed_tfrecords", 1, "missing band B4"),
-    "band of the wrong length": ("processed_tfrecords", 1, "band B7 has 100 bytes"),
-    "label outside 0..3": ("raw_tfrecords", 1, "label [9] is not one value in 0..3"),
-    "empty file": ("raw_tfrecords", 0, "empty file"),
-    "non-TFRecord file": ("raw_tfrecords", 0, "bad length checksum"),
-}
-
-
-def materialize_data(data_dir: Path, folder: Path, policy: str = "fail", **kwargs):
-    config = dg.RunConfig(ops={
-        "raw_tfrecords": {"config": {"source": "folder", "folder": str(folder), "on_bad_record": policy}},
-        "processed_tfrecords": {"config": {"workers": 1, "on_bad_record": policy}}})
-    return dg.materialize([*DATA_ASSETS, *asset_checks[:2]], partition_key="baseline",
-                          resources=build_resources(str(data_dir)), run_config=config, **kwargs)
-
-
-@pytest.mark.parametrize("kind", list(BAD_INPUTS))
-def test_bad_input_fails_naming_file_and_record_and_leaves_nothing_visible(kind, tmp_path, real_folder, real_shard):
-    write_bad_input(kind, real_shard, real_folder / "train" / "part-r-00099")
-    step, index, words = BAD_INPUTS[kind]
-    result = materialize_data(tmp_path / "data", real_folder, raise_on_error=False)
-    assert not result.success
-    message = str(result.failure_data_for_node(step).error)
-    assert "part-r-00099: record " in message and words in message, message
-    if index is not None:
-        assert f"part-r-00099: record {index}:" in message
-    with pytest.raises(FileNotFoundError):
-        LocalArtifactStore(tmp_path / "data").current(("processed_tfrecords", "baseline"))
-
-
-@pytest.mark.parametrize("kind", list(BAD_INPUTS))
-def test_skip_policy_drops_counts_and_lists_bad_records(kind, tmp_path, real_folder, real_shard):
-    write_bad_input(kind, real_shard, real_folder / "train" / "part-r-00099")
-    result = materialize_data(tmp_path / "data", real_folder, policy="skip")
-    assert result.success
-    step = BAD_INPUTS[kind][0]
-    metadata = result.asset_materializations_for_node(step)[0].metadata
-    assert metadata["skipped_records"].value >= 1
-    assert "part-r-00099" in metadata["skipped"].value and BAD_INPUTS[kind][2] in metadata["skipped"].value
-    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["processed_values_are_valid"] is True  # records = raw - vetoed - skipped still holds
-    processed = ShardedDataset.open(LocalArtifactStore(tmp_path / "data").current(("processed_tfrecords", "baseline")))
-    assert processed.records("val") == 79
-
-
-def run_until_then_kill(command: list, env: dict, started) -> None:
-    """Start a materialisation and SIGKILL its whole process group once `started()` is true."""
+def run_until_then_kill(command: list, env: dict, started, check_stopped=None) -> None:
+    """Start a command in its own process group; once `started()` holds, freeze the whole group (SIGSTOP),
+    let `check_stopped()` confirm the moment it was caught in, then SIGKILL it."""
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not started() and process.poll() is None:
-        time.sleep(0.02)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not started() and process.poll() is None:
+            time.sleep(0.005)
+        assert process.poll() is None, "the run ended before it could be killed"
+        os.killpg(process.pid, signal.SIGSTOP)
+        if check_stopped:
+            check_stopped()
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
-def materialize_data_command(seed: int) -> list:
-    """`dagster asset materialize` of raw + processed on a 6,000-record sample: long enough to be killed."""
-    config = {"ops": {"raw_tfrecords": {"config": {"sample_train_records": 6000, "sample_records_per_shard": 1000,
-                                                   "sample_seed": seed}},
-                      "processed_tfrecords": {"config": {"workers": 1}}}}
+def materialize_command(select: str, config: dict) -> list:
     return [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions",
-            "--select", "raw_tfrecords,processed_tfrecords", "--partition", "baseline",
-            "--config-json", json.dumps(config)]
+            "--select", select, "--partition", "baseline", "--config-json", json.dumps({"ops": config})]
+
+
+def materialize_data_command(seed: int, records: int = 8000, per_shard: int = 500) -> list:
+    """raw + processed on a generated sample, with the default processing config."""
+    return materialize_command("raw_tfrecords,processed_tfrecords", {"raw_tfrecords": {"config": {
+        "sample_train_records": records, "sample_records_per_shard": per_shard, "sample_seed": seed}}})
 
 
 def run_to_the_end(command: list, env: dict) -> None:
-    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
 
 def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(tmp_path, s3_env):
@@ -132,7 +62,7 @@ def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(
     env = {**os.environ, "DROUGHTWATCH_DATA_DIR": str(tmp_path / "cache"), "DAGSTER_HOME": str(tmp_path),
            "DROUGHTWATCH_TRACKER": "none", "DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_S3_BUCKET": "dw-kill",
            "DROUGHTWATCH_S3_CREATE_BUCKET": "true"}
-    run_to_the_end(materialize_data_command(seed=0), env)
+    run_to_the_end(materialize_data_command(seed=0, records=6000, per_shard=1000), env)
     client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
     current_key = "droughtwatch/processed_tfrecords/baseline/CURRENT"
     before = client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read()
@@ -142,7 +72,7 @@ def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(
         return listing.get("KeyCount", 0)
 
     known = processed_objects()
-    command = materialize_data_command(seed=5)  # new data: new objects to upload
+    command = materialize_data_command(seed=5, records=6000, per_shard=1000)  # new data: new objects to upload
     run_until_then_kill(command, env, lambda: processed_objects() > known)
     assert client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read() == before
     from droughtwatch_assets import s3
@@ -156,23 +86,64 @@ def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(
     assert client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read() != before
 
 
-def test_a_run_killed_while_writing_leaves_the_previous_version_readable(tmp_path):
+def test_a_run_killed_while_processing_writes_leaves_the_previous_version_current(tmp_path):
     data = tmp_path / "data"
     env = {**os.environ, "DROUGHTWATCH_DATA_DIR": str(data), "DAGSTER_HOME": str(tmp_path),
            "DROUGHTWATCH_TRACKER": "none"}
     run_to_the_end(materialize_data_command(seed=0), env)
     store = LocalArtifactStore(data)
+    raw_before = store.current(("raw_tfrecords", "__all__"))
     before = store.current(("processed_tfrecords", "baseline"))
 
+    def processing_is_writing() -> bool:
+        # the new raw version is committed (so every staging shard now is a processed one being written)
+        return store.location(("raw_tfrecords", "__all__")).joinpath("current").resolve() != raw_before and \
+            any((data / ".staging").glob("*/*/part-r-*"))
+
+    def caught_mid_write() -> None:
+        staging = [p for p in (data / ".staging").iterdir() if any(p.glob("*/part-r-*"))]
+        assert staging and not any((p / "manifest.json").exists() for p in staging), "processing had finished"
+        assert store.current(("processed_tfrecords", "baseline")) == before
+
     command = materialize_data_command(seed=5)  # new data, so every shard is processed again
-    run_until_then_kill(command, env, lambda: bool(list((data / ".staging").glob("*/train/part-r-00001"))))
+    run_until_then_kill(command, env, processing_is_writing, caught_mid_write)
     after = store.current(("processed_tfrecords", "baseline"))
     assert after == before
     dataset = ShardedDataset.open(after)
-    assert len(read_processed(dataset.shards("train")[0], 4).labels) == dataset.manifest["splits"]["train"]["shards"][0]["records"]
+    first = dataset.manifest["splits"]["train"]["shards"][0]
+    assert len(read_processed(dataset.shards("train")[0], 4).labels) == first["records"]
 
     run_to_the_end(command, env)  # a rerun succeeds
     assert store.current(("processed_tfrecords", "baseline")) != before
+
+
+def test_a_run_killed_while_saving_the_trained_model_leaves_the_previous_model_current(tmp_path):
+    data = tmp_path / "data"
+    env = {**os.environ, "DROUGHTWATCH_DATA_DIR": str(data), "DAGSTER_HOME": str(tmp_path),
+           "DROUGHTWATCH_TRACKER": "none"}
+
+    def command(seed: int) -> list:
+        return materialize_command("raw_tfrecords,processed_tfrecords,trained_model", {
+            "raw_tfrecords": {"config": TINY_SAMPLE}, "trained_model": {"config": {"epochs": 1, "seed": seed}}})
+
+    run_to_the_end(command(0), env)
+    store = LocalArtifactStore(data)
+    before = store.current(("trained_model", "baseline"))
+
+    def saving() -> bool:
+        return any((data / ".staging").glob("*/model.keras"))
+
+    def caught_before_commit() -> None:
+        assert store.current(("trained_model", "baseline")) == before, "the new model was already committed"
+
+    run_until_then_kill(command(1), env, saving, caught_before_commit)
+    assert store.current(("trained_model", "baseline")) == before
+    import keras
+
+    assert keras.saving.load_model(before / "model.keras").count_params() == 257_022
+
+    run_to_the_end(command(1), env)  # a rerun succeeds
+    assert store.current(("trained_model", "baseline")) != before
 
 
 def test_an_unavailable_s3_endpoint_is_retried_then_fails_clearly(tmp_path, monkeypatch):
@@ -181,7 +152,7 @@ def test_an_unavailable_s3_endpoint_is_retried_then_fails_clearly(tmp_path, monk
                         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
-    result = dg.materialize(DATA_ASSETS[:1], resources=build_resources(str(tmp_path)),
+    result = dg.materialize(assets_named("raw_tfrecords"), resources=build_resources(str(tmp_path)),
                             run_config=dg.RunConfig(ops={"raw_tfrecords": {"config": TINY_SAMPLE}}),
                             raise_on_error=False)
     assert not result.success
@@ -214,7 +185,7 @@ def test_two_writers_of_one_partition_both_commit_whole_versions(tmp_path):
 
 def test_unchanged_raw_shards_keep_their_data_version_and_are_not_reprocessed(tmp_path):
     def run():
-        return dg.materialize(DATA_ASSETS, partition_key="baseline", resources=build_resources(str(tmp_path)),
+        return dg.materialize(assets_named(*DATA_ASSETS), partition_key="baseline", resources=build_resources(str(tmp_path)),
                               run_config=run_config(TINY_SAMPLE))
 
     first, second = run(), run()
@@ -224,7 +195,7 @@ def test_unchanged_raw_shards_keep_their_data_version_and_are_not_reprocessed(tm
     assert (processed[0]["shards_processed"].value, processed[0]["shards_reused"].value) == (3, 0)
     assert (processed[1]["shards_processed"].value, processed[1]["shards_reused"].value) == (0, 3)
 
-    changed = dg.materialize(DATA_ASSETS, partition_key="baseline", resources=build_resources(str(tmp_path)),
+    changed = dg.materialize(assets_named(*DATA_ASSETS), partition_key="baseline", resources=build_resources(str(tmp_path)),
                              run_config=run_config({**TINY_SAMPLE, "sample_seed": 1}))
     metadata = changed.asset_materializations_for_node("processed_tfrecords")[0].metadata
     assert metadata["shards_processed"].value == 3
@@ -261,27 +232,38 @@ def test_a_model_failing_the_onnx_parity_check_is_never_published(tmp_path, monk
     assert not (tmp_path / "registry" / "baseline" / "model.onnx").exists()
 
 
-def test_secrets_never_reach_metadata_logs_or_the_published_config(tmp_path, s3_env, monkeypatch):
+def all_file_bytes(root: Path) -> bytes:
+    return b"\n".join(p.read_bytes() for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_aws_and_wandb_secrets_never_reach_metadata_logs_files_or_the_published_config(tmp_path, s3_env,
+                                                                                      monkeypatch):
     secret_key, secret_value = "AKIASECRETKEYID00001", "wJalrXUtnFEMI-not-a-real-secret-value"
+    wandb_key = "wandbkey" + "7" * 32  # W&B keys are 40 characters
     for name, value in {"DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_S3_BUCKET": "dw-secrets",
                         "DROUGHTWATCH_S3_CREATE_BUCKET": "true", "AWS_ACCESS_KEY_ID": secret_key,
-                        "AWS_SECRET_ACCESS_KEY": secret_value}.items():
+                        "AWS_SECRET_ACCESS_KEY": secret_value, "WANDB_API_KEY": wandb_key,
+                        "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb")}.items():
         monkeypatch.setenv(name, value)
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(assets, partition_key="baseline", resources=build_resources(str(tmp_path)),
+    result = dg.materialize(assets, partition_key="baseline", resources=build_resources(str(tmp_path / "cache")),
                             instance=instance, run_config=run_config(TINY_SAMPLE, {
-                                "epochs": 1, "register_model": True, "tracker": "none", "model_name": "baseline"}))
+                                "epochs": 1, "register_model": True, "tracker": "wandb", "model_name": "baseline"}))
     assert result.success
+    assert result.asset_materializations_for_node("trained_model")[0].metadata["tracker"].value == "wandb"
     logs = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
     metadata = "\n".join(str(e.event_specific_data) for e in result.all_events)
-    files = "\n".join(p.read_text(errors="replace") for p in tmp_path.rglob("*")
-                      if p.is_file() and p.suffix in (".json", ".yaml", ".txt", ".log"))
+    files = all_file_bytes(tmp_path).decode("latin-1")
     import boto3
 
     client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
                           aws_access_key_id=secret_key, aws_secret_access_key=secret_value)
+    objects = client.list_objects_v2(Bucket="dw-secrets")["Contents"]
+    stored = b"\n".join(client.get_object(Bucket="dw-secrets", Key=o["Key"])["Body"].read() for o in objects
+                        if o["Size"] < 1 << 20).decode("latin-1")  # manifests, indexes, configs, values
     published = client.get_object(Bucket="dw-secrets", Key="baseline/config.yaml")["Body"].read().decode()
     run_config_text = str(instance.get_run_by_id(result.run_id).run_config)
-    for text in (logs, metadata, files, published, run_config_text):
-        assert secret_key not in text and secret_value not in text
-    assert "learning_rate" in published and len(logs) > 1000
+    for text in (logs, metadata, files, stored, published, run_config_text):
+        for secret in (secret_key, secret_value, wandb_key):
+            assert secret not in text
+    assert "learning_rate" in published and len(logs) > 1000 and "offline-run-" in files

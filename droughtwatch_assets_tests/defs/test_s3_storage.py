@@ -8,7 +8,7 @@ import yaml
 
 from droughtwatch_assets.definitions import assets
 from droughtwatch_assets.defs.resources import build_resources
-from droughtwatch_assets_tests.defs.assets.test_pipeline import TINY_SAMPLE, run_config
+from droughtwatch_assets_tests.conftest import TINY_SAMPLE, run_config
 
 
 def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3_env, monkeypatch):

@@ -12,16 +12,12 @@ import pytest
 from mlflow import MlflowClient
 from wandb.proto import wandb_internal_pb2
 
-from droughtwatch_assets.definitions import assets
 from droughtwatch_assets.defs.resources import build_resources
-from droughtwatch_assets_tests.conftest import free_port
-from droughtwatch_assets_tests.defs.assets.test_pipeline import TINY_SAMPLE, run_config
-
-TRAINING_CHAIN = assets[:5]  # raw -> processed -> trained -> onnx -> published
+from droughtwatch_assets_tests.conftest import TINY_SAMPLE, TRAINING_CHAIN, assets_named, free_port, run_config
 
 
 def materialize(data_dir, training: dict, raise_on_error: bool = True):
-    return dg.materialize(TRAINING_CHAIN, partition_key="baseline", resources=build_resources(str(data_dir)),
+    return dg.materialize(assets_named(*TRAINING_CHAIN), partition_key="baseline", resources=build_resources(str(data_dir)),
                           run_config=run_config(TINY_SAMPLE, {"epochs": 2, **training}),
                           raise_on_error=raise_on_error)
 

@@ -12,15 +12,7 @@ from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.definitions import assets
 from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets.storage import LocalArtifactStore
-
-TINY_SAMPLE = {"sample_train_records": 192, "sample_val_records": 64, "sample_records_per_shard": 128}
-
-
-def run_config(raw: dict | None = None, training: dict | None = None) -> dg.RunConfig:
-    ops = {"raw_tfrecords": {"config": raw or {}}, "processed_tfrecords": {"config": {"workers": 1}}}
-    if training is not None:
-        ops["trained_model"] = {"config": training}
-    return dg.RunConfig(ops=ops)
+from droughtwatch_assets_tests.conftest import DATA_ASSETS, TINY_SAMPLE, assets_named, run_config
 
 
 def test_baseline_chain_on_a_tiny_sample(tmp_path):
@@ -61,8 +53,7 @@ def test_baseline_chain_on_a_tiny_sample(tmp_path):
 
 
 def test_default_sample_trains_a_model_that_beats_the_majority_class(tmp_path):
-    chain = [a for a in assets if a.key.to_user_string() in
-             ("raw_tfrecords", "processed_tfrecords", "trained_model", "onnx_model", "model_evaluation")]
+    chain = assets_named(*DATA_ASSETS, "trained_model", "onnx_model", "model_evaluation")
     result = dg.materialize(chain, partition_key="baseline", resources=build_resources(str(tmp_path)),
                             run_config=run_config(training={"tracker": "none"}))
     assert result.success
@@ -74,7 +65,7 @@ def test_default_sample_trains_a_model_that_beats_the_majority_class(tmp_path):
 
 def test_real_shards_from_a_folder(tmp_path, real_folder):
     raw = {"source": "folder", "folder": str(real_folder)}
-    result = dg.materialize(assets[:2], partition_key="all", resources=build_resources(str(tmp_path / "data")),
+    result = dg.materialize(assets_named(*DATA_ASSETS), partition_key="all", resources=build_resources(str(tmp_path / "data")),
                             run_config=run_config(raw))
     assert result.success
     processed = ShardedDataset.open(LocalArtifactStore(tmp_path / "data").current(("processed_tfrecords", "all")))
@@ -85,7 +76,7 @@ def test_real_shards_from_a_folder(tmp_path, real_folder):
 
 def test_a_stray_non_tfrecord_file_fails_naming_file_and_record(tmp_path, real_folder):
     (real_folder / "train" / "part-r-00099").write_text("not a shard")
-    result = dg.materialize(assets[:2], partition_key="baseline", resources=build_resources(str(tmp_path / "data")),
+    result = dg.materialize(assets_named(*DATA_ASSETS), partition_key="baseline", resources=build_resources(str(tmp_path / "data")),
                             run_config=run_config({"source": "folder", "folder": str(real_folder)}),
                             raise_on_error=False)
     assert not result.success
@@ -101,7 +92,7 @@ def test_a_band_of_the_wrong_length_fails_processing_naming_file_and_record(tmp_
     with RecordWriter(real_folder / "val" / "part-r-00013") as writer:
         writer.write(encode_example({**{b: bytes(4225) for b in BANDS}, "label": 0}))
         writer.write(encode_example({**{b: bytes(4225) for b in BANDS}, "B5": bytes(65), "label": 2}))
-    result = dg.materialize(assets[:2], partition_key="baseline", resources=build_resources(str(tmp_path / "data")),
+    result = dg.materialize(assets_named(*DATA_ASSETS), partition_key="baseline", resources=build_resources(str(tmp_path / "data")),
                             run_config=run_config({"source": "folder", "folder": str(real_folder)}),
                             raise_on_error=False)
     assert not result.success
