@@ -24,11 +24,11 @@ def run(args: argparse.Namespace) -> int:
     if not result.success:
         print(f"{configuration.name}_job failed after {elapsed:.0f} s; see the errors above", file=sys.stderr)
         return 1
-    store = defs.resources["store"].process_config_and_initialize()  # resolves the EnvVar credentials
     key = ("onnx_model", configuration.feature_set)
     print(f"{configuration.name}_job succeeded in {elapsed:.0f} s")
-    print(f"ONNX model: {store.file_uri(key, 'model.onnx')}")
-    print(f"config:     {store.file_uri(key, 'config.yaml')}")
+    with dg.build_resources({"store": defs.resources["store"]}) as resources:  # resolves the EnvVar credentials
+        print(f"ONNX model: {resources.store.file_uri(key, 'model.onnx')}")
+        print(f"config:     {resources.store.file_uri(key, 'config.yaml')}")
     published = result.output_for_node("published_model")
     if published.get("published"):
         print(f"published:  {published['version_uri']} (CURRENT of {published['uris'][0].rsplit('/', 1)[0]}/)")

@@ -115,6 +115,7 @@ def fetch_published(location: str, scratch: str | os.PathLike) -> tuple[Path, di
     `<model>/` folder, or an `s3://bucket/.../<model>/` prefix or `s3://.../model.onnx` key."""
     scratch = Path(scratch)
     if location.startswith("s3://"):
+        scratch.mkdir(parents=True, exist_ok=True)
         return _fetch_s3(location, scratch)
     path = Path(location)
     if path.is_dir():

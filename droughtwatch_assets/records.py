@@ -394,7 +394,7 @@ def read_processed_records(shards: list, channels: int, limit: int) -> Processed
     """Up to `limit` processed records from the first shards that hold any (a shard may be empty)."""
     images, labels, ids = [], [], []
     for shard in shards:
-        records = read_processed(shard, channels, limit=limit - len(labels))
+        records = read_processed(shard, channels, limit=limit - len(ids))
         images.append(records.images)
         labels.append(records.labels)
         ids += records.ids

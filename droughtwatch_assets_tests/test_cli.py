@@ -39,3 +39,20 @@ def test_droughtwatch_run_prints_where_the_onnx_file_is(tmp_path):
     onnx_path = Path(line.split(":", 1)[1].strip())
     assert onnx_path == tmp_path / "data" / "onnx_model" / "baseline" / "current" / "model.onnx"
     assert onnx_path.exists() and "model_name: dummy" in (onnx_path.parent / "config.yaml").read_text()
+
+
+def test_droughtwatch_run_in_s3_mode_prints_where_the_model_is_in_the_bucket(tmp_path, s3_env):
+    import boto3
+
+    env = {**cli_env(tmp_path), "DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_S3_BUCKET": "dw-cli-run",
+           "DROUGHTWATCH_S3_CREATE_BUCKET": "true", "DROUGHTWATCH_TRACKER": "none"}
+    result = subprocess.run([BIN / "droughtwatch", "run", "--configuration", "dummy"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines() if line.startswith(("ONNX model", "config")))
+    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    for name, uri in lines.items():
+        bucket, key = uri.strip().removeprefix("s3://").split("/", 1)
+        assert bucket == "dw-cli-run" and key.startswith("droughtwatch/onnx_model/baseline/objects/"), uri
+        client.head_object(Bucket=bucket, Key=key)  # it is there
+    assert set(lines) == {"ONNX model", "config"}

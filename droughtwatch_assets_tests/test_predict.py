@@ -57,6 +57,36 @@ def test_cli_exits_non_zero_on_a_mismatch(real_shard, reference_onnx, tmp_path):
     assert not (tmp_path / "out.parquet").exists()
 
 
+def test_cli_reads_the_features_from_a_published_models_config(real_shard, reference_onnx, tmp_path):
+    from droughtwatch_assets.model_registry import LocalModelRegistry
+
+    LocalModelRegistry(tmp_path / "registry").publish("baseline", reference_onnx, {"features": ["B2", "B3", "B4", "B5"]})
+    out = tmp_path / "out.parquet"
+    result = subprocess.run([BIN / "droughtwatch", "predict", "--model", tmp_path / "registry" / "baseline",
+                             "--input", real_shard, "--output", out], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "79 predictions from 81 records" in result.stdout and pq.read_table(out).num_rows == 79
+
+
+def test_cli_needs_features_for_a_model_without_a_config(real_shard, reference_onnx, tmp_path):
+    result = subprocess.run([BIN / "droughtwatch", "predict", "--model", reference_onnx, "--input", real_shard,
+                             "--output", tmp_path / "out.parquet"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "carries no config naming its features; pass --features" in result.stderr
+
+
+def test_cli_skips_bad_records_when_asked(real_shard, reference_onnx, tmp_path):
+    data = bytearray(real_shard.read_bytes())
+    data[20_000] ^= 0xFF  # record 0's payload
+    (tmp_path / "part-r-00000").write_bytes(bytes(data))
+    command = [BIN / "droughtwatch", "predict", "--model", reference_onnx, "--features", "baseline",
+               "--input", tmp_path / "part-r-00000", "--output", tmp_path / "out.parquet"]
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2 and "part-r-00000: record 0: payload checksum mismatch" in failed.stderr
+    skipped = subprocess.run([*command, "--on-bad-record", "skip"], capture_output=True, text=True, timeout=300)
+    assert skipped.returncode == 0, skipped.stderr
+    assert "78 predictions from 81 records (2 blank images vetoed, 1 bad records skipped)" in skipped.stdout
+
+
 def test_input_shards_finds_part_files(tmp_path):
     (tmp_path / "a" / "val").mkdir(parents=True)
     for name in ("part-r-00001", "part-r-00000", "notes.txt"):
@@ -80,6 +110,14 @@ def test_evaluation_metrics_on_known_predictions():
     precision, recall = pr_curve(np.array([0.9, 0.2, 0.6]), np.array([True, False, False]), np.array([0.0, 0.5, 0.95]))
     np.testing.assert_allclose(precision, [1 / 3, 1 / 2, 1.0])
     np.testing.assert_allclose(recall, [1, 1, 0])
+
+
+@pytest.mark.parametrize("labels", [[0, 1, -1], [0, 4, 1]])
+def test_evaluation_refuses_labels_outside_0_to_3(labels):
+    from droughtwatch_assets.evaluation import evaluate
+
+    with pytest.raises(ValueError, match="label.s. outside 0..3"):
+        evaluate(np.eye(4)[[0, 1, 3]], np.array(labels))
 
 
 def test_cli_reads_the_model_from_s3(real_shard, reference_onnx, tmp_path, s3_env):

@@ -91,3 +91,18 @@ def test_all_features_are_finite_on_the_real_shard(real_shard, tmp_path):
     assert np.isfinite(images).all()
     assert images[..., :11].min() >= 0 and images[..., :11].max() <= 1
     assert stats.records == 79
+
+
+def test_parallel_processing_writes_the_same_bytes_as_one_process(tmp_path):
+    from droughtwatch_assets.datasets import build_raw_dataset, md5_of
+    from droughtwatch_assets.sample import SampleSpec, write_sample
+
+    shards = write_sample(tmp_path / "sample", SampleSpec(train_records=1200, val_records=400, records_per_shard=200))
+    raw = build_raw_dataset(shards, tmp_path / "raw", {"type": "sample"})
+    outputs = {}
+    for workers in (1, 2):
+        dataset = processing.process_dataset(raw, tmp_path / f"out-{workers}", "all", FEATURES, workers=workers)
+        outputs[workers] = ({f"{p.parent.name}/{p.name}": md5_of(p) for p in dataset.root.glob("*/part-*")},
+                            (dataset.root / "manifest.json").read_bytes())
+    assert len(outputs[1][0]) == 8
+    assert outputs[1] == outputs[2]

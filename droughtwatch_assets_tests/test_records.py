@@ -98,3 +98,14 @@ def test_a_label_out_of_range_on_the_fast_path_names_file_and_record(tmp_path):
             writer.write(records.encode_raw_example(bands, label, "abc"))
     with pytest.raises(records.RecordError, match=r"shard: record 2: label \[7\] is not one value in 0..3"):
         list(records.iter_raw_blocks(tmp_path / "shard"))
+
+
+def test_a_record_error_survives_pickling_as_from_a_worker_process():
+    import pickle
+
+    from droughtwatch_assets.records import RecordError
+
+    error = RecordError("/data/train/part-r-00099", 1, "missing band B4")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.path, copy.index, copy.problem) == \
+        (RecordError, str(error), error.path, error.index, error.problem)

@@ -1,5 +1,9 @@
 """The whole baseline chain stored in S3 (moto's server on loopback) through the same asset code."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import boto3
 import dagster as dg
 import numpy as np
@@ -11,7 +15,7 @@ from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets_tests.conftest import TINY_SAMPLE, run_config
 
 
-def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3_env, monkeypatch):
+def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3_env, monkeypatch, real_shard):
     monkeypatch.setenv("DROUGHTWATCH_STORAGE", "s3")
     monkeypatch.setenv("DROUGHTWATCH_S3_BUCKET", "dw-assets")
     monkeypatch.setenv("DROUGHTWATCH_S3_PREFIX", "runs")
@@ -42,6 +46,14 @@ def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     published_config = yaml.safe_load(client.get_object(Bucket="dw-registry", Key="baseline/config.yaml")["Body"].read())
     assert published_config["features"] == ["B2", "B3", "B4", "B5"] and published_config["learning_rate"] == 5e-4
+    version = client.get_object(Bucket="dw-registry", Key="baseline/CURRENT")["Body"].read().decode()
+    versioned = client.get_object(Bucket="dw-registry", Key=f"baseline/versions/{version}/model.onnx")["Body"].read()
+    assert versioned == body and published_config["published_version"] == version
+    predicted = subprocess.run([Path(sys.executable).parent / "droughtwatch", "predict", "--model",
+                                "s3://dw-registry/baseline/", "--input", real_shard, "--output",
+                                tmp_path / "out.parquet"], capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr  # the features come from the published config
+    assert "79 predictions from 81 records" in predicted.stdout
 
     materialize(tmp_path / "cache-2")  # an unchanged rerun from an empty local cache
     after = {o["Key"]: o for o in client.list_objects_v2(Bucket="dw-assets")["Contents"]}

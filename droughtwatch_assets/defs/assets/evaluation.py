@@ -2,6 +2,7 @@ import dagster as dg
 
 from droughtwatch_assets.artifacts import OnnxArtifact
 from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.defs.failures import refusal
 from droughtwatch_assets.defs.metadata import markdown_table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.defs.resources import STORAGE_RETRY
@@ -24,6 +25,9 @@ def model_evaluation(context: dg.AssetExecutionContext, onnx_model: OnnxArtifact
                      processed_tfrecords: ShardedDataset) -> dg.Output[dict]:
     from droughtwatch_assets.visuals import confusion_matrix, markdown_image, pr_curves
 
+    if not processed_tfrecords.records("val"):
+        raise refusal(f"processed_tfrecords partition '{context.partition_key}' has no val records (all vetoed as "
+                      f"blank or skipped as bad): there is nothing to evaluate on. Check the raw val/ shards")
     probabilities, labels = predict_processed(onnx_model.onnx_path, processed_tfrecords.shards("val"),
                                               len(processed_tfrecords.features))
     result = evaluate(probabilities, labels)

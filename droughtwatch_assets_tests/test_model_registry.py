@@ -1,0 +1,91 @@
+"""Publishing a model and its config as a pair that no reader sees torn, locally and in S3."""
+
+import shutil
+import threading
+
+import pytest
+import yaml
+
+from droughtwatch_assets import s3
+from droughtwatch_assets.datasets import md5_of
+from droughtwatch_assets.model_registry import (LocalModelRegistry, S3ModelRegistry, TornPair, check_pair,
+                                                fetch_published)
+from droughtwatch_assets.s3_store import S3ArtifactStore
+
+
+@pytest.fixture
+def two_models(tmp_path, reference_onnx):
+    """Two different model files, each with the config that belongs to it."""
+    other = tmp_path / "other.onnx"
+    shutil.copyfile(reference_onnx, other)
+    with open(other, "ab") as f:  # trailing bytes: another file, still loadable by onnxruntime
+        f.write(b"\0" * 16)
+    return [(reference_onnx, {"model_name": "baseline", "features": ["B2", "B3", "B4", "B5"], "seed": 0}),
+            (other, {"model_name": "baseline", "features": ["B2", "B3", "B4", "B5"], "seed": 1})]
+
+
+def test_each_publication_is_a_versioned_pair_named_by_current(tmp_path, two_models):
+    registry = LocalModelRegistry(tmp_path / "registry")
+    first = registry.publish("baseline", *two_models[0])
+    second = registry.publish("baseline", *two_models[1])
+    folder = tmp_path / "registry" / "baseline"
+    assert (folder / "CURRENT").read_text() == second.version != first.version
+    for publication, (model, config) in zip((first, second), two_models):
+        version = folder / "versions" / publication.version
+        published = yaml.safe_load((version / "config.yaml").read_text())
+        assert published["seed"] == config["seed"] and published["model_md5"] == md5_of(model)
+    top = yaml.safe_load((folder / "config.yaml").read_text())
+    assert top["model_md5"] == md5_of(folder / "model.onnx") == md5_of(two_models[1][0])
+    model, config = fetch_published(str(folder), tmp_path / "scratch")
+    assert config["seed"] == 1 and md5_of(model) == config["model_md5"]
+
+
+def test_a_reader_never_gets_a_model_with_another_models_config(tmp_path, two_models):
+    registry = LocalModelRegistry(tmp_path / "registry")
+    folder = tmp_path / "registry" / "baseline"
+    registry.publish("baseline", *two_models[0])
+    stop, seen = threading.Event(), set()
+    seed_of = {md5_of(model): config["seed"] for model, config in two_models}
+
+    def publish() -> None:
+        for i in range(40):
+            registry.publish("baseline", *two_models[i % 2])
+        stop.set()
+
+    writer = threading.Thread(target=publish)
+    writer.start()
+    while not stop.is_set():
+        model, config = fetch_published(str(folder), tmp_path / "scratch")  # CURRENT, then its version
+        assert md5_of(model) == config["model_md5"]
+        seen.add(config["seed"])
+        top_config = yaml.safe_load((folder / "config.yaml").read_text())
+        try:  # the original layout: two files, whose model_md5 tells a torn read
+            check_pair(folder / "model.onnx", top_config, str(folder))
+        except TornPair:
+            continue
+        assert top_config["seed"] == seed_of[top_config["model_md5"]]
+    writer.join()
+    assert seen == {0, 1}
+
+
+def test_a_torn_top_level_pair_is_detected(tmp_path, two_models):
+    folder = tmp_path / "baseline"
+    LocalModelRegistry(tmp_path).publish("baseline", *two_models[0])
+    (folder / "CURRENT").unlink()  # a reader of the original layout only
+    shutil.copyfile(two_models[1][0], folder / "model.onnx")  # a new model.onnx, the old config.yaml
+    with pytest.raises(TornPair, match="config.yaml belongs to another model.onnx"):
+        fetch_published(str(folder), tmp_path / "scratch")
+
+
+def test_s3_publications_are_versioned_pairs_named_by_current(tmp_path, two_models, s3_env):
+    client = s3.client(s3_env["AWS_ENDPOINT_URL"], "us-east-1")
+    store = S3ArtifactStore(client, "dw-publish", "", tmp_path / "cache", create_bucket=True)
+    first = S3ModelRegistry(store).publish("baseline", *two_models[0])
+    second = S3ModelRegistry(store).publish("baseline", *two_models[1])
+    assert client.get_object(Bucket="dw-publish", Key="baseline/CURRENT")["Body"].read().decode() == second.version
+    assert second.version_uri == f"s3://dw-publish/baseline/versions/{second.version}/"
+    assert first.model_uri == second.model_uri == "s3://dw-publish/baseline/model.onnx"
+    model, config = fetch_published("s3://dw-publish/baseline/", tmp_path / "scratch")
+    assert config["seed"] == 1 and md5_of(model) == md5_of(two_models[1][0]) == config["model_md5"]
+    top = yaml.safe_load(client.get_object(Bucket="dw-publish", Key="baseline/config.yaml")["Body"].read())
+    assert top["model_md5"] == config["model_md5"]
