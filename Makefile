@@ -1,8 +1,11 @@
 # `make run` and `make test` create or reuse .venv at the repo root and install into it.
+# Python 3.11, 3.12 or 3.13: PYTHON=python3.13 make run. A .venv made by another Python is made anew;
+# keep one per version with VENV=.venv-3.13.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+STAMP := $(VENV)/.installed-$(PY_VERSION)
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DROUGHTWATCH_DATA_DIR ?= $(CURDIR)/.droughtwatch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -12,6 +15,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$(PY_VERSION)" ]; then \
+	  echo "$(VENV) holds another Python than $(PYTHON) ($(PY_VERSION)): making it anew"; rm -rf $(VENV); fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[test]'
