@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"config:     {resources.store.file_uri(key, 'config.yaml')}")
     published = result.output_for_node("published_model")
     if published.get("published"):
-        print(f"published:  {published['version_uri']} (CURRENT of {published['uris'][0].rsplit('/', 1)[0]}/)")
+        folder = published["uris"][0].rsplit("/", 1)[0].removeprefix("file://")
+        print(f"published:  {folder}/ (version {published['version']})")
     return 0
 
 
