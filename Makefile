@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DROUGHTWATCH_DATA_DIR ?= $(CURDIR)/.droughtwatch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install browser run test dev materialize bench clean
+.PHONY: install browser run lint format test dev materialize bench clean
 
 install: $(STAMP)
 
@@ -35,7 +35,15 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; fi; }
 
-test: install browser
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: install browser lint
 	$(BIN)/python -m pytest
 
 dev: install $(DAGSTER_HOME)/dagster.yaml

@@ -10,15 +10,22 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import REPO, header  # noqa: E402
+from common import REPO, header
 
 BIN = Path(sys.executable).parent
 
 
 def import_seconds(module: str) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout.strip())
+    return float(
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        ).stdout.strip()
+    )
 
 
 def main() -> None:
@@ -27,12 +34,30 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as home:
         Path(home, "dagster.yaml").write_text(Path(REPO, "dagster.yaml").read_text())
-        env = {**os.environ, "DAGSTER_HOME": home, "DROUGHTWATCH_DATA_DIR": str(Path(home) / "data"),
-               "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": home,
+            "DROUGHTWATCH_DATA_DIR": str(Path(home) / "data"),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
         started = time.perf_counter()
-        subprocess.run([BIN / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions",
-                        "--select", "*", "--partition", "baseline"], cwd=REPO, env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                BIN / "dagster",
+                "asset",
+                "materialize",
+                "-m",
+                "droughtwatch_assets.definitions",
+                "--select",
+                "*",
+                "--partition",
+                "baseline",
+            ],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         wall = time.perf_counter() - started
         os.environ["DAGSTER_HOME"] = home
         with dg.DagsterInstance.get() as instance:
@@ -50,10 +75,14 @@ def main() -> None:
         print(f"{'step':<48} {'starts at':>10} {'execution':>10}")
         for step in sorted(starts, key=starts.get):
             print(f"{step:<48} {starts[step] - run_start:8.1f} s {ends[step] - starts[step]:8.1f} s")
-        print("Each step runs in a new process (start-up: Python, Dagster, and TensorFlow for the steps that train "
-              "or export, counted in their execution); independent steps run side by side.")
-    print(f"import times in a fresh process: dagster {import_seconds('dagster'):.1f} s, "
-          f"tensorflow {import_seconds('tensorflow'):.1f} s")
+        print(
+            "Each step runs in a new process (start-up: Python, Dagster, and TensorFlow for the steps that train "
+            "or export, counted in their execution); independent steps run side by side."
+        )
+    print(
+        f"import times in a fresh process: dagster {import_seconds('dagster'):.1f} s, "
+        f"tensorflow {import_seconds('tensorflow'):.1f} s"
+    )
 
 
 if __name__ == "__main__":

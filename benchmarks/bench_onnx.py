@@ -9,14 +9,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCRATCH, header  # noqa: E402
+import keras
+import numpy as np
+import onnxruntime as ort
+from common import SCRATCH, header
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-
-from droughtwatch_assets.export import export_onnx, onnx_session  # noqa: E402
-from droughtwatch_assets.model import build_model  # noqa: E402
+from droughtwatch_assets.export import export_onnx, onnx_session
+from droughtwatch_assets.model import build_model
 
 
 def timed(function, repeats: int) -> list[float]:
@@ -62,14 +61,20 @@ def main() -> None:
     keras_1 = statistics.median(timed(lambda: model.predict(single, verbose=0), 50))
     keras_call_1 = statistics.median(timed(lambda: model(single, training=False), 50))
     onnx_1 = statistics.median(timed(lambda: session.run(None, {name: single}), 200))
-    print(f"batch 64: Keras predict {64 / keras_64:,.0f} images/s, onnxruntime {64 / onnx_64:,.0f} images/s "
-          f"-> {keras_64 / onnx_64:.1f}x   target >= 6x")
+    print(
+        f"batch 64: Keras predict {64 / keras_64:,.0f} images/s, onnxruntime {64 / onnx_64:,.0f} images/s "
+        f"-> {keras_64 / onnx_64:.1f}x   target >= 6x"
+    )
     macs = multiply_accumulates(model)
-    print(f"batch 64: Keras direct call (no predict loop) {64 / keras_call_64:,.0f} images/s; the CNN is "
-          f"{macs / 1e6:.1f} M multiply-adds per image, so onnxruntime runs {64 * macs / onnx_64 / 1e9:.0f} GMAC/s "
-          f"on {os.cpu_count()} cores, and {64 * macs / onnx_64_one_thread / 1e9:.0f} GMAC/s on one thread")
-    print(f"batch 1 latency (median): onnxruntime {onnx_1 * 1e3:.2f} ms, Keras predict {keras_1 * 1e3:.1f} ms, "
-          f"Keras direct call {keras_call_1 * 1e3:.1f} ms")
+    print(
+        f"batch 64: Keras direct call (no predict loop) {64 / keras_call_64:,.0f} images/s; the CNN is "
+        f"{macs / 1e6:.1f} M multiply-adds per image, so onnxruntime runs {64 * macs / onnx_64 / 1e9:.0f} GMAC/s "
+        f"on {os.cpu_count()} cores, and {64 * macs / onnx_64_one_thread / 1e9:.0f} GMAC/s on one thread"
+    )
+    print(
+        f"batch 1 latency (median): onnxruntime {onnx_1 * 1e3:.2f} ms, Keras predict {keras_1 * 1e3:.1f} ms, "
+        f"Keras direct call {keras_call_1 * 1e3:.1f} ms"
+    )
     os.remove(path)
 
 

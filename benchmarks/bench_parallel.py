@@ -12,10 +12,10 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCRATCH, clean, header, replicated_shard  # noqa: E402
+from common import SCRATCH, clean, header, replicated_shard
 
-from droughtwatch_assets.datasets import build_raw_dataset  # noqa: E402
-from droughtwatch_assets.processing import process_dataset  # noqa: E402
+from droughtwatch_assets.datasets import build_raw_dataset
+from droughtwatch_assets.processing import process_dataset
 
 SHARDS, COPIES = 24, 50  # 24 shards x 4,050 records: 97,200, about the size of the real benchmark
 
@@ -61,22 +61,32 @@ def main() -> None:
     header(f"parallel shards: {SHARDS} shards x {COPIES * 81} records -> 'baseline'")
     raw_dir = SCRATCH / "parallel-raw"
     clean(raw_dir)
-    sources = {split: [replicated_shard(COPIES, f"part-r-{i:05d}", SCRATCH / "parallel-src" / split)
-                       for i in range(SHARDS // 2)] for split in ("train", "val")}
+    sources = {
+        split: [
+            replicated_shard(COPIES, f"part-r-{i:05d}", SCRATCH / "parallel-src" / split) for i in range(SHARDS // 2)
+        ]
+        for split in ("train", "val")
+    }
     raw = build_raw_dataset(sources, raw_dir, {"type": "benchmark"})
     records = sum(raw.records(split) for split in ("train", "val"))
     rates = {}
-    for label, options in (("default: writes behind the computation, O_DIRECT", {}),
-                           ("writes inline (each process uses one core)", {"write_behind": False})):
+    for label, options in (
+        ("default: writes behind the computation, O_DIRECT", {}),
+        ("writes inline (each process uses one core)", {"write_behind": False}),
+    ):
         print(label)
         for workers in (1, 2):
             seconds, cores = best_run(raw, workers, **options)
             rates[label, workers] = records / seconds
-            print(f"  {workers} process{'es' if workers > 1 else '  '}: {records / seconds:,.0f} records/s "
-                  f"({seconds:.1f} s, {cores:.2f} CPU cores busy)")
+            print(
+                f"  {workers} process{'es' if workers > 1 else '  '}: {records / seconds:,.0f} records/s "
+                f"({seconds:.1f} s, {cores:.2f} CPU cores busy)"
+            )
         print(f"  speed-up with 2 processes: {rates[label, 2] / rates[label, 1]:.2f}x   target >= 1.7x")
-    print(f"reference: a plain memory copy (64 MiB, numpy) runs {memory_copy_scaling():.2f}x faster in 2 processes "
-          f"than in 1 on this machine; processing is a chain of such passes over each record's bytes")
+    print(
+        f"reference: a plain memory copy (64 MiB, numpy) runs {memory_copy_scaling():.2f}x faster in 2 processes "
+        f"than in 1 on this machine; processing is a chain of such passes over each record's bytes"
+    )
     fastest = max(rates.values())
     print(f"full benchmark (97,095 records): {97095 / fastest:.0f} s on this machine at the fastest setting")
     clean(raw_dir)

@@ -36,11 +36,13 @@ def best_rate(records: int, source, destination, runs: int = 5, **options) -> tu
 
 def peak_rss_mb(copies: int) -> float:
     """Peak RSS of a fresh process that processes `copies` x 81 records."""
-    code = ("import resource, sys; sys.path.insert(0, 'benchmarks'); from common import replicated_shard, SCRATCH; "
-            "from droughtwatch_assets.processing import process_shard; "
-            f"src = replicated_shard({copies}, 'rss-{copies}'); "
-            f"process_shard(src, SCRATCH / 'rss-out', {BASELINE!r}); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    code = (
+        "import resource, sys; sys.path.insert(0, 'benchmarks'); from common import replicated_shard, SCRATCH; "
+        "from droughtwatch_assets.processing import process_shard; "
+        f"src = replicated_shard({copies}, 'rss-{copies}'); "
+        f"process_shard(src, SCRATCH / 'rss-out', {BASELINE!r}); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     os.remove(SCRATCH / f"raw/rss-{copies}")
     return float(out.strip().splitlines()[-1])
@@ -78,16 +80,22 @@ def reference_paths(path, records: int) -> dict[str, float]:
     with tf.io.TFRecordWriter(str(out)) as writer:
         for serialised in tf.data.TFRecordDataset(str(path)).take(limit):
             example = tf.io.parse_single_example(serialised, schema_all)
-            bands = {b: tf.cast(tf.reshape(tf.io.decode_raw(example[b], tf.uint8), [65, 65]), tf.float32) / 255.0
-                     for b in BANDS}
+            bands = {
+                b: tf.cast(tf.reshape(tf.io.decode_raw(example[b], tf.uint8), [65, 65]), tf.float32) / 255.0
+                for b in BANDS
+            }
             if float(tf.reduce_max(tf.stack(list(bands.values())))) <= 1 / 255:
                 continue
             features = dict(bands)
             features["NDVI"] = (bands["B5"] - bands["B4"]) / (bands["B5"] + bands["B4"] + 1e-7)
             features["NDMI"] = (bands["B5"] - bands["B6"]) / (bands["B5"] + bands["B6"] + 1e-7)
-            features["EVI"] = 2.5 * (bands["B5"] - bands["B4"]) / (bands["B5"] + 6 * bands["B4"] - 7.5 * bands["B2"] + 1)
-            feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(v).numpy()]))
-                       for k, v in features.items()}
+            features["EVI"] = (
+                2.5 * (bands["B5"] - bands["B4"]) / (bands["B5"] + 6 * bands["B4"] - 7.5 * bands["B2"] + 1)
+            )
+            feature = {
+                k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(v).numpy()]))
+                for k, v in features.items()
+            }
             writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
     rates[f"original per-record processing ({limit} records)"] = limit / (time.perf_counter() - started)
     os.remove(out)
@@ -106,7 +114,9 @@ def main() -> None:
     kept = len(read_labels(destination))
     per_record_kib = destination.stat().st_size / kept / 1024
     os.remove(destination)
-    print(f"input: {records} real-format records ({source.stat().st_size / 2**20:.0f} MiB), replicas of {REAL_SHARD.name}")
+    print(
+        f"input: {records} real-format records ({source.stat().st_size / 2**20:.0f} MiB), replicas of {REAL_SHARD.name}"
+    )
     print(f"ours: {rate:,.0f} raw records/s (best of 5, {cores:.2f} CPU cores busy)   target >= 10,000")
     print("  the same, one variable changed at a time:")
     serial, _ = best_rate(records, source, destination, write_behind=False)
@@ -121,8 +131,15 @@ def main() -> None:
     print("peak RSS: " + ", ".join(f"{c * 81} records: {mb:.0f} MB" for c, mb in rss.items()) + "   target <= 2,048 MB")
     for name, reference in reference_paths(source, records).items():
         print(f"reference: {name}: {reference:,.0f} records/s -> ours is {rate / reference:.1f}x")
-    print(json.dumps({"records_per_s": round(rate), "kib_per_record": round(per_record_kib, 1),
-                      "peak_rss_mb": {str(c * 81): round(mb) for c, mb in rss.items()}}))
+    print(
+        json.dumps(
+            {
+                "records_per_s": round(rate),
+                "kib_per_record": round(per_record_kib, 1),
+                "peak_rss_mb": {str(c * 81): round(mb) for c, mb in rss.items()},
+            }
+        )
+    )
     clean(SCRATCH / "raw")
 
 

@@ -8,17 +8,16 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SCRATCH, clean, header  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from common import SCRATCH, clean, header
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from droughtwatch_assets.configurations import CLASS_WEIGHTS  # noqa: E402
-from droughtwatch_assets.model import build_model, compile_model  # noqa: E402
-from droughtwatch_assets.processing import process_shard  # noqa: E402
-from droughtwatch_assets.records import read_processed  # noqa: E402
-from droughtwatch_assets.sample import SampleSpec, write_sample  # noqa: E402
-from droughtwatch_assets.training import tfrecord_dataset  # noqa: E402
+from droughtwatch_assets.configurations import CLASS_WEIGHTS
+from droughtwatch_assets.model import build_model, compile_model
+from droughtwatch_assets.processing import process_shard
+from droughtwatch_assets.records import read_processed
+from droughtwatch_assets.sample import SampleSpec, write_sample
+from droughtwatch_assets.training import tfrecord_dataset
 
 BATCH, ROUNDS = 64, 7
 FEATURES = ("B2", "B3", "B4", "B5")
@@ -62,8 +61,10 @@ def main() -> None:
     print(f"{records} records, {steps} steps per epoch")
     print(f"in memory:             {memory_rate:.2f} steps/s ({memory_rate * BATCH:.0f} samples/s)")
     print(f"from processed shards: {file_rate:.2f} steps/s ({file_rate * BATCH:.0f} samples/s)")
-    print(f"ratio files / memory: {file_rate / memory_rate:.3f} (best epochs), {median_ratio:.3f} (median of the "
-          f"{ROUNDS} paired epochs)   target >= 0.95")
+    print(
+        f"ratio files / memory: {file_rate / memory_rate:.3f} (best epochs), {median_ratio:.3f} (median of the "
+        f"{ROUNDS} paired epochs)   target >= 0.95"
+    )
     clean(root)
 
 

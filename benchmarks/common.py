@@ -10,8 +10,10 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_SHARD = Path(os.environ.get("DROUGHTWATCH_SHARED_DATA", REPO.parent / "shared" / "data")) / \
-    "droughtwatch-real-part-r-00012.tfrecord"
+REAL_SHARD = (
+    Path(os.environ.get("DROUGHTWATCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+    / "droughtwatch-real-part-r-00012.tfrecord"
+)
 # Scratch space on the same disk as the data directory (some /tmp mounts write far slower).
 SCRATCH = Path(os.environ.get("DROUGHTWATCH_BENCH_DIR", REPO / ".droughtwatch" / "bench"))
 
@@ -31,8 +33,10 @@ def machine() -> str:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             pass
-    return (f"{time.strftime('%Y-%m-%d')} | {cpu} | {os.cpu_count()} cores | Python {platform.python_version()} | "
-            + ", ".join(versions))
+    return (
+        f"{time.strftime('%Y-%m-%d')} | {cpu} | {os.cpu_count()} cores | Python {platform.python_version()} | "
+        + ", ".join(versions)
+    )
 
 
 def header(title: str) -> None:

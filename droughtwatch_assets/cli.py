@@ -19,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     result = defs.resolve_job_def(f"{configuration.name}_job").execute_in_process(
-        partition_key=configuration.feature_set, instance=instance, raise_on_error=False)
+        partition_key=configuration.feature_set, instance=instance, raise_on_error=False
+    )
     elapsed = time.monotonic() - started
     if not result.success:
         print(f"{configuration.name}_job failed after {elapsed:.0f} s; see the errors above", file=sys.stderr)
@@ -62,8 +63,10 @@ def predict(args: argparse.Namespace) -> int:
             return 2
     write_parquet(result, args.output)
     skipped = f", {len(result.skipped)} bad records skipped" if result.skipped else ""
-    print(f"{result.table.num_rows} predictions from {result.records} records ({result.vetoed} blank images vetoed"
-          f"{skipped}) -> {args.output}")
+    print(
+        f"{result.table.num_rows} predictions from {result.records} records ({result.vetoed} blank images vetoed"
+        f"{skipped}) -> {args.output}"
+    )
     print("predicted class counts: " + ", ".join(f"{k}: {n}" for k, n in enumerate(result.class_distribution())))
     return 0
 
@@ -75,14 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--configuration", "-c", choices=sorted(CONFIGURATIONS), default="baseline")
     run_parser.set_defaults(handler=run)
     predict_parser = commands.add_parser("predict", help="score raw shards with an ONNX model, into a Parquet table")
-    predict_parser.add_argument("--model", required=True,
-                                help="an ONNX file, a published <model>/ folder, or s3://bucket/<model>/ "
-                                     "(or s3://bucket/key.onnx)")
-    predict_parser.add_argument("--features", default="",
-                                help="comma-separated features in the model's channel order, or a feature-set name; "
-                                     "default: the features in the model's config")
-    predict_parser.add_argument("--on-bad-record", choices=["fail", "skip"], default="fail",
-                                help="skip: drop unreadable records, count them, and go on")
+    predict_parser.add_argument(
+        "--model",
+        required=True,
+        help="an ONNX file, a published <model>/ folder, or s3://bucket/<model>/ (or s3://bucket/key.onnx)",
+    )
+    predict_parser.add_argument(
+        "--features",
+        default="",
+        help="comma-separated features in the model's channel order, or a feature-set name; "
+        "default: the features in the model's config",
+    )
+    predict_parser.add_argument(
+        "--on-bad-record",
+        choices=["fail", "skip"],
+        default="fail",
+        help="skip: drop unreadable records, count them, and go on",
+    )
     predict_parser.add_argument("--input", required=True, help="a raw shard, or a folder of part-* shards")
     predict_parser.add_argument("--output", required=True, help="the Parquet file to write")
     predict_parser.set_defaults(handler=predict)

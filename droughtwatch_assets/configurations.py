@@ -46,12 +46,16 @@ def configuration_mismatch(configuration: str | None, model_name: str | None, fe
     others = ", ".join(jobs_for(feature_set)) or "no configuration job; use `dagster asset materialize`"
     if configuration in CONFIGURATIONS and CONFIGURATIONS[configuration].feature_set != feature_set:
         expected = CONFIGURATIONS[configuration].feature_set
-        return (f"{configuration}_job trains the '{expected}' feature set, but this run was launched for partition "
-                f"'{feature_set}'. Launch {configuration}_job for partition '{expected}' (for '{feature_set}': "
-                f"{others})")
+        return (
+            f"{configuration}_job trains the '{expected}' feature set, but this run was launched for partition "
+            f"'{feature_set}'. Launch {configuration}_job for partition '{expected}' (for '{feature_set}': "
+            f"{others})"
+        )
     if model_name in CONFIGURATIONS and CONFIGURATIONS[model_name].feature_set != feature_set:
         expected = CONFIGURATIONS[model_name].feature_set
-        return (f"model_name '{model_name}' is the registered name of the {model_name} configuration, which trains "
-                f"the '{expected}' feature set; this run trains '{feature_set}'. Launch it for partition "
-                f"'{expected}', or choose another model_name")
+        return (
+            f"model_name '{model_name}' is the registered name of the {model_name} configuration, which trains "
+            f"the '{expected}' feature set; this run trains '{feature_set}'. Launch it for partition "
+            f"'{expected}', or choose another model_name"
+        )
     return None

@@ -10,9 +10,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class ShardedDataset:
     manifest: dict
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "ShardedDataset":
+    def open(cls, root: str | os.PathLike) -> ShardedDataset:
         root = Path(root)
         path = root / MANIFEST
         if not path.exists():
@@ -79,8 +79,11 @@ def data_version(parts: list) -> str:
 
 def split_summary(shards: list[dict]) -> dict:
     counts = np.sum([s["class_counts"] for s in shards], axis=0) if shards else np.zeros(NUM_CLASSES, int)
-    return {"records": int(sum(s["records"] for s in shards)), "class_counts": [int(c) for c in counts],
-            "shards": shards}
+    return {
+        "records": int(sum(s["records"] for s in shards)),
+        "class_counts": [int(c) for c in counts],
+        "shards": shards,
+    }
 
 
 def find_split_shards(folder: str | os.PathLike) -> dict[str, list[Path]]:
@@ -96,13 +99,18 @@ def find_split_shards(folder: str | os.PathLike) -> dict[str, list[Path]]:
     if missing:
         raise FileNotFoundError(
             f"{folder}: no {SHARD_GLOB} shards under {', '.join(s + '/' for s in missing)}; expected the benchmark "
-            f"layout <folder>/train/part-r-NNNNN and <folder>/val/part-r-NNNNN")
+            f"layout <folder>/train/part-r-NNNNN and <folder>/val/part-r-NNNNN"
+        )
     return found
 
 
-def build_raw_dataset(sources: dict[str, list[Path]], root: str | os.PathLike, source: dict,
-                      log: Callable[[str], None] = lambda _: None,
-                      on_bad_record: BadRecordPolicy = "fail") -> ShardedDataset:
+def build_raw_dataset(
+    sources: dict[str, list[Path]],
+    root: str | os.PathLike,
+    source: dict,
+    log: Callable[[str], None] = lambda _: None,
+    on_bad_record: BadRecordPolicy = "fail",
+) -> ShardedDataset:
     """Copy raw shards into root/<split>/, counting labels and hashing each shard.
 
     `source` describes where the shards came from and is kept in the manifest.
@@ -117,13 +125,21 @@ def build_raw_dataset(sources: dict[str, list[Path]], root: str | os.PathLike, s
             shutil.copyfile(path, target)
             bad = BadRecords(on_bad_record)
             labels = read_labels(target, bad)
-            shards.append({"name": path.name, "records": int(len(labels)), "md5": md5_of(target),
-                           "bytes": target.stat().st_size,
-                           "class_counts": np.bincount(labels, minlength=NUM_CLASSES).tolist(),
-                           "skipped": bad.as_rows()})
+            shards.append(
+                {
+                    "name": path.name,
+                    "records": len(labels),
+                    "md5": md5_of(target),
+                    "bytes": target.stat().st_size,
+                    "class_counts": np.bincount(labels, minlength=NUM_CLASSES).tolist(),
+                    "skipped": bad.as_rows(),
+                }
+            )
             log(f"raw {split}/{path.name}: {len(labels)} records")
         splits[split] = split_summary(shards)
         splits[split]["skipped"] = sum(len(s["skipped"]) for s in shards)
     version = data_version([[split, s["name"], s["md5"]] for split in SPLITS for s in splits[split]["shards"]])
-    return write_manifest(root, {"kind": "raw", "source": source, "data_version": version,
-                                 "on_bad_record": on_bad_record, "splits": splits})
+    return write_manifest(
+        root,
+        {"kind": "raw", "source": source, "data_version": version, "on_bad_record": on_bad_record, "splits": splits},
+    )

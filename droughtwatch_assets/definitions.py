@@ -14,8 +14,7 @@ from droughtwatch_assets.defs.jobs import configuration_jobs
 from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets.defs.schedules import baseline_daily
 
-assets = [raw_tfrecords, processed_tfrecords, trained_model, onnx_model, published_model, model_evaluation,
-          predictions]
+assets = [raw_tfrecords, processed_tfrecords, trained_model, onnx_model, published_model, model_evaluation, predictions]
 
 defs = dg.Definitions(
     assets=assets,

@@ -25,7 +25,7 @@ def aligned_buffer(size: int) -> np.ndarray:
     """A uint8 buffer whose first byte sits on an ALIGNMENT boundary."""
     raw = np.empty(size + ALIGNMENT, dtype=np.uint8)
     start = -raw.ctypes.data % ALIGNMENT
-    return raw[start:start + size]
+    return raw[start : start + size]
 
 
 class DirectFile:
@@ -52,7 +52,7 @@ class DirectFile:
         n = len(data)
         while len(data):
             take = min(len(data), len(self._array) - self._fill)
-            self._array[self._fill:self._fill + take] = data[:take]
+            self._array[self._fill : self._fill + take] = data[:take]
             self._fill += take
             data = data[take:]
             if self._fill == len(self._buffer):
@@ -69,13 +69,13 @@ class DirectFile:
         """
         self._flush_whole_units()
         if not self.direct or self._fill != held:
-            self.write(region[held:held + length])
+            self.write(region[held : held + length])
             return
         region[:held] = self._array[:held]
         end = held + length
         whole = end - end % ALIGNMENT
         self._write_all(memoryview(region[:whole]))
-        self._array[:end - whole] = region[whole:end]
+        self._array[: end - whole] = region[whole:end]
         self._fill = end - whole
         self.size += length
 
@@ -83,7 +83,7 @@ class DirectFile:
         whole = self._fill - self._fill % ALIGNMENT
         self._write_all(self._buffer[:whole])
         rest = self._fill - whole
-        self._array[:rest] = self._array[whole:self._fill]
+        self._array[:rest] = self._array[whole : self._fill]
         self._fill = rest
 
     def _write_all(self, view: memoryview) -> None:
@@ -110,7 +110,7 @@ class DirectFile:
         try:
             if self._fill:
                 padded = -(-self._fill // ALIGNMENT) * ALIGNMENT if self.direct else self._fill
-                self._array[self._fill:padded] = 0
+                self._array[self._fill : padded] = 0
                 self._write_all(self._buffer[:padded])
                 os.ftruncate(self._fd, self.size)
         finally:
@@ -119,7 +119,7 @@ class DirectFile:
             self._buffer.release()
             self._map.close()
 
-    def __enter__(self) -> "DirectFile":
+    def __enter__(self) -> DirectFile:
         return self
 
     def __exit__(self, *exc) -> None:

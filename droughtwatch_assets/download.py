@@ -8,9 +8,9 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from droughtwatch_assets.datasets import SHARD_GLOB, SPLITS
 
@@ -38,8 +38,13 @@ def _digests(path: Path) -> tuple[str, str]:
     return sha256.hexdigest(), md5.hexdigest()
 
 
-def download(url: str, destination: str | os.PathLike, progress: Progress | None = None,
-             expected_sha256: str | None = None, timeout: float = 60) -> Download:
+def download(
+    url: str,
+    destination: str | os.PathLike,
+    progress: Progress | None = None,
+    expected_sha256: str | None = None,
+    timeout: float = 60,
+) -> Download:
     """Download url to destination. A partial `<destination>.part` is resumed with an HTTP Range request."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -55,8 +60,10 @@ def download(url: str, destination: str | os.PathLike, progress: Progress | None
                 raise RuntimeError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
             response = None
         except (urllib.error.URLError, OSError) as exc:
-            raise RuntimeError(f"download of {url} failed: {exc}; check the URL and the network, "
-                               f"or point the raw source at a local folder of shards") from None
+            raise RuntimeError(
+                f"download of {url} failed: {exc}; check the URL and the network, "
+                f"or point the raw source at a local folder of shards"
+            ) from None
         if response is not None:
             with response:
                 if resumed_from and response.status != 206:
@@ -71,15 +78,17 @@ def download(url: str, destination: str | os.PathLike, progress: Progress | None
                         if progress:
                             progress(done, total)
                 if total is not None and done != total:
-                    raise RuntimeError(f"download of {url} stopped at {done} of {total} bytes; run again to resume "
-                                       f"from {partial}")
+                    raise RuntimeError(
+                        f"download of {url} stopped at {done} of {total} bytes; run again to resume from {partial}"
+                    )
         os.replace(partial, destination)
     sha256, md5 = _digests(destination)
     if expected_sha256 and sha256 != expected_sha256:
         bad = destination.with_name(destination.name + ".bad")
         os.replace(destination, bad)
-        raise RuntimeError(f"{url}: sha256 {sha256} does not match the expected {expected_sha256}; "
-                           f"the file was moved to {bad}")
+        raise RuntimeError(
+            f"{url}: sha256 {sha256} does not match the expected {expected_sha256}; the file was moved to {bad}"
+        )
     return Download(destination, destination.stat().st_size, sha256, md5, resumed_from)
 
 

@@ -19,9 +19,14 @@ class Evaluation:
     majority_rate: float  # accuracy of always predicting the most frequent class
 
     def as_dict(self) -> dict:
-        return {"confusion_matrix": self.confusion.tolist(), "precision": self.precision.tolist(),
-                "recall": self.recall.tolist(), "f1": self.f1.tolist(), "accuracy": self.accuracy,
-                "majority_rate": self.majority_rate}
+        return {
+            "confusion_matrix": self.confusion.tolist(),
+            "precision": self.precision.tolist(),
+            "recall": self.recall.tolist(),
+            "f1": self.f1.tolist(),
+            "accuracy": self.accuracy,
+            "majority_rate": self.majority_rate,
+        }
 
 
 def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> Evaluation:
@@ -29,8 +34,10 @@ def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> Evaluation:
     outside = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
     if len(outside):
         # numpy would count label -1 as class 3 (negative indexing): refuse instead
-        raise ValueError(f"{len(outside)} label(s) outside 0..{NUM_CLASSES - 1} (first: {labels[outside[0]]} at "
-                         f"position {outside[0]}); evaluation needs labelled records")
+        raise ValueError(
+            f"{len(outside)} label(s) outside 0..{NUM_CLASSES - 1} (first: {labels[outside[0]]} at "
+            f"position {outside[0]}); evaluation needs labelled records"
+        )
     if len(labels) != len(probabilities):
         raise ValueError(f"{len(probabilities)} predictions for {len(labels)} labels")
     if not len(labels):
@@ -44,8 +51,14 @@ def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> Evaluation:
         recall = np.nan_to_num(true_positive / confusion.sum(axis=1))
         f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
     total = max(1, len(labels))
-    return Evaluation(confusion, precision, recall, f1, float(true_positive.sum() / total),
-                      float(np.bincount(labels, minlength=NUM_CLASSES).max() / total))
+    return Evaluation(
+        confusion,
+        precision,
+        recall,
+        f1,
+        float(true_positive.sum() / total),
+        float(np.bincount(labels, minlength=NUM_CLASSES).max() / total),
+    )
 
 
 def pr_curve(scores: np.ndarray, positives: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

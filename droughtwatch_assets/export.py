@@ -39,7 +39,9 @@ def export_onnx(model: keras.Model, path: str | os.PathLike) -> OnnxInfo:
 def describe_onnx(path: str | os.PathLike) -> OnnxInfo:
     graph_model = onnx.load(os.fspath(path))
     tensor = graph_model.graph.input[0]
-    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "N") for d in tensor.type.tensor_type.shape.dim]
+    shape = [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "N") for d in tensor.type.tensor_type.shape.dim
+    ]
     opset = next(o.version for o in graph_model.opset_import if o.domain in ("", "ai.onnx"))
     return OnnxInfo(tensor.name, shape, graph_model.graph.output[0].name, int(opset), Path(path).stat().st_size)
 

@@ -6,9 +6,9 @@ Everything that needs a band list, an index formula or a feature set asks this m
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import yaml
@@ -83,10 +83,7 @@ def bands_needed(features: tuple[str, ...]) -> tuple[str, ...]:
 def validate_features(features: list[str] | tuple[str, ...], where: str) -> tuple[str, ...]:
     unknown = [f for f in features if f not in FEATURES]
     if not features or unknown:
-        raise ValueError(
-            f"{where}: unknown feature(s) {unknown or '(empty list)'}; "
-            f"choose from {', '.join(FEATURES)}"
-        )
+        raise ValueError(f"{where}: unknown feature(s) {unknown or '(empty list)'}; choose from {', '.join(FEATURES)}")
     if len(set(features)) != len(features):
         raise ValueError(f"{where}: a feature is listed twice in {list(features)}")
     return tuple(features)
@@ -98,8 +95,10 @@ def load_feature_sets(path: str | os.PathLike | None = None) -> dict[str, tuple[
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict) or not raw:
         raise ValueError(f"{path}: expected a mapping of feature-set name -> list of features")
-    return {str(name): validate_features(list(features or []), f"{path}: feature set {name!r}")
-            for name, features in raw.items()}
+    return {
+        str(name): validate_features(list(features or []), f"{path}: feature set {name!r}")
+        for name, features in raw.items()
+    }
 
 
 def feature_set(name: str) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from droughtwatch_assets.features import IMAGE_SIZE, NUM_CLASSES
+
 PR_THRESHOLDS: list[float] = [round(t, 2) for t in np.arange(0.0, 0.99, 0.01)]  # 0.00, 0.01, ..., 0.98
 
 

@@ -18,7 +18,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -46,7 +46,7 @@ class Publication:
 
 
 def new_version() -> str:
-    return f"v-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
+    return f"v-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
 
 
 def published_config(config: dict, model_path: str | os.PathLike, version: str) -> str:
@@ -56,8 +56,10 @@ def published_config(config: dict, model_path: str | os.PathLike, version: str) 
 def check_pair(model_path: str | os.PathLike, config: dict, where: str) -> None:
     expected = config.get("model_md5")
     if expected and expected != md5_of(model_path):
-        raise TornPair(f"{where}: config.yaml belongs to another model.onnx (model_md5 {expected}); a publication "
-                       f"was under way. Read it again, or read {VERSIONS}/<{CURRENT}>/")
+        raise TornPair(
+            f"{where}: config.yaml belongs to another model.onnx (model_md5 {expected}); a publication "
+            f"was under way. Read it again, or read {VERSIONS}/<{CURRENT}>/"
+        )
 
 
 class LocalModelRegistry:
@@ -77,8 +79,13 @@ class LocalModelRegistry:
             tmp = folder / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
             shutil.copyfile(folder / VERSIONS / version / name, tmp)
             os.replace(tmp, folder / name)
-        return Publication(model_name, version, (folder / MODEL_FILE).as_uri(), (folder / CONFIG_FILE).as_uri(),
-                           (folder / VERSIONS / version).as_uri() + "/")
+        return Publication(
+            model_name,
+            version,
+            (folder / MODEL_FILE).as_uri(),
+            (folder / CONFIG_FILE).as_uri(),
+            (folder / VERSIONS / version).as_uri() + "/",
+        )
 
 
 def _replace_text(path: Path, text: str) -> None:
@@ -97,17 +104,31 @@ class S3ModelRegistry:
         store.ensure_bucket()
         version = new_version()
         version_key = store.key(model_name, VERSIONS, version)
-        store.call(f"upload of {onnx_path} to {version_key}/{MODEL_FILE}", client.upload_file,
-                   os.fspath(onnx_path), store.bucket, f"{version_key}/{MODEL_FILE}")
+        store.call(
+            f"upload of {onnx_path} to {version_key}/{MODEL_FILE}",
+            client.upload_file,
+            os.fspath(onnx_path),
+            store.bucket,
+            f"{version_key}/{MODEL_FILE}",
+        )
         config_text = published_config(config, onnx_path, version).encode()
         store.put_bytes(f"{version_key}/{CONFIG_FILE}", config_text)
         store.put_bytes(store.key(model_name, CURRENT), version.encode())
-        store.call(f"copy to {model_name}/{MODEL_FILE}", client.copy_object, Bucket=store.bucket,
-                   Key=store.key(model_name, MODEL_FILE),
-                   CopySource={"Bucket": store.bucket, "Key": f"{version_key}/{MODEL_FILE}"})
+        store.call(
+            f"copy to {model_name}/{MODEL_FILE}",
+            client.copy_object,
+            Bucket=store.bucket,
+            Key=store.key(model_name, MODEL_FILE),
+            CopySource={"Bucket": store.bucket, "Key": f"{version_key}/{MODEL_FILE}"},
+        )
         store.put_bytes(store.key(model_name, CONFIG_FILE), config_text)
-        return Publication(model_name, version, store.uri(model_name, MODEL_FILE), store.uri(model_name, CONFIG_FILE),
-                           f"s3://{store.bucket}/{version_key}/")
+        return Publication(
+            model_name,
+            version,
+            store.uri(model_name, MODEL_FILE),
+            store.uri(model_name, CONFIG_FILE),
+            f"s3://{store.bucket}/{version_key}/",
+        )
 
 
 def fetch_published(location: str, scratch: str | os.PathLike) -> tuple[Path, dict | None]:
@@ -123,8 +144,9 @@ def fetch_published(location: str, scratch: str | os.PathLike) -> tuple[Path, di
             path = path / VERSIONS / (path / CURRENT).read_text().strip()
         model, config_path = path / MODEL_FILE, path / CONFIG_FILE
         if not model.exists():
-            raise FileNotFoundError(f"{location}: no {MODEL_FILE} in this folder (nor a {CURRENT} file naming a "
-                                    f"published version)")
+            raise FileNotFoundError(
+                f"{location}: no {MODEL_FILE} in this folder (nor a {CURRENT} file naming a published version)"
+            )
         config = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
         if config:
             check_pair(model, config, location)
@@ -146,7 +168,7 @@ def _fetch_s3(uri: str, scratch: Path) -> tuple[Path, dict | None]:
     bucket, prefix = parsed.netloc, parsed.path.strip("/")
     try:
         version = s3_client.get_object(Bucket=bucket, Key=f"{prefix}/{CURRENT}")["Body"].read().decode().strip()
-    except Exception as exc:  # noqa: BLE001 - boto raises ClientError or BotoCoreError
+    except Exception as exc:
         raise S3Error(f"{uri}: no published model here ({prefix}/{CURRENT} could not be read: {exc})") from None
     base = f"s3://{bucket}/{prefix}/{VERSIONS}/{version}"
     model = download_uri(f"{base}/{MODEL_FILE}", scratch / MODEL_FILE, s3_client)

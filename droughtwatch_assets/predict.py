@@ -53,14 +53,21 @@ def check_model_input(session: ort.InferenceSession, features: tuple[str, ...], 
     if len(shape) != 4 or shape[1:3] != [IMAGE_SIZE, IMAGE_SIZE]:
         raise ModelMismatch(f"{model_name}: input {model_input.name} has shape {shape}; expected [N, 65, 65, C]")
     if isinstance(shape[3], int) and shape[3] != len(features):
-        raise ModelMismatch(f"{model_name}: input {model_input.name} takes {shape[3]} channels, but "
-                            f"{len(features)} features were given ({','.join(features)}); pass the features the "
-                            f"model was trained on, in order")
+        raise ModelMismatch(
+            f"{model_name}: input {model_input.name} takes {shape[3]} channels, but "
+            f"{len(features)} features were given ({','.join(features)}); pass the features the "
+            f"model was trained on, in order"
+        )
     return model_input.name
 
 
-def predict_shards(model_path: str | os.PathLike, features: tuple[str, ...], shards: list[Path],
-                   block_size: int = 256, on_bad_record: BadRecordPolicy = "fail") -> Predictions:
+def predict_shards(
+    model_path: str | os.PathLike,
+    features: tuple[str, ...],
+    shards: list[Path],
+    block_size: int = 256,
+    on_bad_record: BadRecordPolicy = "fail",
+) -> Predictions:
     session = ort.InferenceSession(os.fspath(model_path), providers=["CPUExecutionProvider"])
     input_name = check_model_input(session, features, os.fspath(model_path))
     ids: list[str] = []
@@ -82,12 +89,14 @@ def predict_shards(model_path: str | os.PathLike, features: tuple[str, ...], sha
             ids += [block.ids[row] or f"{shard.name}:{block.indices[row]}" for row in np.flatnonzero(keep)]
     p = np.concatenate(probabilities) if probabilities else np.empty((0, NUM_CLASSES), np.float32)
     label = np.concatenate(labels) if labels else np.empty(0, np.int64)
-    table = pa.table({
-        "ID": pa.array(ids, pa.string()),
-        **{f"P_{k}": pa.array(p[:, k], pa.float32()) for k in range(NUM_CLASSES)},
-        "P_label": pa.array(p.argmax(axis=1), pa.int64()),
-        "label": pa.array(label, pa.int64(), mask=label == NO_LABEL),
-    })
+    table = pa.table(
+        {
+            "ID": pa.array(ids, pa.string()),
+            **{f"P_{k}": pa.array(p[:, k], pa.float32()) for k in range(NUM_CLASSES)},
+            "P_label": pa.array(p.argmax(axis=1), pa.int64()),
+            "label": pa.array(label, pa.int64(), mask=label == NO_LABEL),
+        }
+    )
     return Predictions(table, records + len(bad.errors), vetoed, bad.as_rows())
 
 
@@ -95,7 +104,9 @@ def write_parquet(predictions: Predictions, path: str | os.PathLike) -> None:
     pq.write_table(predictions.table, os.fspath(path))
 
 
-def predict_processed(model_path: str | os.PathLike, shards: list[Path], channels: int) -> tuple[np.ndarray, np.ndarray]:
+def predict_processed(
+    model_path: str | os.PathLike, shards: list[Path], channels: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, labels) of an ONNX model over processed shards, one shard in memory at a time."""
     from droughtwatch_assets.records import read_processed
 
@@ -105,7 +116,7 @@ def predict_processed(model_path: str | os.PathLike, shards: list[Path], channel
     for shard in shards:
         records = read_processed(shard, channels)
         for start in range(0, len(records.labels), 256):
-            probabilities.append(session.run(None, {name: records.images[start:start + 256]})[0])
+            probabilities.append(session.run(None, {name: records.images[start : start + 256]})[0])
         labels.append(records.labels)
     if not probabilities:
         return np.empty((0, NUM_CLASSES), np.float32), np.empty(0, np.int64)

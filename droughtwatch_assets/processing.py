@@ -11,11 +11,11 @@ import functools
 import multiprocessing
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class FeatureStats:
         total = np.add.reduce(raw.reshape(len(raw), -1), axis=1, dtype=np.uint32).sum(dtype=np.int64) / 255
         self._add(c, float(low), float(high), float(total), raw.size)
 
-    def merge(self, other: "FeatureStats") -> None:
+    def merge(self, other: FeatureStats) -> None:
         self.minimum = np.minimum(self.minimum, other.minimum)
         self.maximum = np.maximum(self.maximum, other.maximum)
         self.total += other.total
@@ -76,8 +76,14 @@ class FeatureStats:
     def summary(self, features: tuple[str, ...]) -> dict[str, dict]:
         if not self.pixels:
             return {feature: {"min": None, "mean": None, "max": None} for feature in features}
-        return {feature: {"min": float(self.minimum[c]), "mean": float(self.total[c] / self.pixels),
-                          "max": float(self.maximum[c])} for c, feature in enumerate(features)}
+        return {
+            feature: {
+                "min": float(self.minimum[c]),
+                "mean": float(self.total[c] / self.pixels),
+                "max": float(self.maximum[c]),
+            }
+            for c, feature in enumerate(features)
+        }
 
 
 _SCRATCH: dict[str, np.ndarray] = {}
@@ -91,8 +97,9 @@ def _scratch(name: str, n: int) -> np.ndarray:
     return buffer[:n]
 
 
-def compute_features(bands: np.ndarray, features: tuple[str, ...], out: np.ndarray | None = None,
-                     stats: FeatureStats | None = None) -> np.ndarray:
+def compute_features(
+    bands: np.ndarray, features: tuple[str, ...], out: np.ndarray | None = None, stats: FeatureStats | None = None
+) -> np.ndarray:
     """uint8 bands [n, 11, 65, 65] -> float32 features [n, 65, 65, len(features)] (channels last).
 
     A band that no index reads is normalised straight into its output channel; the bands an index
@@ -136,9 +143,15 @@ class ShardStats:
 BLOCK_SIZE = 64
 
 
-def process_shard(source: str | os.PathLike, destination: str | os.PathLike, features: tuple[str, ...],
-                  block_size: int = BLOCK_SIZE, on_bad_record: str = "fail", write_behind: bool = True,
-                  direct: bool = True) -> ShardStats:
+def process_shard(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    features: tuple[str, ...],
+    block_size: int = BLOCK_SIZE,
+    on_bad_record: str = "fail",
+    write_behind: bool = True,
+    direct: bool = True,
+) -> ShardStats:
     """Stream one raw shard into a processed shard; memory is bounded by block_size.
 
     With write_behind, each block is written on a thread while the next one is parsed and computed;
@@ -157,8 +170,12 @@ def process_shard(source: str | os.PathLike, destination: str | os.PathLike, fea
             ids = [i for i, k in zip(block.ids, keep) if k] if kept < len(block) else block.ids
             labels = block.labels[keep]
             frames = UniformBlock.create(writer, kept, len(features), ids)
-            images = compute_features(block.bands[keep] if kept < len(block) else block.bands, features,
-                                      frames.images if frames else out[:kept], stats.features)
+            images = compute_features(
+                block.bands[keep] if kept < len(block) else block.bands,
+                features,
+                frames.images if frames else out[:kept],
+                stats.features,
+            )
             if frames:
                 frames.write(labels)  # the features were computed straight into the frame buffer
             else:
@@ -179,20 +196,38 @@ PROCESSING_VERSION = "1"  # bump when the processed bytes of an unchanged raw sh
 
 def _shard_entry(stats: ShardStats, raw_md5: str) -> dict:
     totals = stats.features
-    return {"name": stats.name, "records": stats.records, "vetoed": stats.vetoed,
-            "vetoed_indices": stats.vetoed_indices, "class_counts": stats.class_counts, "skipped": stats.skipped,
-            "raw_md5": raw_md5, "feature_totals": {"min": totals.minimum.tolist(), "max": totals.maximum.tolist(),
-                                                   "total": totals.total.tolist(), "pixels": totals.pixels}}
+    return {
+        "name": stats.name,
+        "records": stats.records,
+        "vetoed": stats.vetoed,
+        "vetoed_indices": stats.vetoed_indices,
+        "class_counts": stats.class_counts,
+        "skipped": stats.skipped,
+        "raw_md5": raw_md5,
+        "feature_totals": {
+            "min": totals.minimum.tolist(),
+            "max": totals.maximum.tolist(),
+            "total": totals.total.tolist(),
+            "pixels": totals.pixels,
+        },
+    }
 
 
 def _reusable(previous: ShardedDataset | None, features: tuple[str, ...], on_bad_record: str) -> dict:
     """(split, shard name) -> (previous shard path, manifest entry) for shards an earlier run processed alike."""
-    if previous is None or previous.features != features or \
-            previous.manifest.get("processing_version") != PROCESSING_VERSION or \
-            previous.manifest.get("on_bad_record", "fail") != on_bad_record:
+    if (
+        previous is None
+        or previous.features != features
+        or previous.manifest.get("processing_version") != PROCESSING_VERSION
+        or previous.manifest.get("on_bad_record", "fail") != on_bad_record
+    ):
         return {}
-    return {(split, entry["name"]): (previous.root / split / entry["name"], entry)
-            for split in SPLITS for entry in previous.manifest["splits"][split]["shards"] if "raw_md5" in entry}
+    return {
+        (split, entry["name"]): (previous.root / split / entry["name"], entry)
+        for split in SPLITS
+        for entry in previous.manifest["splits"][split]["shards"]
+        if "raw_md5" in entry
+    }
 
 
 def _totals_from(entry: dict, channels: int) -> FeatureStats:
@@ -203,10 +238,18 @@ def _totals_from(entry: dict, channels: int) -> FeatureStats:
     return totals
 
 
-def process_dataset(raw: ShardedDataset, root: str | os.PathLike, feature_set: str, features: tuple[str, ...],
-                    workers: int | None = None, log: Callable[[str], None] = lambda _: None,
-                    on_bad_record: str = "fail", previous: ShardedDataset | None = None,
-                    write_behind: bool = True, direct: bool = True) -> ShardedDataset:
+def process_dataset(
+    raw: ShardedDataset,
+    root: str | os.PathLike,
+    feature_set: str,
+    features: tuple[str, ...],
+    workers: int | None = None,
+    log: Callable[[str], None] = lambda _: None,
+    on_bad_record: str = "fail",
+    previous: ShardedDataset | None = None,
+    write_behind: bool = True,
+    direct: bool = True,
+) -> ShardedDataset:
     """Process every shard of both splits, one shard per task, in parallel processes when workers > 1.
 
     A shard that `previous` (the last processed version) already holds for the same raw bytes, features
@@ -231,8 +274,9 @@ def process_dataset(raw: ShardedDataset, root: str | os.PathLike, feature_set: s
             else:
                 jobs.append((split, source, root / split / source.name, raw_md5[source.name]))
     workers = min(workers or default_workers(), len(jobs)) or 1
-    process = functools.partial(process_shard, features=features, on_bad_record=on_bad_record,
-                                write_behind=write_behind, direct=direct)
+    process = functools.partial(
+        process_shard, features=features, on_bad_record=on_bad_record, write_behind=write_behind, direct=direct
+    )
     if workers == 1:
         runner = map(lambda job: process(job[1], job[2]), jobs)
         pool = None
@@ -249,20 +293,29 @@ def process_dataset(raw: ShardedDataset, root: str | os.PathLike, feature_set: s
             log(f"processed {split}/{source.name}: {stats.records} kept, {stats.vetoed} vetoed")
     except BrokenProcessPool as exc:
         split, source = jobs[done][0], jobs[done][1]
-        raise RuntimeError(f"a processing worker died while {split}/{source.name} or a shard after it was being "
-                           f"processed (killed by the system, for example out of memory); lower "
-                           f"processed_tfrecords' workers") from exc
+        raise RuntimeError(
+            f"a processing worker died while {split}/{source.name} or a shard after it was being "
+            f"processed (killed by the system, for example out of memory); lower "
+            f"processed_tfrecords' workers"
+        ) from exc
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
 
-    manifest = {"kind": "processed", "feature_set": feature_set, "features": list(features),
-                "data_version": data_version([raw.manifest.get("data_version", ""), list(features),
-                                              PROCESSING_VERSION]),
-                "raw_data_version": raw.manifest.get("data_version", ""), "processing_version": PROCESSING_VERSION,
-                "on_bad_record": on_bad_record, "shards_processed": len(jobs),
-                "shards_reused": len(entries) - len(jobs),
-                "image_shape": [IMAGE_SIZE, IMAGE_SIZE, len(features)], "dtype": "float32", "splits": {}}
+    manifest = {
+        "kind": "processed",
+        "feature_set": feature_set,
+        "features": list(features),
+        "data_version": data_version([raw.manifest.get("data_version", ""), list(features), PROCESSING_VERSION]),
+        "raw_data_version": raw.manifest.get("data_version", ""),
+        "processing_version": PROCESSING_VERSION,
+        "on_bad_record": on_bad_record,
+        "shards_processed": len(jobs),
+        "shards_reused": len(entries) - len(jobs),
+        "image_shape": [IMAGE_SIZE, IMAGE_SIZE, len(features)],
+        "dtype": "float32",
+        "splits": {},
+    }
     totals = FeatureStats(len(features))
     for split in SPLITS:
         shards = [entries[(split, source.name)] for source in raw.shards(split)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from droughtwatch_assets.datasets import find_split_shards
 from droughtwatch_assets.download import ARCHIVE_URL, download, extract_shards
@@ -20,11 +20,15 @@ class RawSource:
     folder: str = ""
     archive_url: str = ARCHIVE_URL
     archive_sha256: str = ""
-    sample: SampleSpec = SampleSpec()
+    sample: SampleSpec = field(default_factory=SampleSpec)
 
 
-def gather_shards(source: RawSource, scratch: str | os.PathLike, download_dir: str | os.PathLike,
-                  log: Callable[[str], None] = lambda _: None) -> tuple[dict[str, list[Path]], dict]:
+def gather_shards(
+    source: RawSource,
+    scratch: str | os.PathLike,
+    download_dir: str | os.PathLike,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[dict[str, list[Path]], dict]:
     """(split -> shard files, a description of the source for the manifest)."""
     if source.kind == "sample":
         return write_sample(scratch, source.sample), {"type": "sample", **asdict(source.sample)}
@@ -45,6 +49,10 @@ def gather_shards(source: RawSource, scratch: str | os.PathLike, download_dir: s
         archive = download(source.archive_url, target, progress, source.archive_sha256 or None)
         log(f"archive {archive.path}: {archive.size} bytes, sha256 {archive.sha256}")
         return extract_shards(archive.path, scratch), {
-            "type": "archive", "url": source.archive_url, "sha256": archive.sha256, "md5": archive.md5,
-            "bytes": archive.size}
+            "type": "archive",
+            "url": source.archive_url,
+            "sha256": archive.sha256,
+            "md5": archive.md5,
+            "bytes": archive.size,
+        }
     raise ValueError(f"raw source {source.kind!r} is not one of {', '.join(SOURCES)} (DROUGHTWATCH_RAW_SOURCE)")

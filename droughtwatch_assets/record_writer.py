@@ -12,7 +12,7 @@ import os
 import queue
 import struct
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import crc32c
 import numpy as np
@@ -50,7 +50,7 @@ class _WriteBehind:
         if isinstance(self._file, DirectFile):
             self._file.write_in_place(slot.region, slot.held, slot.nbytes)
         else:
-            self._file.write(slot.region[slot.held:slot.held + slot.nbytes])
+            self._file.write(slot.region[slot.held : slot.held + slot.nbytes])
 
     def _run(self) -> None:
         while (slot := self._queue.get()) is not None:
@@ -74,7 +74,7 @@ class _WriteBehind:
         slot.nbytes = rows * width
         if len(slot.region) < ALIGNMENT + slot.nbytes:
             slot.region = aligned_buffer(ALIGNMENT + slot.nbytes)
-        return slot.region[slot.held:slot.held + slot.nbytes].reshape(rows, width)
+        return slot.region[slot.held : slot.held + slot.nbytes].reshape(rows, width)
 
     def submit(self) -> None:
         slot = self._slots[self._next]
@@ -148,7 +148,7 @@ class RecordWriter:
         finally:
             self._file.close()
 
-    def __enter__(self) -> "RecordWriter":
+    def __enter__(self) -> RecordWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -180,14 +180,14 @@ class UniformBlock:
         self._writer, self._n = writer, n
         self._frames = frames = writer.frame_buffer(n, len(template))
         frames[:, :image_at] = template[:image_at]
-        frames[:, image_at + size:] = template[image_at + size:]
+        frames[:, image_at + size :] = template[image_at + size :]
         self._label_at = image_at + size + len(label_entry) - 1
         if ids[0]:
-            frames[:, -4 - len(ids[0]):-4] = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(n, -1)
-        self.images = frames[:, image_at:image_at + size].view("<f4").reshape(n, IMAGE_SIZE, IMAGE_SIZE, channels)
+            frames[:, -4 - len(ids[0]) : -4] = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(n, -1)
+        self.images = frames[:, image_at : image_at + size].view("<f4").reshape(n, IMAGE_SIZE, IMAGE_SIZE, channels)
 
     @classmethod
-    def create(cls, writer: RecordWriter, n: int, channels: int, ids: Sequence[str]) -> "UniformBlock | None":
+    def create(cls, writer: RecordWriter, n: int, channels: int, ids: Sequence[str]) -> UniformBlock | None:
         encoded = [i.encode() for i in ids]
         return cls(writer, n, channels, encoded) if n and len(set(map(len, encoded))) == 1 else None
 
@@ -211,7 +211,7 @@ def write_processed(writer: RecordWriter, images: np.ndarray, labels: np.ndarray
     size = images[0].nbytes if len(images) else 0
     flat = memoryview(images).cast("B")
     for i, (label, record_id) in enumerate(zip(labels.tolist(), ids)):
-        features: dict[str, bytes | memoryview | int] = {IMAGE_KEY: flat[i * size:(i + 1) * size], LABEL_KEY: label}
+        features: dict[str, bytes | memoryview | int] = {IMAGE_KEY: flat[i * size : (i + 1) * size], LABEL_KEY: label}
         if record_id:
             features[FILENAME_KEY] = record_id.encode()
         writer.write(encode_example(features))

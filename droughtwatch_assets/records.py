@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal, get_args
+from typing import Literal, get_args
 
 import crc32c
 import numpy as np
@@ -121,16 +122,24 @@ def iter_records(path: str | os.PathLike, bad: BadRecords | None = None) -> Iter
                 if filled < 12:
                     return bad.handle(RecordError(path, index, f"truncated header at byte {offset}"))
             length, length_crc = unpack_header(view, pos)
-            if masked_crc(view[pos:pos + 8]) != length_crc:
-                return bad.handle(RecordError(path, index, f"bad length checksum at byte {offset} "
-                                                           f"(not a TFRecord file, or corrupted)"))
+            if masked_crc(view[pos : pos + 8]) != length_crc:
+                return bad.handle(
+                    RecordError(
+                        path, index, f"bad length checksum at byte {offset} (not a TFRecord file, or corrupted)"
+                    )
+                )
             end = pos + 12 + length
             if end + 4 > filled:
                 if offset + 16 + length > size:
-                    return bad.handle(RecordError(path, index, f"truncated: {length} payload bytes announced at "
-                                                               f"byte {offset}, file ends at {size}"))
+                    return bad.handle(
+                        RecordError(
+                            path,
+                            index,
+                            f"truncated: {length} payload bytes announced at byte {offset}, file ends at {size}",
+                        )
+                    )
                 filled, base, pos, end = refill(pos, 16 + length), offset, 0, 12 + length
-            payload = view[pos + 12:end]
+            payload = view[pos + 12 : end]
             if masked_crc(payload) == unpack_crc(view, end)[0]:
                 yield index, payload
             else:
@@ -139,6 +148,7 @@ def iter_records(path: str | os.PathLike, bad: BadRecords | None = None) -> Iter
 
 
 # --- tf.train.Example encoding (hand-written wire format: fields are fixed and known) ---
+
 
 def _varint(value: int) -> bytes:
     value &= (1 << 64) - 1  # int64 is encoded as its two's complement
@@ -189,8 +199,11 @@ def encode_example(features: dict[str, bytes | memoryview | int]) -> list[bytes 
 
 # --- tf.train.Example decoding (upb protobuf with a private copy of TensorFlow's example.proto) ---
 
+
 def _build_example_class():
-    file = descriptor_pb2.FileDescriptorProto(name="droughtwatch/example.proto", package="droughtwatch", syntax="proto3")
+    file = descriptor_pb2.FileDescriptorProto(
+        name="droughtwatch/example.proto", package="droughtwatch", syntax="proto3"
+    )
     f = descriptor_pb2.FieldDescriptorProto
     for name, kind in (("BytesList", f.TYPE_BYTES), ("FloatList", f.TYPE_FLOAT), ("Int64List", f.TYPE_INT64)):
         file.message_type.add(name=name).field.add(name="value", number=1, type=kind, label=f.LABEL_REPEATED)
@@ -198,17 +211,26 @@ def _build_example_class():
     feature.oneof_decl.add(name="kind")
     for number, name in ((1, "bytes_list"), (2, "float_list"), (3, "int64_list")):
         type_name = ".droughtwatch." + "".join(w.capitalize() for w in name.split("_")).replace("list", "List")
-        feature.field.add(name=name, number=number, type=f.TYPE_MESSAGE, type_name=type_name,
-                          label=f.LABEL_OPTIONAL, oneof_index=0)
+        feature.field.add(
+            name=name, number=number, type=f.TYPE_MESSAGE, type_name=type_name, label=f.LABEL_OPTIONAL, oneof_index=0
+        )
     features = file.message_type.add(name="Features")
     entry = features.nested_type.add(name="FeatureEntry")
     entry.options.map_entry = True
     entry.field.add(name="key", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
-    entry.field.add(name="value", number=2, type=f.TYPE_MESSAGE, type_name=".droughtwatch.Feature", label=f.LABEL_OPTIONAL)
-    features.field.add(name="feature", number=1, type=f.TYPE_MESSAGE,
-                       type_name=".droughtwatch.Features.FeatureEntry", label=f.LABEL_REPEATED)
+    entry.field.add(
+        name="value", number=2, type=f.TYPE_MESSAGE, type_name=".droughtwatch.Feature", label=f.LABEL_OPTIONAL
+    )
+    features.field.add(
+        name="feature",
+        number=1,
+        type=f.TYPE_MESSAGE,
+        type_name=".droughtwatch.Features.FeatureEntry",
+        label=f.LABEL_REPEATED,
+    )
     file.message_type.add(name="Example").field.add(
-        name="features", number=1, type=f.TYPE_MESSAGE, type_name=".droughtwatch.Features", label=f.LABEL_OPTIONAL)
+        name="features", number=1, type=f.TYPE_MESSAGE, type_name=".droughtwatch.Features", label=f.LABEL_OPTIONAL
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("droughtwatch.Example"))
@@ -258,8 +280,9 @@ class RawBlock:
         return len(self.labels)
 
 
-def _parse_raw_into(path, index: int, payload: bytes, bands: np.ndarray, labels: np.ndarray, row: int,
-                    require_label: bool) -> str:
+def _parse_raw_into(
+    path, index: int, payload: bytes, bands: np.ndarray, labels: np.ndarray, row: int, require_label: bool
+) -> str:
     """The protobuf path for one raw record: fills bands[row] and labels[row], returns the filename."""
     feature_map = _parse(path, index, payload)
     for b, band in enumerate(BANDS):
@@ -274,8 +297,9 @@ def _parse_raw_into(path, index: int, payload: bytes, bands: np.ndarray, labels:
     return _filename(feature_map)
 
 
-def iter_raw_blocks(path: str | os.PathLike, block_size: int = 256, require_label: bool = True,
-                    bad: BadRecords | None = None) -> Iterator[RawBlock]:
+def iter_raw_blocks(
+    path: str | os.PathLike, block_size: int = 256, require_label: bool = True, bad: BadRecords | None = None
+) -> Iterator[RawBlock]:
     """Parse a raw shard in blocks. The arrays are reused between blocks: copy what you keep.
 
     Records that share the first record's byte layout are sliced out with numpy (see wire_layout.py);
@@ -308,8 +332,7 @@ def iter_raw_blocks(path: str | os.PathLike, block_size: int = 256, require_labe
         shaped = bands[:n].reshape(n, len(BANDS), IMAGE_SIZE, IMAGE_SIZE)
         if good.all():
             return RawBlock(shaped, labels[:n], ids, np.asarray(indices))
-        return RawBlock(shaped[good], labels[:n][good], [i for i, g in zip(ids, good) if g],
-                        np.asarray(indices)[good])
+        return RawBlock(shaped[good], labels[:n][good], [i for i, g in zip(ids, good) if g], np.asarray(indices)[good])
 
     for index, payload in iter_records(path, bad):
         if layout is None and not indices and index == 0:
@@ -331,13 +354,23 @@ def iter_raw_blocks(path: str | os.PathLike, block_size: int = 256, require_labe
 
 def read_raw(path: str | os.PathLike, require_label: bool = True) -> RawBlock:
     """A whole raw shard in memory (copies)."""
-    blocks = [RawBlock(b.bands.copy(), b.labels.copy(), b.ids, b.indices)
-              for b in iter_raw_blocks(path, require_label=require_label)]
+    blocks = [
+        RawBlock(b.bands.copy(), b.labels.copy(), b.ids, b.indices)
+        for b in iter_raw_blocks(path, require_label=require_label)
+    ]
     if not blocks:
-        return RawBlock(np.empty((0, len(BANDS), IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.empty(0, np.int64), [],
-                        np.empty(0, np.int64))
-    return RawBlock(np.concatenate([b.bands for b in blocks]), np.concatenate([b.labels for b in blocks]),
-                    [i for b in blocks for i in b.ids], np.concatenate([b.indices for b in blocks]))
+        return RawBlock(
+            np.empty((0, len(BANDS), IMAGE_SIZE, IMAGE_SIZE), np.uint8),
+            np.empty(0, np.int64),
+            [],
+            np.empty(0, np.int64),
+        )
+    return RawBlock(
+        np.concatenate([b.bands for b in blocks]),
+        np.concatenate([b.labels for b in blocks]),
+        [i for b in blocks for i in b.ids],
+        np.concatenate([b.indices for b in blocks]),
+    )
 
 
 def read_labels(path: str | os.PathLike, bad: BadRecords | None = None) -> np.ndarray:
@@ -355,7 +388,8 @@ def read_labels(path: str | os.PathLike, bad: BadRecords | None = None) -> np.nd
 def encode_raw_example(bands: np.ndarray, label: int | None, filename: str = "") -> list[bytes | memoryview]:
     """One raw record from uint8 [11, 65, 65] bands."""
     features: dict[str, bytes | memoryview | int] = {
-        band: memoryview(np.ascontiguousarray(bands[b], dtype=np.uint8)).cast("B") for b, band in enumerate(BANDS)}
+        band: memoryview(np.ascontiguousarray(bands[b], dtype=np.uint8)).cast("B") for b, band in enumerate(BANDS)
+    }
     if label is not None:
         features[LABEL_KEY] = int(label)
     if filename:
@@ -380,14 +414,19 @@ def read_processed(path: str | os.PathLike, channels: int, limit: int | None = N
         feature_map = _parse(path, index, payload)
         values = feature_map[IMAGE_KEY].bytes_list.value if IMAGE_KEY in feature_map else []
         if len(values) != 1 or len(values[0]) != expected:
-            raise RecordError(path, index, f"'{IMAGE_KEY}' is not {channels} float32 channels of 65x65",
-                              "Check that the dataset manifest matches its shards.")
+            raise RecordError(
+                path,
+                index,
+                f"'{IMAGE_KEY}' is not {channels} float32 channels of 65x65",
+                "Check that the dataset manifest matches its shards.",
+            )
         images.append(np.frombuffer(values[0], dtype="<f4").reshape(IMAGE_SIZE, IMAGE_SIZE, channels))
         labels.append(_label(path, index, feature_map, required=False))
         ids.append(_filename(feature_map))
     shape = (0, IMAGE_SIZE, IMAGE_SIZE, channels)
-    return ProcessedRecords(np.stack(images) if images else np.empty(shape, np.float32),
-                            np.asarray(labels, dtype=np.int64), ids)
+    return ProcessedRecords(
+        np.stack(images) if images else np.empty(shape, np.float32), np.asarray(labels, dtype=np.int64), ids
+    )
 
 
 def read_processed_records(shards: list, channels: int, limit: int) -> ProcessedRecords:

@@ -21,7 +21,8 @@ class S3Error(RuntimeError):
 def client(endpoint_url: str | None = None, region_name: str | None = None, **credentials):
     """A boto3 S3 client; unset arguments fall back to the standard AWS env vars and config files."""
     return boto3.session.Session(**{k: v for k, v in credentials.items() if v}).client(
-        "s3", endpoint_url=endpoint_url or None, region_name=region_name or None, config=RETRY_CONFIG)
+        "s3", endpoint_url=endpoint_url or None, region_name=region_name or None, config=RETRY_CONFIG
+    )
 
 
 def describe_failure(s3_client, bucket: str, action: str, exc: Exception) -> S3Error:

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -91,14 +91,17 @@ class S3ArtifactStore:
             object_key = self.key(*key, "objects", relative, md5)
             etag = self._etag_if_exists(object_key)
             if etag is None:
-                self.call(f"upload of {path} to {object_key}", self.client.upload_file, str(path), self.bucket,
-                           object_key)
+                self.call(
+                    f"upload of {path} to {object_key}", self.client.upload_file, str(path), self.bucket, object_key
+                )
                 self.uploaded.append(object_key)
                 etag = self._etag_if_exists(object_key)
             index[relative] = {"key": object_key, "md5": md5, "size": path.stat().st_size, "etag": etag}
-        version = f"v-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
-        self.put_bytes(self.key(*key, "versions", f"{version}.json"),
-                        json.dumps({"version": version, "files": index}, indent=1).encode())
+        version = f"v-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
+        self.put_bytes(
+            self.key(*key, "versions", f"{version}.json"),
+            json.dumps({"version": version, "files": index}, indent=1).encode(),
+        )
         self.put_bytes(self.key(*key, CURRENT), version.encode())
         # the local copy becomes the cached copy of this version, so a reader in this process needs no download
         local = self._version_dir(key, version)
@@ -120,15 +123,17 @@ class S3ArtifactStore:
             version = self.client.get_object(Bucket=self.bucket, Key=self.key(*key, CURRENT))["Body"].read().decode()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404"):
-                raise FileNotFoundError(f"no materialisation of {'/'.join(key)} in {self.uri()}; "
-                                        f"materialise it first") from None
+                raise FileNotFoundError(
+                    f"no materialisation of {'/'.join(key)} in {self.uri()}; materialise it first"
+                ) from None
             raise describe_failure(self.client, self.bucket, f"read of {self.uri(*key, CURRENT)}", exc) from None
         local = self._version_dir(key, version)
         if (local / ".complete").exists():
             return local
         index_key = self.key(*key, "versions", f"{version}.json")
-        index = json.loads(self.call(f"read of {index_key}", self.client.get_object, Bucket=self.bucket,
-                                      Key=index_key)["Body"].read())
+        index = json.loads(
+            self.call(f"read of {index_key}", self.client.get_object, Bucket=self.bucket, Key=index_key)["Body"].read()
+        )
         partial = local.with_name(local.name + f".partial-{uuid.uuid4().hex[:6]}")
         for relative, entry in index["files"].items():
             target = partial / relative
@@ -147,11 +152,20 @@ class S3ArtifactStore:
 
     def file_uri(self, key: tuple[str, ...], relative: str) -> str:
         """The s3:// URI of one file of the current version of key (its content-addressed object)."""
-        version = self.call(f"read of {self.uri(*key, CURRENT)}", self.client.get_object, Bucket=self.bucket,
-                            Key=self.key(*key, CURRENT))["Body"].read().decode()
+        version = (
+            self.call(
+                f"read of {self.uri(*key, CURRENT)}",
+                self.client.get_object,
+                Bucket=self.bucket,
+                Key=self.key(*key, CURRENT),
+            )["Body"]
+            .read()
+            .decode()
+        )
         index_key = self.key(*key, "versions", f"{version}.json")
-        index = json.loads(self.call(f"read of {index_key}", self.client.get_object, Bucket=self.bucket,
-                                     Key=index_key)["Body"].read())
+        index = json.loads(
+            self.call(f"read of {index_key}", self.client.get_object, Bucket=self.bucket, Key=index_key)["Body"].read()
+        )
         return f"s3://{self.bucket}/{index['files'][relative]['key']}"
 
     def _cached_blob(self, entry: dict) -> Path:
@@ -162,7 +176,9 @@ class S3ArtifactStore:
             self.call(f"download of {entry['key']}", self.client.download_file, self.bucket, entry["key"], str(tmp))
             if md5_of(tmp) != entry["md5"]:
                 tmp.unlink()
-                raise S3Error(f"s3://{self.bucket}/{entry['key']}: content does not match its recorded md5 "
-                              f"{entry['md5']}; the object was changed outside this store")
+                raise S3Error(
+                    f"s3://{self.bucket}/{entry['key']}: content does not match its recorded md5 "
+                    f"{entry['md5']}; the object was changed outside this store"
+                )
             os.replace(tmp, blob)
         return blob

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 CURRENT = "current"
@@ -37,7 +37,7 @@ class LocalArtifactStore:
         location = self.location(key)
         location.mkdir(parents=True, exist_ok=True)
         # names sort by commit time, which is what pruning relies on
-        version = f"v-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
+        version = f"v-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
         os.replace(staging, location / version)
         link = location / f".{CURRENT}-{version}"
         os.symlink(version, link)
@@ -48,14 +48,17 @@ class LocalArtifactStore:
     def current(self, key: tuple[str, ...]) -> Path:
         path = self.location(key) / CURRENT
         if not path.exists():
-            raise FileNotFoundError(f"no materialisation of {'/'.join(key)} under {self.base_dir}; materialise it first")
+            raise FileNotFoundError(
+                f"no materialisation of {'/'.join(key)} under {self.base_dir}; materialise it first"
+            )
         return path.resolve()
 
     def file_uri(self, key: tuple[str, ...], relative: str) -> str:
         return str(self.location(key) / CURRENT / relative)
 
     def _prune(self, location: Path, keep: str) -> None:
-        versions = sorted((p for p in location.iterdir() if p.name.startswith("v-") and p.name != keep),
-                          key=lambda p: p.name)
+        versions = sorted(
+            (p for p in location.iterdir() if p.name.startswith("v-") and p.name != keep), key=lambda p: p.name
+        )
         for old in versions[: max(0, len(versions) - (self.keep_versions - 1))]:
             shutil.rmtree(old, ignore_errors=True)

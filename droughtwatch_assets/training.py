@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from droughtwatch_assets.features import IMAGE_SIZE, NUM_CLASSES
 from droughtwatch_assets.configurations import CLASS_WEIGHTS
+from droughtwatch_assets.features import IMAGE_SIZE, NUM_CLASSES
 from droughtwatch_assets.model import build_model, compile_model
 from droughtwatch_assets.records import IMAGE_KEY, LABEL_KEY
 
 
-def tfrecord_dataset(files: Sequence[str | os.PathLike], channels: int, batch_size: int,
-                     shuffle_seed: int | None = None, shuffle_buffer: int = 4096,
-                     records: int | None = None) -> tf.data.Dataset:
+def tfrecord_dataset(
+    files: Sequence[str | os.PathLike],
+    channels: int,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    shuffle_buffer: int = 4096,
+    records: int | None = None,
+) -> tf.data.Dataset:
     """Batches of (float32 [b, 65, 65, C], one-hot labels [b, 4]) from processed shards.
 
     Parsing is batched in graph mode: one parse_example per batch, not per record.
@@ -62,18 +67,29 @@ def _plain(value):
     return array.item() if array.ndim == 0 else array.tolist()
 
 
-def train(train_files: Sequence[str | os.PathLike], val_files: Sequence[str | os.PathLike], channels: int, *,
-          learning_rate: float = 5e-4, batch_size: int = 64, epochs: int = 2, seed: int = 0,
-          train_records: int | None = None, val_records: int | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None,
-          callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainingRun:
+def train(
+    train_files: Sequence[str | os.PathLike],
+    val_files: Sequence[str | os.PathLike],
+    channels: int,
+    *,
+    learning_rate: float = 5e-4,
+    batch_size: int = 64,
+    epochs: int = 2,
+    seed: int = 0,
+    train_records: int | None = None,
+    val_records: int | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> TrainingRun:
     """Build, compile and fit the baseline CNN. epochs=0 gives the untrained ('dummy') model."""
     if epochs > 0:
         for split, count in (("train", train_records), ("val", val_records)):
             if count == 0:
-                raise EmptySplit(f"the processed {split} split has no records (every record was vetoed as blank or "
-                                 f"skipped as bad): there is nothing to {'fit' if split == 'train' else 'validate'} "
-                                 f"on. Check the raw {split}/ shards, or train with epochs: 0")
+                raise EmptySplit(
+                    f"the processed {split} split has no records (every record was vetoed as blank or "
+                    f"skipped as bad): there is nothing to {'fit' if split == 'train' else 'validate'} "
+                    f"on. Check the raw {split}/ shards, or train with epochs: 0"
+                )
     model = compile_model(build_model(channels, seed=seed), learning_rate)
     history: dict[str, list] = {}
 

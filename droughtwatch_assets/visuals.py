@@ -8,13 +8,13 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from droughtwatch_assets.evaluation import Evaluation, pr_curve  # noqa: E402
-from droughtwatch_assets.features import NUM_CLASSES  # noqa: E402
-from droughtwatch_assets.processing import compute_features, keep_mask  # noqa: E402
-from droughtwatch_assets.records import BadRecords, iter_raw_blocks, read_processed_records  # noqa: E402
+from droughtwatch_assets.evaluation import Evaluation, pr_curve
+from droughtwatch_assets.features import NUM_CLASSES
+from droughtwatch_assets.processing import compute_features, keep_mask
+from droughtwatch_assets.records import BadRecords, iter_raw_blocks, read_processed_records
 
 
 def png(figure) -> bytes:
@@ -34,11 +34,19 @@ def _stretch(image: np.ndarray) -> np.ndarray:
     return np.clip((image - low) / max(high - low, 1e-6), 0, 1)
 
 
-def preview_grid(rgb: np.ndarray | None, ndvi: np.ndarray | None, labels: np.ndarray, other: np.ndarray | None = None,
-                 other_name: str = "") -> bytes:
+def preview_grid(
+    rgb: np.ndarray | None,
+    ndvi: np.ndarray | None,
+    labels: np.ndarray,
+    other: np.ndarray | None = None,
+    other_name: str = "",
+) -> bytes:
     """One column per sample: an RGB composite and an NDVI colour map (or the first feature), titled with the label."""
-    rows = [(name, images) for name, images in (("RGB (B4,B3,B2)", rgb), ("NDVI", ndvi), (other_name, other))
-            if images is not None]
+    rows = [
+        (name, images)
+        for name, images in (("RGB (B4,B3,B2)", rgb), ("NDVI", ndvi), (other_name, other))
+        if images is not None
+    ]
     n = len(labels)
     figure, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.7 * len(rows)), squeeze=False)
     for r, (name, images) in enumerate(rows):
@@ -75,8 +83,7 @@ def confusion_matrix(evaluation: Evaluation) -> bytes:
     figure, axis = plt.subplots(figsize=(4, 3.5))
     image = axis.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
-        axis.text(j, i, str(count), ha="center", va="center",
-                  color="white" if count > matrix.max() / 2 else "black")
+        axis.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
     axis.set_xticks(range(NUM_CLASSES))

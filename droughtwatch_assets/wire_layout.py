@@ -76,7 +76,7 @@ class RawLayout:
     skeleton: np.ndarray
 
     @classmethod
-    def of(cls, payload: bytes) -> "RawLayout | None":
+    def of(cls, payload: bytes) -> RawLayout | None:
         """The layout of a raw record, or None when it is not one the fast path handles."""
         try:
             values = feature_values(payload)
@@ -92,8 +92,14 @@ class RawLayout:
             variable[start:stop] = True
         skeleton_index = np.flatnonzero(~variable)
         raw = np.frombuffer(payload, dtype=np.uint8)
-        return cls(len(payload), np.array([values[b][0] for b in BANDS]), label[0] if label else None,
-                   values.get("filename"), skeleton_index, raw[skeleton_index])
+        return cls(
+            len(payload),
+            np.array([values[b][0] for b in BANDS]),
+            label[0] if label else None,
+            values.get("filename"),
+            skeleton_index,
+            raw[skeleton_index],
+        )
 
     def matches(self, rows: np.ndarray) -> np.ndarray:
         """Which rows (uint8 [n, length]) share this layout's skeleton."""
@@ -102,7 +108,7 @@ class RawLayout:
     def extract(self, rows: np.ndarray, bands: np.ndarray, labels: np.ndarray) -> list[str]:
         """Fill bands [n, 11, 4225] and labels [n] from matching rows; return the filenames."""
         for b, offset in enumerate(self.band_offsets):
-            bands[:, b] = rows[:, offset:offset + PIXELS]
+            bands[:, b] = rows[:, offset : offset + PIXELS]
         labels[:] = rows[:, self.label_offset] if self.label_offset is not None else -1
         if self.filename_span is None:
             return [""] * len(rows)

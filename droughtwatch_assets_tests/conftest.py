@@ -65,8 +65,12 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> N
 def moto_server(**env):
     """moto's standalone S3 server as a subprocess on loopback."""
     port = free_port()
-    process = subprocess.Popen([Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-                               env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/moto-api/", process)
         yield f"http://127.0.0.1:{port}"
@@ -84,8 +88,12 @@ def s3_endpoint():
 @pytest.fixture
 def s3_env(s3_endpoint, monkeypatch):
     """Credentials and endpoint for the loopback S3 server, through the standard AWS env vars."""
-    values = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-              "AWS_REGION": "us-east-1"}
+    values = {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
@@ -96,9 +104,20 @@ def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on loopback: sqlite backend, local artifact store."""
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    command = [Path(sys.executable).parent / "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-               "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1"]
+    command = [
+        Path(sys.executable).parent / "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     log = open(root / "server.log", "w")
     process = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     try:

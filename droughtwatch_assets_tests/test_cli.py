@@ -19,12 +19,32 @@ def cli_env(tmp_path) -> dict:
 
 
 def test_dagster_asset_materialize_the_baseline_partition(tmp_path):
-    config = {"ops": {"raw_tfrecords": {"config": {"sample_train_records": 256, "sample_val_records": 64}},
-                      "trained_model": {"config": {"epochs": 1}}}}
+    config = {
+        "ops": {
+            "raw_tfrecords": {"config": {"sample_train_records": 256, "sample_val_records": 64}},
+            "trained_model": {"config": {"epochs": 1}},
+        }
+    }
     result = subprocess.run(
-        [BIN / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions", "--select", "*",
-         "--partition", "baseline", "--config-json", json.dumps(config)],
-        cwd=REPO_ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+        [
+            BIN / "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "droughtwatch_assets.definitions",
+            "--select",
+            "*",
+            "--partition",
+            "baseline",
+            "--config-json",
+            json.dumps(config),
+        ],
+        cwd=REPO_ROOT,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "RUN_SUCCESS" in result.stdout + result.stderr
     onnx_path = tmp_path / "data" / "onnx_model" / "baseline" / "current" / "model.onnx"
@@ -32,8 +52,14 @@ def test_dagster_asset_materialize_the_baseline_partition(tmp_path):
 
 
 def test_droughtwatch_run_prints_where_the_onnx_file_is(tmp_path):
-    result = subprocess.run([BIN / "droughtwatch", "run", "--configuration", "dummy"], cwd=tmp_path,
-                            env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [BIN / "droughtwatch", "run", "--configuration", "dummy"],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("ONNX model:"))
     onnx_path = Path(line.split(":", 1)[1].strip())
@@ -44,14 +70,25 @@ def test_droughtwatch_run_prints_where_the_onnx_file_is(tmp_path):
 def test_droughtwatch_run_in_s3_mode_prints_where_the_model_is_in_the_bucket(tmp_path, s3_env):
     import boto3
 
-    env = {**cli_env(tmp_path), "DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_S3_BUCKET": "dw-cli-run",
-           "DROUGHTWATCH_S3_CREATE_BUCKET": "true", "DROUGHTWATCH_TRACKER": "none"}
-    result = subprocess.run([BIN / "droughtwatch", "run", "--configuration", "dummy"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    env = {
+        **cli_env(tmp_path),
+        "DROUGHTWATCH_STORAGE": "s3",
+        "DROUGHTWATCH_S3_BUCKET": "dw-cli-run",
+        "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
+        "DROUGHTWATCH_TRACKER": "none",
+    }
+    result = subprocess.run(
+        [BIN / "droughtwatch", "run", "--configuration", "dummy"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = dict(line.split(":", 1) for line in result.stdout.splitlines() if line.startswith(("ONNX model", "config")))
     client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    for name, uri in lines.items():
+    for uri in lines.values():
         bucket, key = uri.strip().removeprefix("s3://").split("/", 1)
         assert bucket == "dw-cli-run" and key.startswith("droughtwatch/onnx_model/baseline/objects/"), uri
         client.head_object(Bucket=bucket, Key=key)  # it is there

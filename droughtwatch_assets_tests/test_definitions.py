@@ -10,8 +10,15 @@ from droughtwatch_assets.definitions import defs
 def test_definitions_load_with_the_whole_chain():
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"raw_tfrecords", "processed_tfrecords", "trained_model", "onnx_model", "published_model",
-                    "model_evaluation", "predictions"}
+    assert keys == {
+        "raw_tfrecords",
+        "processed_tfrecords",
+        "trained_model",
+        "onnx_model",
+        "published_model",
+        "model_evaluation",
+        "predictions",
+    }
     partitions = graph.get(dg.AssetKey("processed_tfrecords")).partitions_def.get_partition_keys()
     assert {"baseline", "ndvi", "rgb", "all"} <= set(partitions)
     for name in ("baseline_job", "useful_job", "dummy_job", "ndvi_job"):
@@ -37,16 +44,23 @@ def test_the_workspace_loads_the_code_location(tmp_path):
     from droughtwatch_assets_tests.conftest import REPO_ROOT
 
     dagster = f"{sys.exec_prefix}/bin/dagster"
-    result = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO_ROOT,
-                            env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [dagster, "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation successful for code location droughtwatch_assets" in result.stdout + result.stderr
 
 
 def test_the_kubernetes_executor_is_chosen_by_env():
-    code = ("from droughtwatch_assets.definitions import defs; "
-            "print(defs.resolve_job_def('baseline_job').executor_def.name)")
+    code = (
+        "from droughtwatch_assets.definitions import defs; "
+        "print(defs.resolve_job_def('baseline_job').executor_def.name)"
+    )
     env = {**os.environ, "DROUGHTWATCH_EXECUTOR": "k8s", "DROUGHTWATCH_STORAGE": "s3"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip().splitlines()[-1] == "k8s"

@@ -30,7 +30,7 @@ def test_blocks_written_in_place_interleave_with_ordinary_writes(tmp_path):
             else:  # as RecordWriter lays a block out: after room for the bytes the file holds back
                 held = file.size % ALIGNMENT
                 region = aligned_buffer(ALIGNMENT + len(piece))
-                region[held:held + len(piece)] = np.frombuffer(piece, np.uint8)
+                region[held : held + len(piece)] = np.frombuffer(piece, np.uint8)
                 file.write_in_place(region, held, len(piece))
     assert (tmp_path / "out").read_bytes() == b"".join(pieces)
 

@@ -3,6 +3,7 @@ import http.server
 import threading
 import zipfile
 from functools import partial
+from typing import ClassVar
 
 import pytest
 
@@ -12,7 +13,7 @@ from droughtwatch_assets import download
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """A static file server that honours `Range: bytes=N-`, as the benchmark's host does."""
 
-    requests_seen: list = []
+    requests_seen: ClassVar[list] = []
 
     def do_GET(self):
         path = self.translate_path(self.path)

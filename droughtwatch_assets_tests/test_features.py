@@ -23,8 +23,9 @@ def test_a_set_is_added_by_editing_the_yaml(tmp_path, monkeypatch):
     assert features.feature_set("moisture") == ("NDMI", "B6")
 
 
-@pytest.mark.parametrize("body, message", [("x: [B12]\n", "unknown feature"), ("x: []\n", "empty"),
-                                           ("x: [B2, B2]\n", "twice")])
+@pytest.mark.parametrize(
+    "body, message", [("x: [B12]\n", "unknown feature"), ("x: []\n", "empty"), ("x: [B2, B2]\n", "twice")]
+)
 def test_bad_feature_sets_are_refused(tmp_path, body, message):
     path = tmp_path / "sets.yaml"
     path.write_text(body)

@@ -8,8 +8,13 @@ import yaml
 
 from droughtwatch_assets import s3
 from droughtwatch_assets.datasets import md5_of
-from droughtwatch_assets.model_registry import (LocalModelRegistry, S3ModelRegistry, TornPair, check_pair,
-                                                fetch_published)
+from droughtwatch_assets.model_registry import (
+    LocalModelRegistry,
+    S3ModelRegistry,
+    TornPair,
+    check_pair,
+    fetch_published,
+)
 from droughtwatch_assets.s3_store import S3ArtifactStore
 
 
@@ -20,8 +25,10 @@ def two_models(tmp_path, reference_onnx):
     shutil.copyfile(reference_onnx, other)
     with open(other, "ab") as f:  # trailing bytes: another file, still loadable by onnxruntime
         f.write(b"\0" * 16)
-    return [(reference_onnx, {"model_name": "baseline", "features": ["B2", "B3", "B4", "B5"], "seed": 0}),
-            (other, {"model_name": "baseline", "features": ["B2", "B3", "B4", "B5"], "seed": 1})]
+    return [
+        (reference_onnx, {"model_name": "baseline", "features": ["B2", "B3", "B4", "B5"], "seed": 0}),
+        (other, {"model_name": "baseline", "features": ["B2", "B3", "B4", "B5"], "seed": 1}),
+    ]
 
 
 def test_each_publication_is_a_versioned_pair_named_by_current(tmp_path, two_models):
@@ -73,7 +80,7 @@ def test_a_torn_top_level_pair_is_detected(tmp_path, two_models):
     LocalModelRegistry(tmp_path).publish("baseline", *two_models[0])
     (folder / "CURRENT").unlink()  # a reader of the original layout only
     shutil.copyfile(two_models[1][0], folder / "model.onnx")  # a new model.onnx, the old config.yaml
-    with pytest.raises(TornPair, match="config.yaml belongs to another model.onnx"):
+    with pytest.raises(TornPair, match=r"config\.yaml belongs to another model\.onnx"):
         fetch_published(str(folder), tmp_path / "scratch")
 
 

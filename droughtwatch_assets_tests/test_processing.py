@@ -52,8 +52,11 @@ def test_evi_is_finite_everywhere_and_equals_the_original_where_it_is_finite():
     n = b2.size
     bands = {"B2": processing.normalise(b2), "B4": processing.normalise(b4), "B5": processing.normalise(b5)}
     with np.errstate(divide="ignore", invalid="ignore"):
-        original = np.float32(2.5) * (bands["B5"] - bands["B4"]) / (
-            bands["B5"] + np.float32(6) * bands["B4"] - np.float32(7.5) * bands["B2"] + np.float32(1))
+        original = (
+            np.float32(2.5)
+            * (bands["B5"] - bands["B4"])
+            / (bands["B5"] + np.float32(6) * bands["B4"] - np.float32(7.5) * bands["B2"] + np.float32(1))
+        )
     from droughtwatch_assets.features import evi
 
     ours = evi(bands)
@@ -102,7 +105,9 @@ def test_parallel_processing_writes_the_same_bytes_as_one_process(tmp_path):
     outputs = {}
     for workers in (1, 2):
         dataset = processing.process_dataset(raw, tmp_path / f"out-{workers}", "all", FEATURES, workers=workers)
-        outputs[workers] = ({f"{p.parent.name}/{p.name}": md5_of(p) for p in dataset.root.glob("*/part-*")},
-                            (dataset.root / "manifest.json").read_bytes())
+        outputs[workers] = (
+            {f"{p.parent.name}/{p.name}": md5_of(p) for p in dataset.root.glob("*/part-*")},
+            (dataset.root / "manifest.json").read_bytes(),
+        )
     assert len(outputs[1][0]) == 8
     assert outputs[1] == outputs[2]

@@ -31,15 +31,25 @@ def test_block_writer_matches_the_per_record_encoding(tmp_path, ids):
 def test_write_behind_keeps_the_order_of_blocks_and_single_records(tmp_path, direct):
     rng = np.random.default_rng(1)
     blocks = []
-    for n, ids in ((5, [f"id-{i}" for i in range(5)]), (3, ["a", "", "bbb"]), (4, [f"k{i}" for i in range(4)]),
-                   (2, ["long-id-0", "long-id-1"]), (6, [f"id-{i}" for i in range(6)])):
+    for n, ids in (
+        (5, [f"id-{i}" for i in range(5)]),
+        (3, ["a", "", "bbb"]),
+        (4, [f"k{i}" for i in range(4)]),
+        (2, ["long-id-0", "long-id-1"]),
+        (6, [f"id-{i}" for i in range(6)]),
+    ):
         blocks.append((rng.random((n, 65, 65, 3), dtype=np.float32), rng.integers(0, 4, n), ids))
     with RecordWriter(tmp_path / "behind", write_behind=True, direct=direct) as writer:
         for images, labels, ids in blocks:  # uniform blocks go to the thread; the mixed one is written inline
             write_processed(writer, images, labels, ids)
         assert writer.records == 20
-    _per_record(tmp_path / "inline", *(np.concatenate(parts) if i < 2 else sum(parts, [])
-                                       for i, parts in enumerate(zip(*blocks))))
+    _per_record(
+        tmp_path / "inline",
+        *(
+            np.concatenate(parts) if i < 2 else [item for part in parts for item in part]
+            for i, parts in enumerate(zip(*blocks))
+        ),
+    )
     assert (tmp_path / "behind").read_bytes() == (tmp_path / "inline").read_bytes()
 
 

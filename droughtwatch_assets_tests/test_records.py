@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from droughtwatch_assets import records
-from droughtwatch_assets.record_writer import RecordWriter
 from droughtwatch_assets.features import BANDS
+from droughtwatch_assets.record_writer import RecordWriter
 
 
 def test_real_shard_reads_as_81_records(real_shard):
@@ -14,14 +14,15 @@ def test_real_shard_reads_as_81_records(real_shard):
     assert raw.bands.shape == (81, 11, 65, 65)
     assert collections.Counter(raw.labels.tolist()) == {0: 46, 1: 16, 2: 14, 3: 5}
     assert all(len(i) == 36 for i in raw.ids)
-    np.testing.assert_allclose(raw.bands.mean(axis=(0, 2, 3)),
-                               [37.7, 34.8, 36.3, 46.2, 73.2, 79.3, 62.4, 39.5, 1.2, 198.3, 195.0], atol=0.05)
+    np.testing.assert_allclose(
+        raw.bands.mean(axis=(0, 2, 3)), [37.7, 34.8, 36.3, 46.2, 73.2, 79.3, 62.4, 39.5, 1.2, 198.3, 195.0], atol=0.05
+    )
 
 
 def test_blocks_cover_every_record_in_order(real_shard):
     blocks = [(int(b.indices[0]), len(b), b.labels.copy()) for b in records.iter_raw_blocks(real_shard, block_size=32)]
     assert [(first, n) for first, n, _ in blocks] == [(0, 32), (32, 32), (64, 17)]
-    np.testing.assert_array_equal(np.concatenate([l for *_, l in blocks]), records.read_labels(real_shard))
+    np.testing.assert_array_equal(np.concatenate([labels for *_, labels in blocks]), records.read_labels(real_shard))
 
 
 def test_written_records_are_readable_by_tensorflow(tmp_path):
@@ -81,8 +82,11 @@ def test_records_off_the_common_layout_still_parse(real_shard, tmp_path):
     with RecordWriter(tmp_path / "mixed") as writer:
         writer.write(records.encode_raw_example(raw.bands[0], int(raw.labels[0]), raw.ids[0]))
         writer.write(records.encode_raw_example(raw.bands[1], int(raw.labels[1])))  # no filename: other length
-        fields = {"label": int(raw.labels[2]), **{b: raw.bands[2][i].tobytes() for i, b in enumerate(BANDS)},
-                  "filename": raw.ids[2].encode()}  # other key order, same length
+        fields = {
+            "label": int(raw.labels[2]),
+            **{b: raw.bands[2][i].tobytes() for i, b in enumerate(BANDS)},
+            "filename": raw.ids[2].encode(),
+        }  # other key order, same length
         writer.write(records.encode_example(fields))
         writer.write(records.encode_raw_example(raw.bands[3], int(raw.labels[3]), raw.ids[3]))
     back = records.read_raw(tmp_path / "mixed")
@@ -107,5 +111,10 @@ def test_a_record_error_survives_pickling_as_from_a_worker_process():
 
     error = RecordError("/data/train/part-r-00099", 1, "missing band B4")
     copy = pickle.loads(pickle.dumps(error))
-    assert (type(copy), str(copy), copy.path, copy.index, copy.problem) == \
-        (RecordError, str(error), error.path, error.index, error.problem)
+    assert (type(copy), str(copy), copy.path, copy.index, copy.problem) == (
+        RecordError,
+        str(error),
+        error.path,
+        error.index,
+        error.problem,
+    )

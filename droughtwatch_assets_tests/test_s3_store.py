@@ -54,7 +54,9 @@ def test_a_cached_object_is_not_downloaded_twice(tmp_path, s3_endpoint):
     reader = S3ArtifactStore(store.client, store.bucket, "pre", tmp_path / "reader")
     reader.current(("m", "p"))
     downloads = []
-    store.client.meta.events.register("before-parameter-build.s3.GetObject", lambda **kw: downloads.append(kw["params"]["Key"]))
+    store.client.meta.events.register(
+        "before-parameter-build.s3.GetObject", lambda **kw: downloads.append(kw["params"]["Key"])
+    )
     store.commit(staged(store, {"a": b"1" * 100, "b": b"3" * 100}), ("m", "p"))
     reader.current(("m", "p"))
     objects = [k for k in downloads if "/objects/" in k]
@@ -97,7 +99,8 @@ def test_an_unreachable_endpoint_fails_fast_naming_endpoint_and_bucket(tmp_path)
 
 def test_wrong_credentials_are_named(tmp_path):
     with moto_server(INITIAL_NO_AUTH_ACTION_COUNT="0") as endpoint:
-        store = new_store(tmp_path, endpoint, bucket="dw-auth", aws_access_key_id="AKIAWRONG",
-                          aws_secret_access_key="wrong")
+        store = new_store(
+            tmp_path, endpoint, bucket="dw-auth", aws_access_key_id="AKIAWRONG", aws_secret_access_key="wrong"
+        )
         with pytest.raises(s3.S3Error, match=rf"bucket 'dw-auth' at {endpoint}: .*AWS_ACCESS_KEY_ID"):
             store.ensure_bucket()

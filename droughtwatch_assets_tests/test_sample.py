@@ -1,4 +1,3 @@
-
 from droughtwatch_assets import processing, records, sample
 
 

@@ -22,8 +22,14 @@ def test_input_pipeline_keeps_images_and_labels_aligned(real_shard, tmp_path):
 def test_one_epoch_records_history(real_shard, tmp_path):
     process_shard(real_shard, tmp_path / "shard", ("B2", "B3", "B4", "B5"))
     epochs = []
-    run = training.train([tmp_path / "shard"], [tmp_path / "shard"], 4, epochs=1, batch_size=32,
-                         on_epoch=lambda epoch, logs: epochs.append(epoch))
+    run = training.train(
+        [tmp_path / "shard"],
+        [tmp_path / "shard"],
+        4,
+        epochs=1,
+        batch_size=32,
+        on_epoch=lambda epoch, logs: epochs.append(epoch),
+    )
     assert epochs == [0]
     assert set(run.history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "pr_0", "re_3", "val_pr_2"}
     assert len(run.history["val_pr_2"][0]) == 99

@@ -19,11 +19,25 @@ from droughtwatch_assets_tests.conftest import REPO_ROOT, free_port, wait_for_ht
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "ui"
-ASSETS = ["raw_tfrecords", "processed_tfrecords", "trained_model", "onnx_model", "published_model",
-          "model_evaluation", "predictions"]
+ASSETS = [
+    "raw_tfrecords",
+    "processed_tfrecords",
+    "trained_model",
+    "onnx_model",
+    "published_model",
+    "model_evaluation",
+    "predictions",
+]
 GROUPS = ["data", "training", "deployment", "evaluation"]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +45,23 @@ def dagster_ui(tmp_path_factory):
     home = tmp_path_factory.mktemp("dagster-home")
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "DROUGHTWATCH_DATA_DIR": str(home / "data"),
-           "DROUGHTWATCH_TRACKER": "none", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DROUGHTWATCH_DATA_DIR": str(home / "data"),
+        "DROUGHTWATCH_TRACKER": "none",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     log = open(home / "dagster-dev.log", "w")
-    process = subprocess.Popen([Path(sys.executable).parent / "dagster", "dev", "-w", "workspace.yaml",
-                                "-h", "127.0.0.1", "-p", str(port)], cwd=REPO_ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [Path(sys.executable).parent / "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/server_info", process, timeout=180)
         yield f"http://127.0.0.1:{port}", home

@@ -38,52 +38,76 @@ def processed_problems(processed: ShardedDataset, raw: ShardedDataset) -> list[s
             skipped = len([row for row in shard.get("skipped", []) if row["record"] not in skipped_by_raw])
             expected = raw_shard["records"] - shard["vetoed"] - skipped
             if shard["records"] != expected:
-                problems.append(f"{split}/{shard['name']}: {shard['records']} records, expected raw "
-                                f"{raw_shard['records']} - vetoed {shard['vetoed']} - skipped {skipped} = {expected}")
+                problems.append(
+                    f"{split}/{shard['name']}: {shard['records']} records, expected raw "
+                    f"{raw_shard['records']} - vetoed {shard['vetoed']} - skipped {skipped} = {expected}"
+                )
             if sum(shard["class_counts"]) != shard["records"] or len(shard["class_counts"]) != 4:
-                problems.append(f"{split}/{shard['name']}: class counts {shard['class_counts']} do not cover "
-                                f"{shard['records']} records with labels 0..3")
+                problems.append(
+                    f"{split}/{shard['name']}: class counts {shard['class_counts']} do not cover "
+                    f"{shard['records']} records with labels 0..3"
+                )
     return problems
 
 
-@dg.asset_check(asset=processed_tfrecords, blocking=True, partitions_def=feature_set_partitions,
-                additional_ins={"raw_tfrecords": dg.AssetIn("raw_tfrecords")},
-                description="Values finite, bands in [0, 1], indices in range, labels 0..3, "
-                            "records = raw - vetoed - skipped for every shard.")
-def processed_values_are_valid(processed_tfrecords: ShardedDataset, raw_tfrecords: ShardedDataset) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=processed_tfrecords,
+    blocking=True,
+    partitions_def=feature_set_partitions,
+    additional_ins={"raw_tfrecords": dg.AssetIn("raw_tfrecords")},
+    description="Values finite, bands in [0, 1], indices in range, labels 0..3, "
+    "records = raw - vetoed - skipped for every shard.",
+)
+def processed_values_are_valid(
+    processed_tfrecords: ShardedDataset, raw_tfrecords: ShardedDataset
+) -> dg.AssetCheckResult:
     problems = processed_problems(processed_tfrecords, raw_tfrecords)
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
 
-@dg.asset_check(asset=processed_tfrecords, partitions_def=feature_set_partitions, description="Train and val class shares within 10 points of each other "
-                                                       "(a warning, not a block).")
+@dg.asset_check(
+    asset=processed_tfrecords,
+    partitions_def=feature_set_partitions,
+    description="Train and val class shares within 10 points of each other (a warning, not a block).",
+)
 def class_balance_is_stable(processed_tfrecords: ShardedDataset) -> dg.AssetCheckResult:
     shares = {}
     for split in SPLITS:
         counts = processed_tfrecords.class_counts(split)
         shares[split] = [c / max(1, sum(counts)) for c in counts]
     drift = max(abs(a - b) for a, b in zip(shares["train"], shares["val"]))
-    return dg.AssetCheckResult(passed=drift <= CLASS_DRIFT_LIMIT, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"largest_share_gap": drift, "train_shares": shares["train"],
-                                         "val_shares": shares["val"]})
+    return dg.AssetCheckResult(
+        passed=drift <= CLASS_DRIFT_LIMIT,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"largest_share_gap": drift, "train_shares": shares["train"], "val_shares": shares["val"]},
+    )
 
 
-@dg.asset_check(asset=onnx_model, blocking=True, partitions_def=feature_set_partitions,
-                description="onnxruntime agrees with Keras on a validation batch (max abs diff <= 1e-5), as "
-                            "onnx_model measured it when exporting.")
+@dg.asset_check(
+    asset=onnx_model,
+    blocking=True,
+    partitions_def=feature_set_partitions,
+    description="onnxruntime agrees with Keras on a validation batch (max abs diff <= 1e-5), as "
+    "onnx_model measured it when exporting.",
+)
 def onnx_matches_keras(onnx_model: OnnxArtifact) -> dg.AssetCheckResult:
     parity = onnx_model.parity
-    return dg.AssetCheckResult(passed=parity["max_abs_diff"] <= PARITY_TOLERANCE,
-                               metadata={**parity, "tolerance": PARITY_TOLERANCE})
+    return dg.AssetCheckResult(
+        passed=parity["max_abs_diff"] <= PARITY_TOLERANCE, metadata={**parity, "tolerance": PARITY_TOLERANCE}
+    )
 
 
-@dg.asset_check(asset=model_evaluation, partitions_def=feature_set_partitions, description="Val accuracy above always predicting the majority class "
-                                                    "(a warning).")
+@dg.asset_check(
+    asset=model_evaluation,
+    partitions_def=feature_set_partitions,
+    description="Val accuracy above always predicting the majority class (a warning).",
+)
 def beats_the_majority_class(model_evaluation: dict) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=model_evaluation["accuracy"] > model_evaluation["majority_rate"],
-                               severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"accuracy": model_evaluation["accuracy"],
-                                         "majority_rate": model_evaluation["majority_rate"]})
+    return dg.AssetCheckResult(
+        passed=model_evaluation["accuracy"] > model_evaluation["majority_rate"],
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"accuracy": model_evaluation["accuracy"], "majority_rate": model_evaluation["majority_rate"]},
+    )
 
 
 asset_checks = [processed_values_are_valid, class_balance_is_stable, onnx_matches_keras, beats_the_majority_class]

@@ -10,9 +10,11 @@ from droughtwatch_assets.records import RecordError
 
 def bad_record_failure(error: RecordError, policy: str) -> dg.Failure:
     """Bad data fails the step without the storage retries: another attempt would read the same bytes."""
-    return dg.Failure(f"{error} (on_bad_record: {policy}; set it to skip in raw_tfrecords' config to drop such "
-                      f"records)", allow_retries=False,
-                      metadata={"file": error.path, "record": error.index, "problem": error.problem})
+    return dg.Failure(
+        f"{error} (on_bad_record: {policy}; set it to skip in raw_tfrecords' config to drop such records)",
+        allow_retries=False,
+        metadata={"file": error.path, "record": error.index, "problem": error.problem},
+    )
 
 
 def refusal(message: str) -> dg.Failure:

@@ -12,8 +12,17 @@ def configuration_job(name: str):
         f"{name}_job",
         selection=dg.AssetSelection.all(),
         description=f"{configuration.description}. Launch it for the '{configuration.feature_set}' partition.",
-        config={"ops": {"trained_model": {"config": {
-            "model_name": name, "epochs": configuration.epochs, "register_model": configuration.register}}}},
+        config={
+            "ops": {
+                "trained_model": {
+                    "config": {
+                        "model_name": name,
+                        "epochs": configuration.epochs,
+                        "register_model": configuration.register,
+                    }
+                }
+            }
+        },
         tags={CONFIGURATION_TAG: name},
         hooks=job_hooks(),
     )

@@ -29,13 +29,20 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
     splits = dataset.manifest["splits"]
     metadata: dict = {f"{split}_records": splits[split]["records"] for split in SPLITS}
     metadata["class_balance"] = dg.MetadataValue.md(class_balance_table(dataset))
-    skipped = [[split, row["file"].rsplit("/", 1)[-1], row["record"], row["problem"]]
-               for split in SPLITS for shard in splits[split]["shards"] for row in shard.get("skipped", [])]
+    skipped = [
+        [split, row["file"].rsplit("/", 1)[-1], row["record"], row["problem"]]
+        for split in SPLITS
+        for shard in splits[split]["shards"]
+        for row in shard.get("skipped", [])
+    ]
     metadata["skipped_records"] = len(skipped)
     if skipped:
         metadata["skipped"] = dg.MetadataValue.md(markdown_table(["split", "file", "record", "problem"], skipped))
-    shard_rows = [[split, s["name"], s["records"], s.get("vetoed", "-"), s.get("md5", "-")]
-                  for split in SPLITS for s in splits[split]["shards"]]
+    shard_rows = [
+        [split, s["name"], s["records"], s.get("vetoed", "-"), s.get("md5", "-")]
+        for split in SPLITS
+        for s in splits[split]["shards"]
+    ]
     metadata["shards"] = dg.MetadataValue.md(markdown_table(["split", "shard", "records", "vetoed", "md5"], shard_rows))
     preview_shards = dataset.shards("val") + dataset.shards("train")
     if dataset.manifest["kind"] == "raw":
@@ -48,9 +55,15 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
         metadata["features"] = ", ".join(dataset.features)
         metadata["vetoed"] = sum(splits[split]["vetoed"] for split in SPLITS)
         stats = dataset.manifest["feature_stats"]
-        metadata["feature_stats"] = dg.MetadataValue.md(markdown_table(
-            ["feature", "min", "mean", "max"],
-            [[f, *(f"{v:.4g}" if v is not None else "-" for v in (s["min"], s["mean"], s["max"]))] for f, s in stats.items()]))
+        metadata["feature_stats"] = dg.MetadataValue.md(
+            markdown_table(
+                ["feature", "min", "mean", "max"],
+                [
+                    [f, *(f"{v:.4g}" if v is not None else "-" for v in (s["min"], s["mean"], s["max"]))]
+                    for f, s in stats.items()
+                ],
+            )
+        )
         picture = processed_preview(preview_shards, dataset.features)
         if picture:
             metadata["preview"] = dg.MetadataValue.md(markdown_image(picture, "samples"))

@@ -45,9 +45,13 @@ class ArtifactStore(dg.ConfigurableResource):
     _backend: LocalArtifactStore | S3ArtifactStore | None = PrivateAttr(default=None)
 
     def _client(self):
-        return s3.client(self.s3.endpoint_url, self.s3.region_name, aws_access_key_id=self.s3.aws_access_key_id,
-                         aws_secret_access_key=self.s3.aws_secret_access_key,
-                         aws_session_token=self.s3.aws_session_token)
+        return s3.client(
+            self.s3.endpoint_url,
+            self.s3.region_name,
+            aws_access_key_id=self.s3.aws_access_key_id,
+            aws_secret_access_key=self.s3.aws_secret_access_key,
+            aws_session_token=self.s3.aws_session_token,
+        )
 
     @property
     def backend(self) -> LocalArtifactStore | S3ArtifactStore:
@@ -55,8 +59,9 @@ class ArtifactStore(dg.ConfigurableResource):
             if self.storage == "s3":
                 if not self.bucket:
                     raise dg.Failure("DROUGHTWATCH_STORAGE=s3 needs a bucket (DROUGHTWATCH_S3_BUCKET)")
-                self._backend = S3ArtifactStore(self._client(), self.bucket, self.prefix, self.base_dir,
-                                                self.create_bucket)
+                self._backend = S3ArtifactStore(
+                    self._client(), self.bucket, self.prefix, self.base_dir, self.create_bucket
+                )
             elif self.storage == "local":
                 self._backend = LocalArtifactStore(self.base_dir)
             else:
@@ -69,8 +74,9 @@ class ArtifactStore(dg.ConfigurableResource):
     def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
         """Publish a model and its config as <model name>/ in the registry, as a pair (see model_registry.py)."""
         if self.storage == "s3":
-            store = S3ArtifactStore(self.backend.client, self.registry_bucket or self.bucket, "", self.base_dir,
-                                    self.create_bucket)
+            store = S3ArtifactStore(
+                self.backend.client, self.registry_bucket or self.bucket, "", self.base_dir, self.create_bucket
+            )
             return S3ModelRegistry(store).publish(model_name, onnx_path, config)
         return LocalModelRegistry(Path(self.base_dir, REGISTRY)).publish(model_name, onnx_path, config)
 
@@ -130,7 +136,11 @@ def build_storage_resources(data_dir: str | None = None) -> dict:
     bucket = os.environ.get("DROUGHTWATCH_S3_BUCKET", "")
     prefix = os.environ.get("DROUGHTWATCH_S3_PREFIX", "droughtwatch")
     store = ArtifactStore(
-        base_dir=data_dir, storage="s3", s3=s3_resource, bucket=bucket, prefix=prefix,
+        base_dir=data_dir,
+        storage="s3",
+        s3=s3_resource,
+        bucket=bucket,
+        prefix=prefix,
         registry_bucket=os.environ.get("DROUGHTWATCH_REGISTRY_BUCKET", ""),
         create_bucket=os.environ.get("DROUGHTWATCH_S3_CREATE_BUCKET", "").lower() in ("1", "true", "yes"),
     )

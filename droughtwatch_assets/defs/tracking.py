@@ -56,25 +56,39 @@ def _checked_mlflow_tracking(init_context):
 
 
 checked_mlflow_tracking = dg.ResourceDefinition(
-    resource_fn=_checked_mlflow_tracking, config_schema=mlflow_tracking.config_schema,
-    description="dagster-mlflow's mlflow_tracking resource with a fast reachability check")
+    resource_fn=_checked_mlflow_tracking,
+    config_schema=mlflow_tracking.config_schema,
+    description="dagster-mlflow's mlflow_tracking resource with a fast reachability check",
+)
 
 
 def build_tracking_resources() -> dict:
     if not mlflow_enabled():
         return {"mlflow": dg.ResourceDefinition.none_resource(description="MLflow is not configured")}
-    return {"mlflow": checked_mlflow_tracking.configured({
-        "experiment_name": os.environ.get("DROUGHTWATCH_MLFLOW_EXPERIMENT", "droughtwatch"),
-        "mlflow_tracking_uri": {"env": "MLFLOW_TRACKING_URI"} if os.environ.get("MLFLOW_TRACKING_URI") else None,
-    })}
+    return {
+        "mlflow": checked_mlflow_tracking.configured(
+            {
+                "experiment_name": os.environ.get("DROUGHTWATCH_MLFLOW_EXPERIMENT", "droughtwatch"),
+                "mlflow_tracking_uri": {"env": "MLFLOW_TRACKING_URI"}
+                if os.environ.get("MLFLOW_TRACKING_URI")
+                else None,
+            }
+        )
+    }
 
 
 def job_hooks() -> set:
     return {end_mlflow_on_run_finished} if mlflow_enabled() else set()
 
 
-def make_tracker(kind: str, context: dg.AssetExecutionContext, mlflow_resource, data_dir: str, required: bool,
-                 job_type: str = "train") -> Tracker:
+def make_tracker(
+    kind: str,
+    context: dg.AssetExecutionContext,
+    mlflow_resource,
+    data_dir: str,
+    required: bool,
+    job_type: str = "train",
+) -> Tracker:
     """The tracker for a run; when it is unavailable, fail (required) or warn and track nothing."""
     try:
         if kind not in TRACKERS:
@@ -87,8 +101,10 @@ def make_tracker(kind: str, context: dg.AssetExecutionContext, mlflow_resource, 
         if kind == "mlflow":
             resource = mlflow_resource
             if resource is None:
-                raise TrackingUnavailable("tracker 'mlflow' needs MLFLOW_TRACKING_URI (or DROUGHTWATCH_TRACKER=mlflow) "
-                                          "set when the code location loads")
+                raise TrackingUnavailable(
+                    "tracker 'mlflow' needs MLFLOW_TRACKING_URI (or DROUGHTWATCH_TRACKER=mlflow) "
+                    "set when the code location loads"
+                )
             if isinstance(resource, UnreachableMlflow):
                 raise TrackingUnavailable(resource.error)
             from droughtwatch_assets.tracking.mlflow_backend import MlflowTracker

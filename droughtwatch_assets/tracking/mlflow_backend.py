@@ -38,8 +38,9 @@ class MlflowTracker(Tracker):
         mlflow.onnx.log_model(onnx.load(os.fspath(path)), name="onnx")
 
     def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str) -> dict:
-        info = mlflow.onnx.log_model(onnx.load(os.fspath(onnx_path)), name="registered_onnx",
-                                          registered_model_name=model_name)
+        info = mlflow.onnx.log_model(
+            onnx.load(os.fspath(onnx_path)), name="registered_onnx", registered_model_name=model_name
+        )
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         client.set_model_version_tag(model_name, version, "published_uri", published_uri)

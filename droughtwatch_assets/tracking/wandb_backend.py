@@ -1,7 +1,7 @@
 """Weights & Biases, used directly (dagster-wandb does not import with current wandb).
 
-Without WANDB_API_KEY (or with WANDB_MODE=offline) the run is offline: it is written under <directory>/wandb/offline-run-*/ and can
-be uploaded later with `wandb sync <that directory>`.
+Without WANDB_API_KEY (or with WANDB_MODE=offline) the run is offline: it is written under
+<directory>/wandb/offline-run-*/ and can be uploaded later with `wandb sync <that directory>`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ class WandbTracker(Tracker):
     def __init__(self, project: str, directory: str | os.PathLike, job_type: str = "train"):
         self.project, self.directory, self.job_type = project, os.fspath(directory), job_type
         # online with a key, unless WANDB_MODE asks for offline (or disabled) runs as wandb itself would
-        self.online = bool(os.environ.get("WANDB_API_KEY")) and \
-            os.environ.get("WANDB_MODE", "online") not in ("offline", "dryrun", "disabled")
+        self.online = bool(os.environ.get("WANDB_API_KEY")) and os.environ.get("WANDB_MODE", "online") not in (
+            "offline",
+            "dryrun",
+            "disabled",
+        )
         self.run = None
 
     def start(self, run_name: str, config: dict) -> None:
@@ -31,13 +34,21 @@ class WandbTracker(Tracker):
         os.makedirs(self.directory, exist_ok=True)
         mode = "online" if self.online else "offline"
         try:
-            self.run = wandb.init(project=self.project, name=f"{run_name}_{uuid.uuid4().hex[:8]}", config=config,
-                                  dir=self.directory, mode=mode, job_type=self.job_type, reinit="create_new",
-                                  settings=wandb.Settings(init_timeout=60, silent=True))
+            self.run = wandb.init(
+                project=self.project,
+                name=f"{run_name}_{uuid.uuid4().hex[:8]}",
+                config=config,
+                dir=self.directory,
+                mode=mode,
+                job_type=self.job_type,
+                reinit="create_new",
+                settings=wandb.Settings(init_timeout=60, silent=True),
+            )
         except Exception as exc:  # wandb raises several error types for network and auth failures
             url = os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)
-            raise TrackingUnavailable(f"W&B tracker ({mode}) at {url} could not start a run in project "
-                                      f"{self.project!r}: {exc}") from None
+            raise TrackingUnavailable(
+                f"W&B tracker ({mode}) at {url} could not start a run in project {self.project!r}: {exc}"
+            ) from None
 
     def log_epoch(self, epoch: int, logs: dict[str, Any]) -> None:
         scalars, arrays = epoch_metrics(logs)

@@ -33,9 +33,11 @@ def write_bad_input(kind: str, real_shard: Path, target: Path) -> None:
         target.write_text("shard list exported from a spreadsheet\n")
     else:
         bands = {band: bytes(range(256)) * 16 + bytes(129) for band in BANDS}  # 4,225 bytes each
-        fields = {"missing band": {**bands, "label": 1},
-                  "band of the wrong length": {**bands, "B7": bytes(100), "label": 1},
-                  "label outside 0..3": {**bands, "label": 9}}[kind]
+        fields = {
+            "missing band": {**bands, "label": 1},
+            "band of the wrong length": {**bands, "B7": bytes(100), "label": 1},
+            "label outside 0..3": {**bands, "label": 9},
+        }[kind]
         if kind == "missing band":
             del fields["B4"]
         with RecordWriter(target) as writer:
@@ -69,9 +71,13 @@ def add_new_shards(kind: str, split: str, folder: Path, real_shard: Path) -> Non
 def materialize_data(data_dir: Path, folder: Path, policy: str | None = None, **kwargs):
     """raw + processed + their checks, with the default processing config unless a policy is given."""
     raw = {"source": "folder", "folder": str(folder), **({"on_bad_record": policy} if policy else {})}
-    return dg.materialize([*assets_named(*DATA_ASSETS), *checks_named("processed_values_are_valid")],
-                          partition_key="baseline", resources=build_resources(str(data_dir)),
-                          run_config=run_config(raw), **kwargs)
+    return dg.materialize(
+        [*assets_named(*DATA_ASSETS), *checks_named("processed_values_are_valid")],
+        partition_key="baseline",
+        resources=build_resources(str(data_dir)),
+        run_config=run_config(raw),
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +104,8 @@ def test_processing_runs_in_several_processes_by_default():
 @pytest.mark.parametrize("split", ["train", "val"])
 @pytest.mark.parametrize("kind", list(BAD_INPUTS))
 def test_bad_input_fails_once_naming_file_record_and_reason_and_the_previous_version_stays(
-        kind, split, data_dir, real_folder, real_shard):
+    kind, split, data_dir, real_folder, real_shard
+):
     add_new_shards(kind, split, real_folder, real_shard)
     store = LocalArtifactStore(data_dir)
     before = store.current(("processed_tfrecords", "baseline"))
@@ -140,13 +147,17 @@ def test_skip_keeps_exactly_the_good_records_of_a_bad_shard(kind, split, tmp_pat
 
 
 @pytest.mark.parametrize("kind", ["truncated shard", "missing band"])
-def test_skip_holds_for_the_preview_and_the_predictions_over_a_bad_val_shard(kind, tmp_path, real_folder,
-                                                                            real_shard):
+def test_skip_holds_for_the_preview_and_the_predictions_over_a_bad_val_shard(kind, tmp_path, real_folder, real_shard):
     write_bad_input(kind, real_shard, real_folder / "val" / BAD_SHARD["val"])
     chain = assets_named(*DATA_ASSETS, "trained_model", "onnx_model", "predictions")
-    result = dg.materialize(chain, partition_key="baseline", resources=build_resources(str(tmp_path / "data")),
-                            run_config=run_config({"source": "folder", "folder": str(real_folder),
-                                                   "on_bad_record": "skip"}, {"epochs": 0, "tracker": "none"}))
+    result = dg.materialize(
+        chain,
+        partition_key="baseline",
+        resources=build_resources(str(tmp_path / "data")),
+        run_config=run_config(
+            {"source": "folder", "folder": str(real_folder), "on_bad_record": "skip"}, {"epochs": 0, "tracker": "none"}
+        ),
+    )
     assert result.success
     raw = result.asset_materializations_for_node("raw_tfrecords")[0].metadata
     assert raw["on_bad_record"].value == "skip" and "preview" in raw

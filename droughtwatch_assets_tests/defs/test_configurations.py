@@ -19,14 +19,17 @@ from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, TRAINING_
 
 def job_on(data_dir: Path, name: str) -> dg.JobDefinition:
     """The configuration's job itself (its selection, tags, hooks and run config), bound to resources on data_dir."""
-    bound = dg.Definitions(assets=assets, asset_checks=asset_checks, jobs=[configuration_jobs[name]],
-                           resources=build_resources(str(data_dir)))
+    bound = dg.Definitions(
+        assets=assets,
+        asset_checks=asset_checks,
+        jobs=[configuration_jobs[name]],
+        resources=build_resources(str(data_dir)),
+    )
     return bound.resolve_job_def(f"{name}_job")
 
 
 @pytest.mark.parametrize("name, partition", [("baseline", "ndvi"), ("ndvi", "baseline"), ("useful", "rgb")])
-def test_a_configuration_job_launched_on_another_partition_fails_first_and_publishes_nothing(name, partition,
-                                                                                            tmp_path):
+def test_a_configuration_job_launched_on_another_partition_fails_first_and_publishes_nothing(name, partition, tmp_path):
     result = job_on(tmp_path, name).execute_in_process(partition_key=partition, raise_on_error=False)
     assert not result.success
     failure = result.failure_data_for_node("raw_tfrecords")
@@ -50,13 +53,31 @@ def test_the_baseline_job_on_its_own_partition_publishes_the_baseline(tmp_path):
 
 def test_a_model_named_after_a_configuration_is_not_trained_on_other_features(tmp_path):
     """The same mismatch without a job: `dagster asset materialize` with the baseline's registered name."""
-    config = {"ops": {"raw_tfrecords": {"config": TINY_SAMPLE}, "trained_model": {"config": {
-        "model_name": "baseline", "register_model": True, "epochs": 1, "tracker": "none"}}}}
-    command = [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions",
-               "--select", ",".join(TRAINING_CHAIN), "--partition", "ndvi", "--config-json", json.dumps(config)]
+    config = {
+        "ops": {
+            "raw_tfrecords": {"config": TINY_SAMPLE},
+            "trained_model": {
+                "config": {"model_name": "baseline", "register_model": True, "epochs": 1, "tracker": "none"}
+            },
+        }
+    }
+    command = [
+        Path(sys.executable).parent / "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "droughtwatch_assets.definitions",
+        "--select",
+        ",".join(TRAINING_CHAIN),
+        "--partition",
+        "ndvi",
+        "--config-json",
+        json.dumps(config),
+    ]
     env = {"DAGSTER_HOME": str(tmp_path), "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data")}
-    completed = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env},
-                               capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(
+        command, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=600
+    )
     output = completed.stdout + completed.stderr
     assert completed.returncode != 0
     assert "model_name 'baseline' is the registered name of the baseline configuration" in output

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.definitions import assets
@@ -18,15 +17,22 @@ from droughtwatch_assets.defs.checks import asset_checks
 from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets.records import read_processed
 from droughtwatch_assets.storage import LocalArtifactStore
-from droughtwatch_assets_tests.conftest import (DATA_ASSETS, REPO_ROOT, TINY_SAMPLE, assets_named, checks_named,
-                                                free_port, run_config)
+from droughtwatch_assets_tests.conftest import (
+    DATA_ASSETS,
+    REPO_ROOT,
+    TINY_SAMPLE,
+    assets_named,
+    free_port,
+    run_config,
+)
 
 
 def run_until_then_kill(command: list, env: dict, started, check_stopped=None) -> None:
     """Start a command in its own process group; once `started()` holds, freeze the whole group (SIGSTOP),
     let `check_stopped()` confirm the moment it was caught in, then SIGKILL it."""
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not started() and process.poll() is None:
@@ -41,14 +47,31 @@ def run_until_then_kill(command: list, env: dict, started, check_stopped=None) -
 
 
 def materialize_command(select: str, config: dict) -> list:
-    return [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions",
-            "--select", select, "--partition", "baseline", "--config-json", json.dumps({"ops": config})]
+    return [
+        Path(sys.executable).parent / "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "droughtwatch_assets.definitions",
+        "--select",
+        select,
+        "--partition",
+        "baseline",
+        "--config-json",
+        json.dumps({"ops": config}),
+    ]
 
 
 def materialize_data_command(seed: int, records: int = 8000, per_shard: int = 500) -> list:
     """raw + processed on a generated sample, with the default processing config."""
-    return materialize_command("raw_tfrecords,processed_tfrecords", {"raw_tfrecords": {"config": {
-        "sample_train_records": records, "sample_records_per_shard": per_shard, "sample_seed": seed}}})
+    return materialize_command(
+        "raw_tfrecords,processed_tfrecords",
+        {
+            "raw_tfrecords": {
+                "config": {"sample_train_records": records, "sample_records_per_shard": per_shard, "sample_seed": seed}
+            }
+        },
+    )
 
 
 def run_to_the_end(command: list, env: dict) -> None:
@@ -59,9 +82,15 @@ def run_to_the_end(command: list, env: dict) -> None:
 def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(tmp_path, s3_env):
     import boto3
 
-    env = {**os.environ, "DROUGHTWATCH_DATA_DIR": str(tmp_path / "cache"), "DAGSTER_HOME": str(tmp_path),
-           "DROUGHTWATCH_TRACKER": "none", "DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_S3_BUCKET": "dw-kill",
-           "DROUGHTWATCH_S3_CREATE_BUCKET": "true"}
+    env = {
+        **os.environ,
+        "DROUGHTWATCH_DATA_DIR": str(tmp_path / "cache"),
+        "DAGSTER_HOME": str(tmp_path),
+        "DROUGHTWATCH_TRACKER": "none",
+        "DROUGHTWATCH_STORAGE": "s3",
+        "DROUGHTWATCH_S3_BUCKET": "dw-kill",
+        "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
+    }
     run_to_the_end(materialize_data_command(seed=0, records=6000, per_shard=1000), env)
     client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
     current_key = "droughtwatch/processed_tfrecords/baseline/CURRENT"
@@ -78,8 +107,14 @@ def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(
     from droughtwatch_assets import s3
     from droughtwatch_assets.s3_store import S3ArtifactStore
 
-    reader = S3ArtifactStore(s3.client(s3_env["AWS_ENDPOINT_URL"], "us-east-1", aws_access_key_id="testing",
-                                       aws_secret_access_key="testing"), "dw-kill", "droughtwatch", tmp_path / "reader")
+    reader = S3ArtifactStore(
+        s3.client(
+            s3_env["AWS_ENDPOINT_URL"], "us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+        ),
+        "dw-kill",
+        "droughtwatch",
+        tmp_path / "reader",
+    )
     dataset = ShardedDataset.open(reader.current(("processed_tfrecords", "baseline")))
     assert dataset.manifest["raw_data_version"] and len(read_processed(dataset.shards("val")[0], 4).labels) > 0
     run_to_the_end(command, env)  # a rerun succeeds
@@ -88,8 +123,12 @@ def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(
 
 def test_a_run_killed_while_processing_writes_leaves_the_previous_version_current(tmp_path):
     data = tmp_path / "data"
-    env = {**os.environ, "DROUGHTWATCH_DATA_DIR": str(data), "DAGSTER_HOME": str(tmp_path),
-           "DROUGHTWATCH_TRACKER": "none"}
+    env = {
+        **os.environ,
+        "DROUGHTWATCH_DATA_DIR": str(data),
+        "DAGSTER_HOME": str(tmp_path),
+        "DROUGHTWATCH_TRACKER": "none",
+    }
     run_to_the_end(materialize_data_command(seed=0), env)
     store = LocalArtifactStore(data)
     raw_before = store.current(("raw_tfrecords", "__all__"))
@@ -97,8 +136,9 @@ def test_a_run_killed_while_processing_writes_leaves_the_previous_version_curren
 
     def processing_is_writing() -> bool:
         # the new raw version is committed (so every staging shard now is a processed one being written)
-        return store.location(("raw_tfrecords", "__all__")).joinpath("current").resolve() != raw_before and \
-            any((data / ".staging").glob("*/*/part-r-*"))
+        return store.location(("raw_tfrecords", "__all__")).joinpath("current").resolve() != raw_before and any(
+            (data / ".staging").glob("*/*/part-r-*")
+        )
 
     def caught_mid_write() -> None:
         staging = [p for p in (data / ".staging").iterdir() if any(p.glob("*/part-r-*"))]
@@ -119,12 +159,18 @@ def test_a_run_killed_while_processing_writes_leaves_the_previous_version_curren
 
 def test_a_run_killed_while_saving_the_trained_model_leaves_the_previous_model_current(tmp_path):
     data = tmp_path / "data"
-    env = {**os.environ, "DROUGHTWATCH_DATA_DIR": str(data), "DAGSTER_HOME": str(tmp_path),
-           "DROUGHTWATCH_TRACKER": "none"}
+    env = {
+        **os.environ,
+        "DROUGHTWATCH_DATA_DIR": str(data),
+        "DAGSTER_HOME": str(tmp_path),
+        "DROUGHTWATCH_TRACKER": "none",
+    }
 
     def command(seed: int) -> list:
-        return materialize_command("raw_tfrecords,processed_tfrecords,trained_model", {
-            "raw_tfrecords": {"config": TINY_SAMPLE}, "trained_model": {"config": {"epochs": 1, "seed": seed}}})
+        return materialize_command(
+            "raw_tfrecords,processed_tfrecords,trained_model",
+            {"raw_tfrecords": {"config": TINY_SAMPLE}, "trained_model": {"config": {"epochs": 1, "seed": seed}}},
+        )
 
     run_to_the_end(command(0), env)
     store = LocalArtifactStore(data)
@@ -148,13 +194,21 @@ def test_a_run_killed_while_saving_the_trained_model_leaves_the_previous_model_c
 
 def test_an_unavailable_s3_endpoint_is_retried_then_fails_clearly(tmp_path, monkeypatch):
     endpoint = f"http://127.0.0.1:{free_port()}"
-    for name, value in {"DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_S3_BUCKET": "dw-away", "AWS_ENDPOINT_URL": endpoint,
-                        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_REGION": "us-east-1"}.items():
+    for name, value in {
+        "DROUGHTWATCH_STORAGE": "s3",
+        "DROUGHTWATCH_S3_BUCKET": "dw-away",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
-    result = dg.materialize(assets_named("raw_tfrecords"), resources=build_resources(str(tmp_path)),
-                            run_config=dg.RunConfig(ops={"raw_tfrecords": {"config": TINY_SAMPLE}}),
-                            raise_on_error=False)
+    result = dg.materialize(
+        assets_named("raw_tfrecords"),
+        resources=build_resources(str(tmp_path)),
+        run_config=dg.RunConfig(ops={"raw_tfrecords": {"config": TINY_SAMPLE}}),
+        raise_on_error=False,
+    )
     assert not result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(retries) == 2
@@ -173,7 +227,7 @@ def test_two_writers_of_one_partition_both_commit_whole_versions(tmp_path):
                 (staging / "a").write_text(value)
                 (staging / "b").write_text(value)
                 store.commit(staging, ("processed_tfrecords", "baseline"))
-        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(v,)) for v in ("x", "y")]
@@ -185,18 +239,28 @@ def test_two_writers_of_one_partition_both_commit_whole_versions(tmp_path):
 
 def test_unchanged_raw_shards_keep_their_data_version_and_are_not_reprocessed(tmp_path):
     def run():
-        return dg.materialize(assets_named(*DATA_ASSETS), partition_key="baseline", resources=build_resources(str(tmp_path)),
-                              run_config=run_config(TINY_SAMPLE))
+        return dg.materialize(
+            assets_named(*DATA_ASSETS),
+            partition_key="baseline",
+            resources=build_resources(str(tmp_path)),
+            run_config=run_config(TINY_SAMPLE),
+        )
 
     first, second = run(), run()
-    versions = [r.asset_materializations_for_node("raw_tfrecords")[0].tags["dagster/data_version"] for r in (first, second)]
+    versions = [
+        r.asset_materializations_for_node("raw_tfrecords")[0].tags["dagster/data_version"] for r in (first, second)
+    ]
     assert versions[0] == versions[1]
     processed = [r.asset_materializations_for_node("processed_tfrecords")[0].metadata for r in (first, second)]
     assert (processed[0]["shards_processed"].value, processed[0]["shards_reused"].value) == (3, 0)
     assert (processed[1]["shards_processed"].value, processed[1]["shards_reused"].value) == (0, 3)
 
-    changed = dg.materialize(assets_named(*DATA_ASSETS), partition_key="baseline", resources=build_resources(str(tmp_path)),
-                             run_config=run_config({**TINY_SAMPLE, "sample_seed": 1}))
+    changed = dg.materialize(
+        assets_named(*DATA_ASSETS),
+        partition_key="baseline",
+        resources=build_resources(str(tmp_path)),
+        run_config=run_config({**TINY_SAMPLE, "sample_seed": 1}),
+    )
     metadata = changed.asset_materializations_for_node("processed_tfrecords")[0].metadata
     assert metadata["shards_processed"].value == 3
     assert changed.asset_materializations_for_node("raw_tfrecords")[0].tags["dagster/data_version"] != versions[0]
@@ -220,10 +284,15 @@ def test_a_model_failing_the_onnx_parity_check_is_never_published(tmp_path, monk
         return info
 
     monkeypatch.setattr(export, "export_onnx", export_then_corrupt)
-    result = dg.materialize([*assets, *asset_checks], partition_key="baseline", resources=build_resources(str(tmp_path)),
-                            run_config=run_config(TINY_SAMPLE, {"epochs": 1, "register_model": True,
-                                                                "tracker": "none", "model_name": "baseline"}),
-                            raise_on_error=False)
+    result = dg.materialize(
+        [*assets, *asset_checks],
+        partition_key="baseline",
+        resources=build_resources(str(tmp_path)),
+        run_config=run_config(
+            TINY_SAMPLE, {"epochs": 1, "register_model": True, "tracker": "none", "model_name": "baseline"}
+        ),
+        raise_on_error=False,
+    )
     checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
     assert checks["onnx_matches_keras"].passed is False
     assert checks["onnx_matches_keras"].metadata["max_abs_diff"].value > 1e-5
@@ -236,19 +305,30 @@ def all_file_bytes(root: Path) -> bytes:
     return b"\n".join(p.read_bytes() for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def test_aws_and_wandb_secrets_never_reach_metadata_logs_files_or_the_published_config(tmp_path, s3_env,
-                                                                                      monkeypatch):
+def test_aws_and_wandb_secrets_never_reach_metadata_logs_files_or_the_published_config(tmp_path, s3_env, monkeypatch):
     secret_key, secret_value = "AKIASECRETKEYID00001", "wJalrXUtnFEMI-not-a-real-secret-value"
     wandb_key = "wandbkey" + "7" * 32  # W&B keys are 40 characters
-    for name, value in {"DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_S3_BUCKET": "dw-secrets",
-                        "DROUGHTWATCH_S3_CREATE_BUCKET": "true", "AWS_ACCESS_KEY_ID": secret_key,
-                        "AWS_SECRET_ACCESS_KEY": secret_value, "WANDB_API_KEY": wandb_key,
-                        "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb")}.items():
+    for name, value in {
+        "DROUGHTWATCH_STORAGE": "s3",
+        "DROUGHTWATCH_S3_BUCKET": "dw-secrets",
+        "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
+        "AWS_ACCESS_KEY_ID": secret_key,
+        "AWS_SECRET_ACCESS_KEY": secret_value,
+        "WANDB_API_KEY": wandb_key,
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path / "wandb"),
+    }.items():
         monkeypatch.setenv(name, value)
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(assets, partition_key="baseline", resources=build_resources(str(tmp_path / "cache")),
-                            instance=instance, run_config=run_config(TINY_SAMPLE, {
-                                "epochs": 1, "register_model": True, "tracker": "wandb", "model_name": "baseline"}))
+    result = dg.materialize(
+        assets,
+        partition_key="baseline",
+        resources=build_resources(str(tmp_path / "cache")),
+        instance=instance,
+        run_config=run_config(
+            TINY_SAMPLE, {"epochs": 1, "register_model": True, "tracker": "wandb", "model_name": "baseline"}
+        ),
+    )
     assert result.success
     assert result.asset_materializations_for_node("trained_model")[0].metadata["tracker"].value == "wandb"
     logs = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
@@ -256,11 +336,17 @@ def test_aws_and_wandb_secrets_never_reach_metadata_logs_files_or_the_published_
     files = all_file_bytes(tmp_path).decode("latin-1")
     import boto3
 
-    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id=secret_key, aws_secret_access_key=secret_value)
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=secret_key,
+        aws_secret_access_key=secret_value,
+    )
     objects = client.list_objects_v2(Bucket="dw-secrets")["Contents"]
-    stored = b"\n".join(client.get_object(Bucket="dw-secrets", Key=o["Key"])["Body"].read() for o in objects
-                        if o["Size"] < 1 << 20).decode("latin-1")  # manifests, indexes, configs, values
+    stored = b"\n".join(
+        client.get_object(Bucket="dw-secrets", Key=o["Key"])["Body"].read() for o in objects if o["Size"] < 1 << 20
+    ).decode("latin-1")  # manifests, indexes, configs, values
     published = client.get_object(Bucket="dw-secrets", Key="baseline/config.yaml")["Body"].read().decode()
     run_config_text = str(instance.get_run_by_id(result.run_id).run_config)
     for text in (logs, metadata, files, stored, published, run_config_text):

@@ -1,6 +1,7 @@
 """Runs as a deployment runs them: `dagster job launch` into a real instance with the run queue of the project's
 dagster.yaml, the daemon dequeuing, the multiprocess executor, the job's hooks, and a real MLflow server."""
 
+import itertools
 import json
 import os
 import shutil
@@ -23,8 +24,19 @@ PASSWORD = "mlflow-password-not-for-logs"
 
 
 def launch(job: str, partition: str, config: dict, env: dict) -> None:
-    command = [BIN / "dagster", "job", "launch", "-w", "workspace.yaml", "-j", job,
-               "--tags", json.dumps({"dagster/partition": partition}), "--config-json", json.dumps(config)]
+    command = [
+        BIN / "dagster",
+        "job",
+        "launch",
+        "-w",
+        "workspace.yaml",
+        "-j",
+        job,
+        "--tags",
+        json.dumps({"dagster/partition": partition}),
+        "--config-json",
+        json.dumps(config),
+    ]
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
@@ -36,27 +48,48 @@ def write_shard_missing_a_band(path: Path) -> None:
 
 
 def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_mlflow_run_ended_by_the_hook(
-        tmp_path, mlflow_server, real_folder):
+    tmp_path, mlflow_server, real_folder
+):
     home = tmp_path / "home"
     home.mkdir()
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     experiment = f"queue-{time.time_ns()}"
-    env = {**os.environ, "DAGSTER_HOME": str(home), "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data"),
-           "DROUGHTWATCH_TRACKER": "mlflow", "MLFLOW_TRACKING_URI": mlflow_server,
-           "DROUGHTWATCH_MLFLOW_EXPERIMENT": experiment, "MLFLOW_TRACKING_USERNAME": "droughtwatch",
-           "MLFLOW_TRACKING_PASSWORD": PASSWORD}
-    config = {"ops": {"raw_tfrecords": {"config": TINY_SAMPLE}, "trained_model": {"config": {
-        "model_name": "baseline", "register_model": True, "epochs": 1}}}}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data"),
+        "DROUGHTWATCH_TRACKER": "mlflow",
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "DROUGHTWATCH_MLFLOW_EXPERIMENT": experiment,
+        "MLFLOW_TRACKING_USERNAME": "droughtwatch",
+        "MLFLOW_TRACKING_PASSWORD": PASSWORD,
+    }
+    config = {
+        "ops": {
+            "raw_tfrecords": {"config": TINY_SAMPLE},
+            "trained_model": {"config": {"model_name": "baseline", "register_model": True, "epochs": 1}},
+        }
+    }
     launch("baseline_job", "baseline", config, env)
     launch("baseline_job", "baseline", config, env)
     write_shard_missing_a_band(real_folder / "train" / "part-r-00099")  # a third run fails in processing
-    launch("baseline_job", "baseline", {"ops": {**config["ops"], "raw_tfrecords": {"config": {
-        "source": "folder", "folder": str(real_folder)}}}}, env)
+    launch(
+        "baseline_job",
+        "baseline",
+        {"ops": {**config["ops"], "raw_tfrecords": {"config": {"source": "folder", "folder": str(real_folder)}}}},
+        env,
+    )
     instance = dg.DagsterInstance.from_config(str(home))
     assert [r.status for r in instance.get_runs()] == [dg.DagsterRunStatus.QUEUED] * 3
 
-    daemon = subprocess.Popen([BIN / "dagster-daemon", "run", "-w", "workspace.yaml"], cwd=REPO_ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    daemon = subprocess.Popen(
+        [BIN / "dagster-daemon", "run", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     most_in_flight = 0
     try:
         deadline = time.monotonic() + 900
@@ -72,11 +105,12 @@ def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_mlf
         daemon.wait(timeout=60)
 
     records = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
-    assert [r.dagster_run.status for r in records] == [dg.DagsterRunStatus.SUCCESS] * 2 + [dg.DagsterRunStatus.FAILURE], \
-        "\n".join(str(e.message) for r in records for e in instance.all_logs(r.dagster_run.run_id) if e.message)[-4000:]
+    assert [r.dagster_run.status for r in records] == [dg.DagsterRunStatus.SUCCESS] * 2 + [
+        dg.DagsterRunStatus.FAILURE
+    ], "\n".join(str(e.message) for r in records for e in instance.all_logs(r.dagster_run.run_id) if e.message)[-4000:]
     assert most_in_flight == 1
     by_start = sorted(records, key=lambda r: r.start_time)
-    for earlier, later in zip(by_start, by_start[1:]):
+    for earlier, later in itertools.pairwise(by_start):
         assert earlier.end_time <= later.start_time  # one after the other, as dagster.yaml's queue says
     failed, records = records[2], records[:2]
 
@@ -90,18 +124,24 @@ def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_mlf
         assert run.info.status == "FINISHED"  # the job's end_mlflow_on_run_finished hook ended it
         assert {"loss", "val_accuracy", "pr_0_at_0.50"} <= set(run.data.metrics)
         assert "keras/model.keras" in {a.path for a in client.list_artifacts(run.info.run_id, "keras")}
-        logged = [m.name for m in client.search_logged_models(experiment_ids=[experiment_id])
-                  if m.source_run_id == run.info.run_id]
+        logged = [
+            m.name
+            for m in client.search_logged_models(experiment_ids=[experiment_id])
+            if m.source_run_id == run.info.run_id
+        ]
         assert "onnx" in logged and "registered_onnx" in logged
-        texts = [str(run.data.params), str(run.data.tags),
-                 "\n".join(str(e) for e in instance.all_logs(run_id))]
+        texts = [str(run.data.params), str(run.data.tags), "\n".join(str(e) for e in instance.all_logs(run_id))]
         assert all(PASSWORD not in text for text in texts)
-    failed_runs = client.search_runs([experiment_id],
-                                     filter_string=f"tags.dagster_run_id = '{failed.dagster_run.run_id}'")
+    failed_runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.dagster_run_id = '{failed.dagster_run.run_id}'"
+    )
     assert [r.info.status for r in failed_runs] == ["FAILED"]  # the hook, on the failed processing step
     versions = client.search_model_versions("name='baseline'")
-    assert {v.run_id for v in versions} >= {client.search_runs(
-        [experiment_id], filter_string=f"tags.dagster_run_id = '{r.dagster_run.run_id}'")[0].info.run_id
-        for r in records}
+    assert {v.run_id for v in versions} >= {
+        client.search_runs([experiment_id], filter_string=f"tags.dagster_run_id = '{r.dagster_run.run_id}'")[
+            0
+        ].info.run_id
+        for r in records
+    }
     files = b"\n".join(p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file() and not p.is_symlink())
     assert PASSWORD.encode() not in files

@@ -24,8 +24,9 @@ def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3
     config = run_config(TINY_SAMPLE, {"epochs": 1, "register_model": True, "model_name": "baseline"})
 
     def materialize(cache):
-        result = dg.materialize(assets, partition_key="baseline", resources=build_resources(str(cache)),
-                                run_config=config)
+        result = dg.materialize(
+            assets, partition_key="baseline", resources=build_resources(str(cache)), run_config=config
+        )
         assert result.success
         return result
 
@@ -33,8 +34,13 @@ def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3
     client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
     objects = {o["Key"]: o for o in client.list_objects_v2(Bucket="dw-assets")["Contents"]}
     keys = sorted(objects)
-    for prefix in ("runs/raw_tfrecords/__all__/", "runs/processed_tfrecords/baseline/", "runs/trained_model/baseline/",
-                   "runs/onnx_model/baseline/", "runs/predictions/baseline/"):
+    for prefix in (
+        "runs/raw_tfrecords/__all__/",
+        "runs/processed_tfrecords/baseline/",
+        "runs/trained_model/baseline/",
+        "runs/onnx_model/baseline/",
+        "runs/predictions/baseline/",
+    ):
         assert f"{prefix}CURRENT" in keys
         assert any(k.startswith(f"{prefix}versions/") for k in keys)
     assert any(k.startswith("runs/raw_tfrecords/__all__/objects/train/part-r-00000/") for k in keys)
@@ -44,14 +50,28 @@ def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3
     session = ort.InferenceSession(body, providers=["CPUExecutionProvider"])
     probabilities = session.run(None, {session.get_inputs()[0].name: np.zeros((2, 65, 65, 4), np.float32)})[0]
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
-    published_config = yaml.safe_load(client.get_object(Bucket="dw-registry", Key="baseline/config.yaml")["Body"].read())
+    published_config = yaml.safe_load(
+        client.get_object(Bucket="dw-registry", Key="baseline/config.yaml")["Body"].read()
+    )
     assert published_config["features"] == ["B2", "B3", "B4", "B5"] and published_config["learning_rate"] == 5e-4
     version = client.get_object(Bucket="dw-registry", Key="baseline/CURRENT")["Body"].read().decode()
     versioned = client.get_object(Bucket="dw-registry", Key=f"baseline/versions/{version}/model.onnx")["Body"].read()
     assert versioned == body and published_config["published_version"] == version
-    predicted = subprocess.run([Path(sys.executable).parent / "droughtwatch", "predict", "--model",
-                                "s3://dw-registry/baseline/", "--input", real_shard, "--output",
-                                tmp_path / "out.parquet"], capture_output=True, text=True, timeout=300)
+    predicted = subprocess.run(
+        [
+            Path(sys.executable).parent / "droughtwatch",
+            "predict",
+            "--model",
+            "s3://dw-registry/baseline/",
+            "--input",
+            real_shard,
+            "--output",
+            tmp_path / "out.parquet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert predicted.returncode == 0, predicted.stderr  # the features come from the published config
     assert "79 predictions from 81 records" in predicted.stdout
 

@@ -17,9 +17,13 @@ from droughtwatch_assets_tests.conftest import TINY_SAMPLE, TRAINING_CHAIN, asse
 
 
 def materialize(data_dir, training: dict, raise_on_error: bool = True):
-    return dg.materialize(assets_named(*TRAINING_CHAIN), partition_key="baseline", resources=build_resources(str(data_dir)),
-                          run_config=run_config(TINY_SAMPLE, {"epochs": 2, **training}),
-                          raise_on_error=raise_on_error)
+    return dg.materialize(
+        assets_named(*TRAINING_CHAIN),
+        partition_key="baseline",
+        resources=build_resources(str(data_dir)),
+        run_config=run_config(TINY_SAMPLE, {"epochs": 2, **training}),
+        raise_on_error=raise_on_error,
+    )
 
 
 @pytest.fixture
@@ -48,7 +52,9 @@ def test_mlflow_run_has_metrics_params_artifacts_and_a_registered_version(tmp_pa
     assert params["dagster_run_id"] == result.run_id and len(params["data_version"]) == 16
     assert run.data.tags["dagster_run_id"] == result.run_id
 
-    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "keras")}
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {
+        a.path for a in client.list_artifacts(run_id, "keras")
+    }
     assert "keras/model.keras" in artifacts
     curves = json.loads(Path(client.download_artifacts(run_id, "pr_re/epoch_002.json", str(tmp_path))).read_text())
     assert len(curves["pr_0"]) == 99 and len(curves["val_re_3"]) == 99
@@ -62,7 +68,9 @@ def test_mlflow_run_has_metrics_params_artifacts_and_a_registered_version(tmp_pa
 
 def test_unregistered_configurations_are_not_registered(tmp_path, mlflow_env):
     model_name = f"dummy-{time.time_ns()}"
-    result = materialize(tmp_path, {"tracker": "mlflow", "register_model": False, "model_name": model_name, "epochs": 0})
+    result = materialize(
+        tmp_path, {"tracker": "mlflow", "register_model": False, "model_name": model_name, "epochs": 0}
+    )
     assert result.asset_materializations_for_node("published_model")[0].metadata["published"].value is False
     assert MlflowClient(mlflow_env).search_registered_models(filter_string=f"name='{model_name}'") == []
 
@@ -93,7 +101,7 @@ def wandb_history(run_dir: str) -> list[dict]:
             pos += block - pos % block
             continue
         _, length, kind = struct.unpack_from("<IHB", data, pos)
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
             record = wandb_internal_pb2.Record.FromString(pending)

@@ -19,30 +19,50 @@ from droughtwatch_assets.predict import predict_processed
     retry_policy=STORAGE_RETRY,
     io_manager_key="value_io_manager",
     description="The exported model judged on the validation split: confusion matrix, per-class precision, recall "
-                "and F1, precision-recall curves, and accuracy against always predicting the majority class.",
+    "and F1, precision-recall curves, and accuracy against always predicting the majority class.",
 )
-def model_evaluation(context: dg.AssetExecutionContext, onnx_model: OnnxArtifact,
-                     processed_tfrecords: ShardedDataset) -> dg.Output[dict]:
+def model_evaluation(
+    context: dg.AssetExecutionContext, onnx_model: OnnxArtifact, processed_tfrecords: ShardedDataset
+) -> dg.Output[dict]:
     from droughtwatch_assets.visuals import confusion_matrix, markdown_image, pr_curves
 
     if not processed_tfrecords.records("val"):
-        raise refusal(f"processed_tfrecords partition '{context.partition_key}' has no val records (all vetoed as "
-                      f"blank or skipped as bad): there is nothing to evaluate on. Check the raw val/ shards")
-    probabilities, labels = predict_processed(onnx_model.onnx_path, processed_tfrecords.shards("val"),
-                                              len(processed_tfrecords.features))
+        raise refusal(
+            f"processed_tfrecords partition '{context.partition_key}' has no val records (all vetoed as "
+            f"blank or skipped as bad): there is nothing to evaluate on. Check the raw val/ shards"
+        )
+    probabilities, labels = predict_processed(
+        onnx_model.onnx_path, processed_tfrecords.shards("val"), len(processed_tfrecords.features)
+    )
     result = evaluate(probabilities, labels)
     context.log.info(f"val accuracy {result.accuracy:.3f} against the majority-class rate {result.majority_rate:.3f}")
     confusion_rows = [[f"true {k}", *result.confusion[k].tolist()] for k in range(NUM_CLASSES)]
-    class_rows = [[k, f"{result.precision[k]:.3f}", f"{result.recall[k]:.3f}", f"{result.f1[k]:.3f}",
-                   int(result.confusion[k].sum())] for k in range(NUM_CLASSES)]
-    return dg.Output(result.as_dict(), metadata={
-        "val_accuracy": result.accuracy,
-        "majority_class_rate": result.majority_rate,
-        "beats_majority_by": result.accuracy - result.majority_rate,
-        "val_records": len(labels),
-        "confusion_matrix": dg.MetadataValue.md(
-            markdown_table(["", *(f"predicted {k}" for k in range(NUM_CLASSES))], confusion_rows)),
-        "confusion_matrix_plot": dg.MetadataValue.md(markdown_image(confusion_matrix(result), "confusion matrix")),
-        "per_class": dg.MetadataValue.md(markdown_table(["class", "precision", "recall", "F1", "support"], class_rows)),
-        "pr_curves": dg.MetadataValue.md(markdown_image(pr_curves(probabilities, labels), "precision-recall curves")),
-    })
+    class_rows = [
+        [
+            k,
+            f"{result.precision[k]:.3f}",
+            f"{result.recall[k]:.3f}",
+            f"{result.f1[k]:.3f}",
+            int(result.confusion[k].sum()),
+        ]
+        for k in range(NUM_CLASSES)
+    ]
+    return dg.Output(
+        result.as_dict(),
+        metadata={
+            "val_accuracy": result.accuracy,
+            "majority_class_rate": result.majority_rate,
+            "beats_majority_by": result.accuracy - result.majority_rate,
+            "val_records": len(labels),
+            "confusion_matrix": dg.MetadataValue.md(
+                markdown_table(["", *(f"predicted {k}" for k in range(NUM_CLASSES))], confusion_rows)
+            ),
+            "confusion_matrix_plot": dg.MetadataValue.md(markdown_image(confusion_matrix(result), "confusion matrix")),
+            "per_class": dg.MetadataValue.md(
+                markdown_table(["class", "precision", "recall", "F1", "support"], class_rows)
+            ),
+            "pr_curves": dg.MetadataValue.md(
+                markdown_image(pr_curves(probabilities, labels), "precision-recall curves")
+            ),
+        },
+    )

@@ -6,15 +6,16 @@ from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.defs.failures import bad_record_failure
 from droughtwatch_assets.defs.metadata import markdown_table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.resources import ArtifactStore, STORAGE_RETRY
+from droughtwatch_assets.defs.resources import STORAGE_RETRY, ArtifactStore
 from droughtwatch_assets.features import NUM_CLASSES
 from droughtwatch_assets.predict import input_shards, predict_shards, write_parquet
 from droughtwatch_assets.records import RecordError
 
 
 class PredictionsConfig(dg.Config):
-    input: str = Field(default="", description="a raw shard or a folder of part-* shards to score; "
-                                               "empty scores the raw val split")
+    input: str = Field(
+        default="", description="a raw shard or a folder of part-* shards to score; empty scores the raw val split"
+    )
 
 
 @dg.asset(
@@ -24,11 +25,16 @@ class PredictionsConfig(dg.Config):
     code_version="1",
     retry_policy=STORAGE_RETRY,
     description="Class probabilities from the ONNX model on new raw shards, processed exactly as in training. "
-                "Parquet with the original's monitoring columns: ID, P_0..P_3, P_label, label.",
+    "Parquet with the original's monitoring columns: ID, P_0..P_3, P_label, label.",
 )
-def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, store: ArtifactStore,
-                onnx_model: OnnxArtifact, processed_tfrecords: ShardedDataset,
-                raw_tfrecords: ShardedDataset) -> dg.Output[PredictionsArtifact]:
+def predictions(
+    context: dg.AssetExecutionContext,
+    config: PredictionsConfig,
+    store: ArtifactStore,
+    onnx_model: OnnxArtifact,
+    processed_tfrecords: ShardedDataset,
+    raw_tfrecords: ShardedDataset,
+) -> dg.Output[PredictionsArtifact]:
     shards = input_shards(config.input) if config.input else raw_tfrecords.shards("val")
     policy = raw_tfrecords.on_bad_record  # the run's one policy for raw records
     try:
@@ -39,17 +45,31 @@ def predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, st
     write_parquet(result, artifact.parquet_path)
     predicted = result.class_distribution()
     training = processed_tfrecords.class_counts("train")
-    rows = [[k, predicted[k], f"{100 * predicted[k] / max(1, sum(predicted)):.1f} %",
-             f"{100 * training[k] / max(1, sum(training)):.1f} %"] for k in range(NUM_CLASSES)]
+    rows = [
+        [
+            k,
+            predicted[k],
+            f"{100 * predicted[k] / max(1, sum(predicted)):.1f} %",
+            f"{100 * training[k] / max(1, sum(training)):.1f} %",
+        ]
+        for k in range(NUM_CLASSES)
+    ]
     context.log.info(f"{result.table.num_rows} predictions from {len(shards)} shards, {result.vetoed} vetoed")
-    return dg.Output(artifact, metadata={
-        "rows": result.table.num_rows,
-        "records_read": result.records,
-        "vetoed": result.vetoed,
-        "skipped_records": len(result.skipped),
-        "shards": len(shards),
-        "prediction_distribution": dg.MetadataValue.md(
-            markdown_table(["class", "predicted", "predicted share", "training share"], rows)),
-        "preview": dg.MetadataValue.md(markdown_table(
-            result.table.column_names, [list(row.values()) for row in result.table.slice(0, 5).to_pylist()])),
-    })
+    return dg.Output(
+        artifact,
+        metadata={
+            "rows": result.table.num_rows,
+            "records_read": result.records,
+            "vetoed": result.vetoed,
+            "skipped_records": len(result.skipped),
+            "shards": len(shards),
+            "prediction_distribution": dg.MetadataValue.md(
+                markdown_table(["class", "predicted", "predicted share", "training share"], rows)
+            ),
+            "preview": dg.MetadataValue.md(
+                markdown_table(
+                    result.table.column_names, [list(row.values()) for row in result.table.slice(0, 5).to_pylist()]
+                )
+            ),
+        },
+    )

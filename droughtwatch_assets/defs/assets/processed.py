@@ -7,7 +7,7 @@ from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.defs.failures import bad_record_failure
 from droughtwatch_assets.defs.metadata import dataset_metadata
 from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.resources import ArtifactStore, STORAGE_RETRY
+from droughtwatch_assets.defs.resources import STORAGE_RETRY, ArtifactStore
 from droughtwatch_assets.features import feature_set
 from droughtwatch_assets.processing import process_dataset
 from droughtwatch_assets.records import RecordError
@@ -16,8 +16,10 @@ from droughtwatch_assets.records import RecordError
 class ProcessingConfig(dg.Config):
     workers: int = 0  # parallel shard processes; 0 = one per core
     on_bad_record: Literal["as_raw", "fail", "skip"] = Field(
-        default="as_raw", description="as_raw: the policy raw_tfrecords read the records with (the default); "
-                                      "fail or skip to override it for processing")
+        default="as_raw",
+        description="as_raw: the policy raw_tfrecords read the records with (the default); "
+        "fail or skip to override it for processing",
+    )
 
 
 @dg.asset(
@@ -27,10 +29,11 @@ class ProcessingConfig(dg.Config):
     code_version="1",
     retry_policy=STORAGE_RETRY,
     description="Processed TFRecords of one feature set: bands / 255, blank images vetoed, NDVI/NDMI/EVI on request. "
-                "Each record holds a float32 65x65xC `image` (channels in the feature set's order) and its `label`.",
+    "Each record holds a float32 65x65xC `image` (channels in the feature set's order) and its `label`.",
 )
-def processed_tfrecords(context: dg.AssetExecutionContext, config: ProcessingConfig, store: ArtifactStore,
-                        raw_tfrecords: ShardedDataset) -> dg.Output[ShardedDataset]:
+def processed_tfrecords(
+    context: dg.AssetExecutionContext, config: ProcessingConfig, store: ArtifactStore, raw_tfrecords: ShardedDataset
+) -> dg.Output[ShardedDataset]:
     name = context.partition_key
     policy = raw_tfrecords.on_bad_record if config.on_bad_record == "as_raw" else config.on_bad_record
     try:
@@ -38,12 +41,21 @@ def processed_tfrecords(context: dg.AssetExecutionContext, config: ProcessingCon
     except FileNotFoundError:
         previous = None
     try:
-        dataset = process_dataset(raw_tfrecords, store.new_staging_dir(), name, feature_set(name),
-                                  workers=config.workers or None, log=context.log.info,
-                                  on_bad_record=policy, previous=previous)
+        dataset = process_dataset(
+            raw_tfrecords,
+            store.new_staging_dir(),
+            name,
+            feature_set(name),
+            workers=config.workers or None,
+            log=context.log.info,
+            on_bad_record=policy,
+            previous=previous,
+        )
     except RecordError as exc:
         raise bad_record_failure(exc, policy) from exc
-    metadata = {**dataset_metadata(dataset), "shards_processed": dataset.manifest["shards_processed"],
-                "shards_reused": dataset.manifest["shards_reused"]}
-    return dg.Output(dataset, metadata=metadata,
-                     data_version=dg.DataVersion(dataset.manifest["data_version"]))
+    metadata = {
+        **dataset_metadata(dataset),
+        "shards_processed": dataset.manifest["shards_processed"],
+        "shards_reused": dataset.manifest["shards_reused"],
+    }
+    return dg.Output(dataset, metadata=metadata, data_version=dg.DataVersion(dataset.manifest["data_version"]))

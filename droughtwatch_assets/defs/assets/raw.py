@@ -8,7 +8,7 @@ from pydantic import Field
 from droughtwatch_assets.datasets import ShardedDataset, build_raw_dataset
 from droughtwatch_assets.defs.failures import bad_record_failure, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import dataset_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore, STORAGE_RETRY
+from droughtwatch_assets.defs.resources import STORAGE_RETRY, ArtifactStore
 from droughtwatch_assets.download import ARCHIVE_URL
 from droughtwatch_assets.raw_sources import RawSource, gather_shards
 from droughtwatch_assets.records import BadRecordPolicy, RecordError
@@ -16,10 +16,14 @@ from droughtwatch_assets.sample import SampleSpec
 
 
 class RawDataConfig(dg.Config):
-    source: Literal["sample", "folder", "archive"] = Field(default=os.environ.get("DROUGHTWATCH_RAW_SOURCE", "sample"),
-                        description="sample (generated, the default), folder (local shards) or archive (download)")
-    folder: str = Field(default=os.environ.get("DROUGHTWATCH_RAW_FOLDER", ""),
-                        description="for source=folder: a folder holding train/part-* and val/part-*")
+    source: Literal["sample", "folder", "archive"] = Field(
+        default=os.environ.get("DROUGHTWATCH_RAW_SOURCE", "sample"),
+        description="sample (generated, the default), folder (local shards) or archive (download)",
+    )
+    folder: str = Field(
+        default=os.environ.get("DROUGHTWATCH_RAW_FOLDER", ""),
+        description="for source=folder: a folder holding train/part-* and val/part-*",
+    )
     archive_url: str = Field(default=os.environ.get("DROUGHTWATCH_ARCHIVE_URL", ARCHIVE_URL))
     archive_sha256: str = Field(default="", description="if set, the downloaded archive must match it")
     sample_train_records: int = SampleSpec.train_records
@@ -27,13 +31,16 @@ class RawDataConfig(dg.Config):
     sample_records_per_shard: int = SampleSpec.records_per_shard
     sample_seed: int = SampleSpec.seed
     on_bad_record: BadRecordPolicy = Field(
-        default="fail", description="fail, or skip: bad records are dropped, counted and listed in the metadata. "
-                                    "Every later read of these raw records in the run (preview, processing, "
-                                    "predictions) follows this policy")
+        default="fail",
+        description="fail, or skip: bad records are dropped, counted and listed in the metadata. "
+        "Every later read of these raw records in the run (preview, processing, "
+        "predictions) follows this policy",
+    )
 
     def to_source(self) -> RawSource:
-        spec = SampleSpec(self.sample_train_records, self.sample_val_records, self.sample_records_per_shard,
-                          self.sample_seed)
+        spec = SampleSpec(
+            self.sample_train_records, self.sample_val_records, self.sample_records_per_shard, self.sample_seed
+        )
         return RawSource(self.source, self.folder, self.archive_url, self.archive_sha256, spec)
 
 
@@ -44,15 +51,19 @@ class RawDataConfig(dg.Config):
     retry_policy=STORAGE_RETRY,
     description="Raw DroughtWatch TFRecord shards (train and val): 65x65 images, 11 uint8 Landsat-8 bands, label 0-3.",
 )
-def raw_tfrecords(context: dg.AssetExecutionContext, config: RawDataConfig, store: ArtifactStore) -> dg.Output[ShardedDataset]:
+def raw_tfrecords(
+    context: dg.AssetExecutionContext, config: RawDataConfig, store: ArtifactStore
+) -> dg.Output[ShardedDataset]:
     refuse_configuration_mismatch(context)
     staging = store.new_staging_dir()
     with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:
-        shards, source = gather_shards(config.to_source(), scratch, os.path.join(store.base_dir, "downloads"),
-                                       context.log.info)
+        shards, source = gather_shards(
+            config.to_source(), scratch, os.path.join(store.base_dir, "downloads"), context.log.info
+        )
         try:
-            dataset = build_raw_dataset(shards, staging, source, log=context.log.info,
-                                        on_bad_record=config.on_bad_record)
+            dataset = build_raw_dataset(
+                shards, staging, source, log=context.log.info, on_bad_record=config.on_bad_record
+            )
             metadata = dataset_metadata(dataset)  # its preview reads bands, which build_raw_dataset does not check
         except RecordError as exc:
             raise bad_record_failure(exc, config.on_bad_record) from exc

@@ -4,12 +4,12 @@ import dagster as dg
 from pydantic import Field
 
 from droughtwatch_assets.artifacts import ModelArtifact, OnnxArtifact
+from droughtwatch_assets.configurations import CLASS_WEIGHTS, PARITY_TOLERANCE
 from droughtwatch_assets.datasets import ShardedDataset
-from droughtwatch_assets.defs.failures import refuse_configuration_mismatch, refusal
+from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import history_table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.configurations import CLASS_WEIGHTS, PARITY_TOLERANCE
-from droughtwatch_assets.defs.resources import ArtifactStore, STORAGE_RETRY
+from droughtwatch_assets.defs.resources import STORAGE_RETRY, ArtifactStore
 from droughtwatch_assets.defs.tracking import default_tracker, fallback, make_tracker
 from droughtwatch_assets.tracking import TrackingUnavailable
 
@@ -32,10 +32,15 @@ class TrainingConfig(dg.Config):
     code_version="1",
     retry_policy=STORAGE_RETRY,
     description="The original baseline CNN trained on one feature set: categorical cross-entropy, Adam, "
-                "class weights {0:1, 1:4, 2:4, 3:6}. Saved as .keras with its per-epoch history.",
+    "class weights {0:1, 1:4, 2:4, 3:6}. Saved as .keras with its per-epoch history.",
 )
-def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, store: ArtifactStore,
-                  mlflow: dg.ResourceParam[Any], processed_tfrecords: ShardedDataset) -> dg.Output[ModelArtifact]:
+def trained_model(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    store: ArtifactStore,
+    mlflow: dg.ResourceParam[Any],
+    processed_tfrecords: ShardedDataset,
+) -> dg.Output[ModelArtifact]:
     refuse_configuration_mismatch(context, config.model_name or context.partition_key)
     from droughtwatch_assets.training import EmptySplit, train  # TensorFlow loads only when a step trains
 
@@ -63,14 +68,25 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, sto
     resolved["tracker"] = tracker.name  # what downstream steps report to
 
     def on_epoch(epoch: int, logs: dict) -> None:
-        context.log.info(f"epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f} accuracy {logs['accuracy']:.4f} "
-                         f"val_loss {logs['val_loss']:.4f} val_accuracy {logs['val_accuracy']:.4f}")
+        context.log.info(
+            f"epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f} accuracy {logs['accuracy']:.4f} "
+            f"val_loss {logs['val_loss']:.4f} val_accuracy {logs['val_accuracy']:.4f}"
+        )
         tracker.log_epoch(epoch, logs)
 
     try:
-        run = train(data.shards("train"), data.shards("val"), channels, learning_rate=config.learning_rate,
-                    batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
-                    train_records=data.records("train"), val_records=data.records("val"), on_epoch=on_epoch)
+        run = train(
+            data.shards("train"),
+            data.shards("val"),
+            channels,
+            learning_rate=config.learning_rate,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            seed=config.seed,
+            train_records=data.records("train"),
+            val_records=data.records("val"),
+            on_epoch=on_epoch,
+        )
     except EmptySplit as exc:
         tracker.finish()
         raise refusal(f"processed_tfrecords partition '{context.partition_key}': {exc}") from exc
@@ -104,10 +120,15 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, sto
     code_version="1",
     retry_policy=STORAGE_RETRY,
     description="The trained model exported to ONNX, checked against Keras on a validation batch, with the "
-                "resolved training config beside it as config.yaml.",
+    "resolved training config beside it as config.yaml.",
 )
-def onnx_model(context: dg.AssetExecutionContext, store: ArtifactStore, mlflow: dg.ResourceParam[Any],
-               trained_model: ModelArtifact, processed_tfrecords: ShardedDataset) -> dg.Output[OnnxArtifact]:
+def onnx_model(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    mlflow: dg.ResourceParam[Any],
+    trained_model: ModelArtifact,
+    processed_tfrecords: ShardedDataset,
+) -> dg.Output[OnnxArtifact]:
     import keras
 
     from droughtwatch_assets.export import describe_onnx, embed_config, export_onnx, parity_max_abs_diff
@@ -123,25 +144,32 @@ def onnx_model(context: dg.AssetExecutionContext, store: ArtifactStore, mlflow: 
     split = "val" if processed_tfrecords.records("val") else "train"
     batch = read_processed_records(processed_tfrecords.shards(split), channels, limit=64).images
     if not len(batch):
-        raise refusal(f"processed_tfrecords partition '{context.partition_key}' holds no records in train or val: "
-                      f"there is nothing to check the ONNX export against. Check the raw shards")
+        raise refusal(
+            f"processed_tfrecords partition '{context.partition_key}' holds no records in train or val: "
+            f"there is nothing to check the ONNX export against. Check the raw shards"
+        )
     diff = parity_max_abs_diff(model, artifact.onnx_path, batch)
     if not diff <= PARITY_TOLERANCE:  # the blocking onnx_matches_keras check stops publishing
-        context.log.error(f"ONNX export disagrees with Keras on {len(batch)} {split} records: max abs diff "
-                          f"{diff:.3g} > {PARITY_TOLERANCE}; it will not be published")
+        context.log.error(
+            f"ONNX export disagrees with Keras on {len(batch)} {split} records: max abs diff "
+            f"{diff:.3g} > {PARITY_TOLERANCE}; it will not be published"
+        )
     artifact.write_config(trained_model.config)
     artifact.write_parity(diff, len(batch))
     if trained_model.config.get("tracker") == "mlflow":
         tracker = make_tracker("mlflow", context, mlflow, store.base_dir, required=True)
         tracker.log_onnx_model(artifact.onnx_path)
     context.log.info(f"ONNX model written: {info.size_bytes} bytes, Keras/ONNX max abs diff {diff:.2g}")
-    return dg.Output(artifact, metadata={
-        "input_name": info.input_name,
-        "input_shape": str(info.input_shape),
-        "output_name": info.output_name,
-        "opset": info.opset,
-        "size_bytes": info.size_bytes,
-        "max_abs_diff_vs_keras": diff,
-        "parity_batch": len(batch),
-        "parity_split": split,
-    })
+    return dg.Output(
+        artifact,
+        metadata={
+            "input_name": info.input_name,
+            "input_shape": str(info.input_shape),
+            "output_name": info.output_name,
+            "opset": info.opset,
+            "size_bytes": info.size_bytes,
+            "max_abs_diff_vs_keras": diff,
+            "parity_batch": len(batch),
+            "parity_split": split,
+        },
+    )

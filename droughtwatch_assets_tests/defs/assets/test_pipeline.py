@@ -16,8 +16,12 @@ from droughtwatch_assets_tests.conftest import DATA_ASSETS, TINY_SAMPLE, assets_
 
 
 def test_baseline_chain_on_a_tiny_sample(tmp_path):
-    result = dg.materialize(assets, partition_key="baseline", resources=build_resources(str(tmp_path)),
-                            run_config=run_config(TINY_SAMPLE, {"epochs": 1, "model_name": "tiny"}))
+    result = dg.materialize(
+        assets,
+        partition_key="baseline",
+        resources=build_resources(str(tmp_path)),
+        run_config=run_config(TINY_SAMPLE, {"epochs": 1, "model_name": "tiny"}),
+    )
     assert result.success
     store = LocalArtifactStore(tmp_path)
     raw = ShardedDataset.open(store.current(("raw_tfrecords", "__all__")))
@@ -54,8 +58,12 @@ def test_baseline_chain_on_a_tiny_sample(tmp_path):
 
 def test_default_sample_trains_a_model_that_beats_the_majority_class(tmp_path):
     chain = assets_named(*DATA_ASSETS, "trained_model", "onnx_model", "model_evaluation")
-    result = dg.materialize(chain, partition_key="baseline", resources=build_resources(str(tmp_path)),
-                            run_config=run_config(training={"tracker": "none"}))
+    result = dg.materialize(
+        chain,
+        partition_key="baseline",
+        resources=build_resources(str(tmp_path)),
+        run_config=run_config(training={"tracker": "none"}),
+    )
     assert result.success
     metadata = result.asset_materializations_for_node("model_evaluation")[0].metadata
     majority = metadata["majority_class_rate"].value
@@ -65,8 +73,12 @@ def test_default_sample_trains_a_model_that_beats_the_majority_class(tmp_path):
 
 def test_real_shards_from_a_folder(tmp_path, real_folder):
     raw = {"source": "folder", "folder": str(real_folder)}
-    result = dg.materialize(assets_named(*DATA_ASSETS), partition_key="all", resources=build_resources(str(tmp_path / "data")),
-                            run_config=run_config(raw))
+    result = dg.materialize(
+        assets_named(*DATA_ASSETS),
+        partition_key="all",
+        resources=build_resources(str(tmp_path / "data")),
+        run_config=run_config(raw),
+    )
     assert result.success
     processed = ShardedDataset.open(LocalArtifactStore(tmp_path / "data").current(("processed_tfrecords", "all")))
     assert processed.records("val") == 79 and processed.manifest["splits"]["val"]["vetoed"] == 2
@@ -76,9 +88,13 @@ def test_real_shards_from_a_folder(tmp_path, real_folder):
 
 def test_a_stray_non_tfrecord_file_fails_naming_file_and_record(tmp_path, real_folder):
     (real_folder / "train" / "part-r-00099").write_text("not a shard")
-    result = dg.materialize(assets_named(*DATA_ASSETS), partition_key="baseline", resources=build_resources(str(tmp_path / "data")),
-                            run_config=run_config({"source": "folder", "folder": str(real_folder)}),
-                            raise_on_error=False)
+    result = dg.materialize(
+        assets_named(*DATA_ASSETS),
+        partition_key="baseline",
+        resources=build_resources(str(tmp_path / "data")),
+        run_config=run_config({"source": "folder", "folder": str(real_folder)}),
+        raise_on_error=False,
+    )
     assert not result.success
     message = str(result.failure_data_for_node("raw_tfrecords").error)
     assert "part-r-00099: record 0" in message
@@ -92,9 +108,13 @@ def test_a_band_of_the_wrong_length_fails_processing_naming_file_and_record(tmp_
     with RecordWriter(real_folder / "val" / "part-r-00013") as writer:
         writer.write(encode_example({**{b: bytes(4225) for b in BANDS}, "label": 0}))
         writer.write(encode_example({**{b: bytes(4225) for b in BANDS}, "B5": bytes(65), "label": 2}))
-    result = dg.materialize(assets_named(*DATA_ASSETS), partition_key="baseline", resources=build_resources(str(tmp_path / "data")),
-                            run_config=run_config({"source": "folder", "folder": str(real_folder)}),
-                            raise_on_error=False)
+    result = dg.materialize(
+        assets_named(*DATA_ASSETS),
+        partition_key="baseline",
+        resources=build_resources(str(tmp_path / "data")),
+        run_config=run_config({"source": "folder", "folder": str(real_folder)}),
+        raise_on_error=False,
+    )
     assert not result.success
     message = str(result.failure_data_for_node("processed_tfrecords").error)
     assert "part-r-00013: record 1: band B5 has 65 bytes" in message
