@@ -159,3 +159,11 @@ def checks_named(*names: str) -> list:
 
 DATA_ASSETS = ("raw_tfrecords", "processed_tfrecords")
 TRAINING_CHAIN = (*DATA_ASSETS, "trained_model", "onnx_model", "published_model")
+
+
+def table_rows(metadata_value) -> list[dict]:
+    """The rows of a MetadataValue.table, as dicts keyed by its schema's column names."""
+    columns = [column.name for column in metadata_value.schema.columns]
+    rows = [record.data for record in metadata_value.records]
+    assert all(list(row) == columns for row in rows), (columns, rows[:1])
+    return rows

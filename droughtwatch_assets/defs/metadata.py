@@ -1,4 +1,4 @@
-"""Dagster metadata built from datasets and training results."""
+"""Dagster metadata built from datasets and training results: tables the UI can sort, and pictures."""
 
 from __future__ import annotations
 
@@ -7,20 +7,26 @@ import dagster as dg
 from droughtwatch_assets.datasets import SPLITS, ShardedDataset
 from droughtwatch_assets.features import NUM_CLASSES
 
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+Column = tuple[str, str]  # (name, type: string | int | float)
 
 
-def class_balance_table(dataset: ShardedDataset) -> str:
+def table(columns: list[Column], rows: list[list]) -> dg.TableMetadataValue:
+    """A typed table: `rows` hold one value per column, in order."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in columns])
+    records = [dg.TableRecord(dict(zip([name for name, _ in columns], row))) for row in rows]
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def class_balance_table(dataset: ShardedDataset) -> dg.TableMetadataValue:
+    columns: list[Column] = [("split", "string")]
+    columns += [(f"class {k}", "int") for k in range(NUM_CLASSES)]
+    columns += [(f"class {k} share", "float") for k in range(NUM_CLASSES)]
     rows = []
     for split in SPLITS:
         counts = dataset.class_counts(split)
         total = sum(counts) or 1
-        rows.append([split, *(f"{c} ({100 * c / total:.1f} %)" for c in counts)])
-    return markdown_table(["split", *(f"class {k}" for k in range(NUM_CLASSES))], rows)
+        rows.append([split, *counts, *(round(c / total, 4) for c in counts)])
+    return table(columns, rows)
 
 
 def dataset_metadata(dataset: ShardedDataset) -> dict:
@@ -28,7 +34,7 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
 
     splits = dataset.manifest["splits"]
     metadata: dict = {f"{split}_records": splits[split]["records"] for split in SPLITS}
-    metadata["class_balance"] = dg.MetadataValue.md(class_balance_table(dataset))
+    metadata["class_balance"] = class_balance_table(dataset)
     skipped = [
         [split, row["file"].rsplit("/", 1)[-1], row["record"], row["problem"]]
         for split in SPLITS
@@ -37,13 +43,18 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
     ]
     metadata["skipped_records"] = len(skipped)
     if skipped:
-        metadata["skipped"] = dg.MetadataValue.md(markdown_table(["split", "file", "record", "problem"], skipped))
+        metadata["skipped"] = table(
+            [("split", "string"), ("file", "string"), ("record", "int"), ("problem", "string")], skipped
+        )
     shard_rows = [
-        [split, s["name"], s["records"], s.get("vetoed", "-"), s.get("md5", "-")]
+        [split, s["name"], s["records"], s.get("vetoed", 0), s.get("md5", "")]
         for split in SPLITS
         for s in splits[split]["shards"]
     ]
-    metadata["shards"] = dg.MetadataValue.md(markdown_table(["split", "shard", "records", "vetoed", "md5"], shard_rows))
+    metadata["shards"] = table(
+        [("split", "string"), ("shard", "string"), ("records", "int"), ("vetoed", "int"), ("md5", "string")],
+        shard_rows,
+    )
     preview_shards = dataset.shards("val") + dataset.shards("train")
     if dataset.manifest["kind"] == "raw":
         metadata["source"] = dg.MetadataValue.json(dataset.manifest["source"])
@@ -55,14 +66,9 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
         metadata["features"] = ", ".join(dataset.features)
         metadata["vetoed"] = sum(splits[split]["vetoed"] for split in SPLITS)
         stats = dataset.manifest["feature_stats"]
-        metadata["feature_stats"] = dg.MetadataValue.md(
-            markdown_table(
-                ["feature", "min", "mean", "max"],
-                [
-                    [f, *(f"{v:.4g}" if v is not None else "-" for v in (s["min"], s["mean"], s["max"]))]
-                    for f, s in stats.items()
-                ],
-            )
+        metadata["feature_stats"] = table(
+            [("feature", "string"), ("min", "float"), ("mean", "float"), ("max", "float")],
+            [[feature, s["min"], s["mean"], s["max"]] for feature, s in stats.items()],
         )
         picture = processed_preview(preview_shards, dataset.features)
         if picture:
@@ -70,7 +76,10 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
     return metadata
 
 
-def history_table(history: dict) -> str:
+def history_table(history: dict) -> dg.TableMetadataValue:
     keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history]
     epochs = len(history[keys[0]]) if keys else 0
-    return markdown_table(["epoch", *keys], [[e + 1, *(f"{history[k][e]:.4f}" for k in keys)] for e in range(epochs)])
+    return table(
+        [("epoch", "int"), *((k, "float") for k in keys)],
+        [[e + 1, *(history[k][e] for k in keys)] for e in range(epochs)],
+    )

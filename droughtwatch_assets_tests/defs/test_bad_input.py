@@ -15,7 +15,7 @@ from droughtwatch_assets.processing import default_workers
 from droughtwatch_assets.record_writer import RecordWriter
 from droughtwatch_assets.records import encode_example, encode_raw_example
 from droughtwatch_assets.storage import LocalArtifactStore
-from droughtwatch_assets_tests.conftest import DATA_ASSETS, assets_named, checks_named, run_config
+from droughtwatch_assets_tests.conftest import DATA_ASSETS, assets_named, checks_named, run_config, table_rows
 
 
 def write_bad_input(kind: str, real_shard: Path, target: Path) -> None:
@@ -142,6 +142,9 @@ def test_skip_keeps_exactly_the_good_records_of_a_bad_shard(kind, split, tmp_pat
     assert [(row["record"], words in row["problem"]) for row in shard["skipped"]] == [(index, True)]
     metadata = result.asset_materializations_for_node("processed_tfrecords")[0].metadata
     assert metadata["skipped_records"].value == 1
+    assert [(row["split"], row["file"], row["record"]) for row in table_rows(metadata["skipped"])] == [
+        (split, BAD_SHARD[split], index)
+    ]
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["processed_values_are_valid"] is True  # records = raw - vetoed - skipped holds
 

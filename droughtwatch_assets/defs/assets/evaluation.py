@@ -3,7 +3,7 @@ import dagster as dg
 from droughtwatch_assets.artifacts import OnnxArtifact
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.defs.failures import refusal
-from droughtwatch_assets.defs.metadata import markdown_table
+from droughtwatch_assets.defs.metadata import table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.defs.resources import STORAGE_RETRY
 from droughtwatch_assets.evaluation import evaluate
@@ -36,15 +36,9 @@ def model_evaluation(
     )
     result = evaluate(probabilities, labels)
     context.log.info(f"val accuracy {result.accuracy:.3f} against the majority-class rate {result.majority_rate:.3f}")
-    confusion_rows = [[f"true {k}", *result.confusion[k].tolist()] for k in range(NUM_CLASSES)]
+    confusion_rows = [[k, *result.confusion[k].tolist()] for k in range(NUM_CLASSES)]
     class_rows = [
-        [
-            k,
-            f"{result.precision[k]:.3f}",
-            f"{result.recall[k]:.3f}",
-            f"{result.f1[k]:.3f}",
-            int(result.confusion[k].sum()),
-        ]
+        [k, float(result.precision[k]), float(result.recall[k]), float(result.f1[k]), int(result.confusion[k].sum())]
         for k in range(NUM_CLASSES)
     ]
     return dg.Output(
@@ -54,12 +48,13 @@ def model_evaluation(
             "majority_class_rate": result.majority_rate,
             "beats_majority_by": result.accuracy - result.majority_rate,
             "val_records": len(labels),
-            "confusion_matrix": dg.MetadataValue.md(
-                markdown_table(["", *(f"predicted {k}" for k in range(NUM_CLASSES))], confusion_rows)
+            "confusion_matrix": table(
+                [("true class", "int"), *((f"predicted {k}", "int") for k in range(NUM_CLASSES))], confusion_rows
             ),
             "confusion_matrix_plot": dg.MetadataValue.md(markdown_image(confusion_matrix(result), "confusion matrix")),
-            "per_class": dg.MetadataValue.md(
-                markdown_table(["class", "precision", "recall", "F1", "support"], class_rows)
+            "per_class": table(
+                [("class", "int"), ("precision", "float"), ("recall", "float"), ("F1", "float"), ("support", "int")],
+                class_rows,
             ),
             "pr_curves": dg.MetadataValue.md(
                 markdown_image(pr_curves(probabilities, labels), "precision-recall curves")

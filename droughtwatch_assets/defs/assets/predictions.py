@@ -4,7 +4,7 @@ from pydantic import Field
 from droughtwatch_assets.artifacts import OnnxArtifact, PredictionsArtifact
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.defs.failures import bad_record_failure
-from droughtwatch_assets.defs.metadata import markdown_table
+from droughtwatch_assets.defs.metadata import table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.defs.resources import STORAGE_RETRY, ArtifactStore
 from droughtwatch_assets.features import NUM_CLASSES
@@ -49,8 +49,8 @@ def predictions(
         [
             k,
             predicted[k],
-            f"{100 * predicted[k] / max(1, sum(predicted)):.1f} %",
-            f"{100 * training[k] / max(1, sum(training)):.1f} %",
+            round(predicted[k] / max(1, sum(predicted)), 4),
+            round(training[k] / max(1, sum(training)), 4),
         ]
         for k in range(NUM_CLASSES)
     ]
@@ -63,13 +63,19 @@ def predictions(
             "vetoed": result.vetoed,
             "skipped_records": len(result.skipped),
             "shards": len(shards),
-            "prediction_distribution": dg.MetadataValue.md(
-                markdown_table(["class", "predicted", "predicted share", "training share"], rows)
+            "prediction_distribution": table(
+                [("class", "int"), ("predicted", "int"), ("predicted share", "float"), ("training share", "float")],
+                rows,
             ),
-            "preview": dg.MetadataValue.md(
-                markdown_table(
-                    result.table.column_names, [list(row.values()) for row in result.table.slice(0, 5).to_pylist()]
-                )
+            "preview": table(
+                [
+                    (
+                        name,
+                        "string" if name == "ID" else "float" if name.startswith("P_") and name != "P_label" else "int",
+                    )
+                    for name in result.table.column_names
+                ],
+                [list(row.values()) for row in result.table.slice(0, 5).to_pylist()],
             ),
         },
     )

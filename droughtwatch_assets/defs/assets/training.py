@@ -106,7 +106,7 @@ def trained_model(
     if run.history:
         from droughtwatch_assets.visuals import markdown_image, training_curves
 
-        metadata["history"] = dg.MetadataValue.md(history_table(run.history))
+        metadata["history"] = history_table(run.history)
         metadata["training_curves"] = dg.MetadataValue.md(markdown_image(training_curves(run.history), "curves"))
         metadata["val_accuracy"] = run.history["val_accuracy"][-1]
         metadata["val_loss"] = run.history["val_loss"][-1]

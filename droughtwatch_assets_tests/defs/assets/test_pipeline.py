@@ -12,7 +12,7 @@ from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.definitions import assets
 from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets.storage import LocalArtifactStore
-from droughtwatch_assets_tests.conftest import DATA_ASSETS, TINY_SAMPLE, assets_named, run_config
+from droughtwatch_assets_tests.conftest import DATA_ASSETS, TINY_SAMPLE, assets_named, run_config, table_rows
 
 
 def test_baseline_chain_on_a_tiny_sample(tmp_path):
@@ -36,24 +36,39 @@ def test_baseline_chain_on_a_tiny_sample(tmp_path):
     config = yaml.safe_load((onnx_dir / "config.yaml").read_text())
     assert config["model_name"] == "tiny" and config["features"] == ["B2", "B3", "B4", "B5"] and config["epochs"] == 1
     raw_meta = result.asset_materializations_for_node("raw_tfrecords")[0].metadata
-    assert raw_meta["train_records"].value == 192 and "md5" in raw_meta["shards"].value
+    assert raw_meta["train_records"].value == 192
+    shards = table_rows(raw_meta["shards"])
+    assert [(s["split"], s["records"]) for s in shards] == [("train", 128), ("train", 64), ("val", 64)]
+    assert all(len(s["md5"]) == 32 for s in shards)
+    balance = {row["split"]: row for row in table_rows(raw_meta["class_balance"])}
+    assert sum(balance["train"][f"class {k}"] for k in range(4)) == 192
     model_meta = result.asset_materializations_for_node("trained_model")[0].metadata
-    assert model_meta["parameters"].value == 257_022 and "val_accuracy" in model_meta["history"].value
+    assert model_meta["parameters"].value == 257_022
+    history = table_rows(model_meta["history"])
+    assert [row["epoch"] for row in history] == [1] and 0 <= history[0]["val_accuracy"] <= 1
     onnx_meta = result.asset_materializations_for_node("onnx_model")[0].metadata
     assert onnx_meta["max_abs_diff_vs_keras"].value <= 1e-5 and onnx_meta["opset"].value >= 13
     table = pq.read_table(store.current(("predictions", "baseline")) / "predictions.parquet")
     assert table.num_rows == processed.records("val")
     assert table.column("label").to_pylist() == [i for i in table.column("label").to_pylist() if 0 <= i <= 3]
     predictions_meta = result.asset_materializations_for_node("predictions")[0].metadata
-    assert "training share" in predictions_meta["prediction_distribution"].value
+    distribution = table_rows(predictions_meta["prediction_distribution"])
+    assert sum(row["predicted"] for row in distribution) == table.num_rows
+    assert abs(sum(row["training share"] for row in distribution) - 1) < 1e-3
     png = "](data:image/png;base64,iVBORw0KGgo"  # a PNG embedded in markdown
     assert png in raw_meta["preview"].value and png in model_meta["training_curves"].value
     processed_meta = result.asset_materializations_for_node("processed_tfrecords")[0].metadata
-    assert png in processed_meta["preview"].value and "| B2 |" in processed_meta["feature_stats"].value
+    assert png in processed_meta["preview"].value
+    stats = table_rows(processed_meta["feature_stats"])
+    assert [row["feature"] for row in stats] == ["B2", "B3", "B4", "B5"]
+    assert all(0 <= row["min"] <= row["mean"] <= row["max"] <= 1 for row in stats)
     evaluation = result.asset_materializations_for_node("model_evaluation")[0].metadata
     assert png in evaluation["confusion_matrix_plot"].value and png in evaluation["pr_curves"].value
     assert evaluation["val_records"].value == processed.records("val")
-    assert "predicted 3" in evaluation["confusion_matrix"].value and "F1" in evaluation["per_class"].value
+    confusion = table_rows(evaluation["confusion_matrix"])
+    assert sum(row[f"predicted {k}"] for row in confusion for k in range(4)) == processed.records("val")
+    per_class = table_rows(evaluation["per_class"])
+    assert [row["class"] for row in per_class] == [0, 1, 2, 3] and all(0 <= row["F1"] <= 1 for row in per_class)
 
 
 def test_default_sample_trains_a_model_that_beats_the_majority_class(tmp_path):
