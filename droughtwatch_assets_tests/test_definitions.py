@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -64,3 +65,11 @@ def test_the_kubernetes_executor_is_chosen_by_env():
     env = {**os.environ, "DROUGHTWATCH_EXECUTOR": "k8s", "DROUGHTWATCH_STORAGE": "s3"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip().splitlines()[-1] == "k8s"
+
+
+def test_the_heavy_steps_size_their_kubernetes_pods():
+    graph = defs.resolve_asset_graph()
+    for key, memory in (("processed_tfrecords", "4Gi"), ("trained_model", "8Gi")):
+        tags = graph.get(dg.AssetKey(key)).assets_def.op.tags
+        resources = json.loads(tags["dagster-k8s/config"])["container_config"]["resources"]  # tags are strings
+        assert resources["requests"]["memory"] == memory and resources["requests"]["cpu"] == "4"

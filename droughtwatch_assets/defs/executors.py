@@ -8,12 +8,6 @@ import dagster as dg
 
 EXECUTOR_ENV = "DROUGHTWATCH_EXECUTOR"
 
-# Per-step pod sizes: processing runs one worker process per core, training wants the most memory.
-STEP_RESOURCES = {
-    "processed_tfrecords": {"requests": {"cpu": "4", "memory": "4Gi"}, "limits": {"memory": "6Gi"}},
-    "trained_model": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "12Gi"}},
-}
-
 
 def build_executor() -> dg.ExecutorDefinition | None:
     """None keeps Dagster's default (multiprocess); DROUGHTWATCH_EXECUTOR=k8s runs each step as a k8s job."""
@@ -43,9 +37,6 @@ def build_executor() -> dg.ExecutorDefinition | None:
                 )
                 if os.environ.get(name)
             ],
-            "per_step_k8s_config": {
-                step: {"container_config": {"resources": resources}} for step, resources in STEP_RESOURCES.items()
-            },
         },
         name="k8s",
     )

@@ -15,10 +15,6 @@ from droughtwatch_assets.model_registry import LocalModelRegistry, Publication, 
 from droughtwatch_assets.s3_store import S3ArtifactStore
 from droughtwatch_assets.storage import UNPARTITIONED, LocalArtifactStore
 
-# Steps that read or write storage retry twice with backoff (1 s, then 2 s) before failing: an object store
-# that is away for a moment should not fail a run. Bad data raises Failure(allow_retries=False) instead.
-STORAGE_RETRY = dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL)
-
 DATA_DIR_ENV = "DROUGHTWATCH_DATA_DIR"
 DEFAULT_DATA_DIR = ".droughtwatch"
 REGISTRY = "registry"

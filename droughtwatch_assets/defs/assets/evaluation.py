@@ -2,21 +2,18 @@ import dagster as dg
 
 from droughtwatch_assets.artifacts import OnnxArtifact
 from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.defs.failures import refusal
 from droughtwatch_assets.defs.metadata import table
-from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.resources import STORAGE_RETRY
 from droughtwatch_assets.evaluation import evaluate
 from droughtwatch_assets.features import NUM_CLASSES
 from droughtwatch_assets.predict import predict_processed
 
 
 @dg.asset(
-    partitions_def=feature_set_partitions,
+    **PER_FEATURE_SET,
     group_name="evaluation",
     kinds={"onnx", "numpy"},
-    code_version="1",
-    retry_policy=STORAGE_RETRY,
     io_manager_key="value_io_manager",
     description="The exported model judged on the validation split: confusion matrix, per-class precision, recall "
     "and F1, precision-recall curves, and accuracy against always predicting the majority class.",

@@ -3,10 +3,10 @@ from pydantic import Field
 
 from droughtwatch_assets.artifacts import OnnxArtifact, PredictionsArtifact
 from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.defs.failures import bad_record_failure
 from droughtwatch_assets.defs.metadata import table
-from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.resources import STORAGE_RETRY, ArtifactStore
+from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.features import NUM_CLASSES
 from droughtwatch_assets.predict import input_shards, predict_shards, write_parquet
 from droughtwatch_assets.records import RecordError
@@ -19,11 +19,9 @@ class PredictionsConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=feature_set_partitions,
+    **PER_FEATURE_SET,
     group_name="deployment",
     kinds={"onnx", "parquet"},
-    code_version="1",
-    retry_policy=STORAGE_RETRY,
     description="Class probabilities from the ONNX model on new raw shards, processed exactly as in training. "
     "Parquet with the original's monitoring columns: ID, P_0..P_3, P_label, label.",
 )

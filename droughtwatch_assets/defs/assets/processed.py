@@ -4,10 +4,10 @@ import dagster as dg
 from pydantic import Field
 
 from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, k8s_pod
 from droughtwatch_assets.defs.failures import bad_record_failure
 from droughtwatch_assets.defs.metadata import dataset_metadata
-from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.resources import STORAGE_RETRY, ArtifactStore
+from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.features import feature_set
 from droughtwatch_assets.processing import process_dataset
 from droughtwatch_assets.records import RecordError
@@ -23,11 +23,10 @@ class ProcessingConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=feature_set_partitions,
+    **PER_FEATURE_SET,
+    op_tags=k8s_pod(cpu="4", memory="4Gi", memory_limit="6Gi"),  # one worker process per core
     group_name="data",
     kinds={"tfrecord", "numpy"},
-    code_version="1",
-    retry_policy=STORAGE_RETRY,
     description="Processed TFRecords of one feature set: bands / 255, blank images vetoed, NDVI/NDMI/EVI on request. "
     "Each record holds a float32 65x65xC `image` (channels in the feature set's order) and its `label`.",
 )

@@ -3,18 +3,16 @@ from typing import Any
 import dagster as dg
 
 from droughtwatch_assets.artifacts import OnnxArtifact
+from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
-from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.resources import STORAGE_RETRY, ArtifactStore
+from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.defs.tracking import make_tracker
 
 
 @dg.asset(
-    partitions_def=feature_set_partitions,
+    **PER_FEATURE_SET,
     group_name="deployment",
     kinds={"s3", "onnx"},
-    code_version="1",
-    retry_policy=STORAGE_RETRY,
     io_manager_key="value_io_manager",
     description="The ONNX model and its config.yaml published as <model name>/model.onnx and <model name>/config.yaml "
     "in the registry (s3://<registry bucket>/ in S3 mode), for configurations with register_model set "

@@ -6,9 +6,10 @@ import dagster as dg
 from pydantic import Field
 
 from droughtwatch_assets.datasets import ShardedDataset, build_raw_dataset
+from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
 from droughtwatch_assets.defs.failures import bad_record_failure, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import dataset_metadata
-from droughtwatch_assets.defs.resources import STORAGE_RETRY, ArtifactStore
+from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.download import ARCHIVE_URL
 from droughtwatch_assets.raw_sources import RawSource, gather_shards
 from droughtwatch_assets.records import BadRecordPolicy, RecordError
@@ -45,10 +46,9 @@ class RawDataConfig(dg.Config):
 
 
 @dg.asset(
+    **CHAIN_STEP,
     group_name="data",
     kinds={"tfrecord"},
-    code_version="1",
-    retry_policy=STORAGE_RETRY,
     description="Raw DroughtWatch TFRecord shards (train and val): 65x65 images, 11 uint8 Landsat-8 bands, label 0-3.",
 )
 def raw_tfrecords(

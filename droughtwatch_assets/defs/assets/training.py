@@ -6,10 +6,10 @@ from pydantic import Field
 from droughtwatch_assets.artifacts import ModelArtifact, OnnxArtifact
 from droughtwatch_assets.configurations import CLASS_WEIGHTS, PARITY_TOLERANCE
 from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, k8s_pod
 from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import history_table
-from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.resources import STORAGE_RETRY, ArtifactStore
+from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.defs.tracking import default_tracker, fallback, make_tracker
 from droughtwatch_assets.tracking import TrackingUnavailable
 
@@ -26,11 +26,10 @@ class TrainingConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=feature_set_partitions,
+    **PER_FEATURE_SET,
+    op_tags=k8s_pod(cpu="4", memory="8Gi", memory_limit="12Gi"),  # the step that needs the most memory
     group_name="training",
     kinds={"tensorflow", "keras"},
-    code_version="1",
-    retry_policy=STORAGE_RETRY,
     description="The original baseline CNN trained on one feature set: categorical cross-entropy, Adam, "
     "class weights {0:1, 1:4, 2:4, 3:6}. Saved as .keras with its per-epoch history.",
 )
@@ -114,11 +113,9 @@ def trained_model(
 
 
 @dg.asset(
-    partitions_def=feature_set_partitions,
+    **PER_FEATURE_SET,
     group_name="deployment",
     kinds={"onnx"},
-    code_version="1",
-    retry_policy=STORAGE_RETRY,
     description="The trained model exported to ONNX, checked against Keras on a validation batch, with the "
     "resolved training config beside it as config.yaml.",
 )
