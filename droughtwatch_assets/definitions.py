@@ -1,4 +1,7 @@
-"""The single entry point: `dagster dev` and `dagster asset materialize -m droughtwatch_assets.definitions`."""
+"""The single entry point: `dagster dev` and `dagster asset materialize -m droughtwatch_assets.definitions`.
+
+The environment is read here, once: `Deployment.from_env()` picks the resource set and the executor.
+"""
 
 import dagster as dg
 
@@ -9,18 +12,27 @@ from droughtwatch_assets.defs.assets.publishing import published_model
 from droughtwatch_assets.defs.assets.raw import raw_tfrecords
 from droughtwatch_assets.defs.assets.training import onnx_model, trained_model
 from droughtwatch_assets.defs.checks import asset_checks
-from droughtwatch_assets.defs.executors import build_executor
+from droughtwatch_assets.defs.deployment import Deployment, executor_for, resources_for
 from droughtwatch_assets.defs.jobs import configuration_jobs
-from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets.defs.schedules import baseline_daily
 
-assets = [raw_tfrecords, processed_tfrecords, trained_model, onnx_model, published_model, model_evaluation, predictions]
+assets = [
+    raw_tfrecords,
+    processed_tfrecords,
+    trained_model,
+    onnx_model,
+    published_model,
+    model_evaluation,
+    predictions,
+]
+
+deployment = Deployment.from_env()
 
 defs = dg.Definitions(
     assets=assets,
     asset_checks=asset_checks,
     jobs=list(configuration_jobs.values()),
     schedules=[baseline_daily],
-    resources=build_resources(),
-    executor=build_executor(),
+    resources=resources_for(deployment),
+    executor=executor_for(deployment),
 )

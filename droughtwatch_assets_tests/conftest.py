@@ -167,3 +167,14 @@ def table_rows(metadata_value) -> list[dict]:
     rows = [record.data for record in metadata_value.records]
     assert all(list(row) == columns for row in rows), (columns, rows[:1])
     return rows
+
+
+def s3_resources(data_dir, **settings) -> dict:
+    """The `s3` deployment's resources on a bucket; credentials and endpoint from the standard AWS variables
+    (the s3_env fixture sets them for the loopback server)."""
+    from droughtwatch_assets.defs.deployment import AWS_VARIABLES, Deployment, resources_for
+
+    aws_variables = tuple(name for name in AWS_VARIABLES if os.environ.get(name))
+    return resources_for(
+        Deployment(name="s3", data_dir=str(data_dir), create_bucket=True, aws_variables=aws_variables, **settings)
+    )

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from droughtwatch_assets.definitions import defs
 
@@ -73,3 +74,28 @@ def test_the_heavy_steps_size_their_kubernetes_pods():
         tags = graph.get(dg.AssetKey(key)).assets_def.op.tags
         resources = json.loads(tags["dagster-k8s/config"])["container_config"]["resources"]  # tags are strings
         assert resources["requests"]["memory"] == memory and resources["requests"]["cpu"] == "4"
+
+
+def test_only_the_steps_that_track_require_the_tracker():
+    graph = defs.resolve_asset_graph()
+    requiring = {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if "tracking" in graph.get(key).assets_def.required_resource_keys
+    }
+    assert requiring == {"trained_model", "onnx_model", "published_model"}
+
+
+def test_the_deployment_switch_and_the_older_variables_pick_the_same_resource_sets():
+    from droughtwatch_assets.defs.deployment import Deployment, resources_for
+    from droughtwatch_assets.defs.resources import LocalStore, S3Store
+
+    assert Deployment.from_env({}).name == "local"
+    assert Deployment.from_env({"DROUGHTWATCH_STORAGE": "s3"}).name == "s3"
+    assert Deployment.from_env({"DROUGHTWATCH_EXECUTOR": "k8s"}).name == "k8s"
+    assert Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "s3", "DROUGHTWATCH_STORAGE": "local"}).name == "s3"
+    assert isinstance(resources_for(Deployment.from_env({}))["store"], LocalStore)
+    s3 = resources_for(Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "k8s", "DROUGHTWATCH_S3_BUCKET": "b"}))
+    assert isinstance(s3["store"], S3Store) and s3["store"].bucket == "b"
+    with pytest.raises(ValueError, match="DROUGHTWATCH_DEPLOYMENT='cloud' is not one of local, s3, k8s"):
+        Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "cloud"})

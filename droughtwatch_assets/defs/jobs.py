@@ -1,32 +1,32 @@
-"""One job per named configuration of the original project; each materialises the whole chain."""
+"""One job per named configuration of the original project; each materialises the whole chain.
+
+A configuration is a typed run-config preset that knows its feature set: the job's description names the
+partition to launch, and a launch on another partition is refused at the first step (failures.py).
+"""
 
 import dagster as dg
 
-from droughtwatch_assets.configurations import CONFIGURATION_TAG, CONFIGURATIONS
-from droughtwatch_assets.defs.tracking import job_hooks
+from droughtwatch_assets.configurations import CONFIGURATION_TAG, CONFIGURATIONS, ModelConfiguration
+from droughtwatch_assets.defs.assets.training import TrainingConfig
 
 
-def configuration_job(name: str):
-    configuration = CONFIGURATIONS[name]
+def preset(configuration: ModelConfiguration) -> dg.RunConfig:
+    """The configuration's training settings, as the job's default run config (editable in the launchpad)."""
+    training = TrainingConfig(
+        model_name=configuration.name, epochs=configuration.epochs, register_model=configuration.register
+    )
+    return dg.RunConfig(ops={"trained_model": training})
+
+
+def configuration_job(configuration: ModelConfiguration):
     return dg.define_asset_job(
-        f"{name}_job",
+        f"{configuration.name}_job",
         selection=dg.AssetSelection.all(),
         description=f"{configuration.description}. Launch it for the '{configuration.feature_set}' partition.",
-        config={
-            "ops": {
-                "trained_model": {
-                    "config": {
-                        "model_name": name,
-                        "epochs": configuration.epochs,
-                        "register_model": configuration.register,
-                    }
-                }
-            }
-        },
-        tags={CONFIGURATION_TAG: name},
-        hooks=job_hooks(),
+        config=preset(configuration),
+        tags={CONFIGURATION_TAG: configuration.name},
     )
 
 
-configuration_jobs = {name: configuration_job(name) for name in CONFIGURATIONS}
+configuration_jobs = {name: configuration_job(configuration) for name, configuration in CONFIGURATIONS.items()}
 baseline_job = configuration_jobs["baseline"]

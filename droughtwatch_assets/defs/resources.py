@@ -1,46 +1,93 @@
-"""Resources, chosen per environment from env vars: local disk by default, S3 when DROUGHTWATCH_STORAGE=s3."""
+"""Storage resources: one ArtifactStore interface with a local-disk and an S3 implementation, and the IO
+manager that commits asset outputs to the store and loads them back."""
 
 from __future__ import annotations
 
-import os
+from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
-from dagster_aws.s3 import S3PickleIOManager, S3Resource
+from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
-from droughtwatch_assets import s3
-from droughtwatch_assets.defs.tracking import build_tracking_resources
+from droughtwatch_assets import s3, s3_store, storage
+from droughtwatch_assets.download import ARCHIVE_URL
 from droughtwatch_assets.model_registry import LocalModelRegistry, Publication, S3ModelRegistry
-from droughtwatch_assets.s3_store import S3ArtifactStore
-from droughtwatch_assets.storage import UNPARTITIONED, LocalArtifactStore
 
-DATA_DIR_ENV = "DROUGHTWATCH_DATA_DIR"
-DEFAULT_DATA_DIR = ".droughtwatch"
 REGISTRY = "registry"
+Key = tuple[str, ...]  # (asset, partition)
 
 
-def default_data_dir() -> str:
-    return str(Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser().absolute())
+class ArtifactStore(dg.ConfigurableResource, ABC):
+    """Where asset files live, as versions that are committed whole.
 
-
-class ArtifactStore(dg.ConfigurableResource):
-    """Where asset files live: versioned directories on local disk, or in an S3 bucket with a local cache.
-
-    In S3 mode `base_dir` is the local cache and scratch space.
+    The IO manager commits what an asset returns and loads what an asset reads. Assets themselves use the
+    store only to get a staging directory to write into, to look at the previous version of their own
+    output (incremental processing), and to publish models.
     """
 
-    base_dir: str
+    base_dir: str  # local: the data; S3: the local cache and scratch space
+
+    @abstractmethod
+    def _versions(self) -> storage.LocalArtifactStore | s3_store.S3ArtifactStore: ...
+
+    def new_staging_dir(self) -> Path:
+        """An empty directory to write a new version into; the IO manager commits it."""
+        return self._versions().new_staging_dir()
+
+    def commit(self, staging: Path, key: Key) -> str:
+        return str(self._versions().commit(staging, key))
+
+    def current(self, key: Key) -> Path:
+        """A local directory holding the current version of key; FileNotFoundError if there is none."""
+        return self._versions().current(key)
+
+    def previous_version(self, key: Key) -> Path | None:
+        """The current version of key before this step commits its own, or None."""
+        try:
+            return self.current(key)
+        except FileNotFoundError:
+            return None
+
+    def file_uri(self, key: Key, relative: str) -> str:
+        """Where a file of an asset's current version really is: a local path, or its s3:// object."""
+        return self._versions().file_uri(key, relative)
+
+    @abstractmethod
+    def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
+        """Publish a model and its config as <model name>/ in the registry, as a pair (see model_registry.py)."""
+
+
+class LocalStore(ArtifactStore):
+    """Versioned directories under base_dir, swapped in atomically; published models under base_dir/registry."""
+
+    _store: storage.LocalArtifactStore | None = PrivateAttr(default=None)
+
+    def _versions(self) -> storage.LocalArtifactStore:
+        if self._store is None:
+            self._store = storage.LocalArtifactStore(self.base_dir)
+        return self._store
+
+    def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
+        return LocalModelRegistry(Path(self.base_dir, REGISTRY)).publish(model_name, onnx_path, config)
+
+
+class S3Store(ArtifactStore):
+    """Content-addressed versions in an S3 bucket, read through a local cache; published models in the
+    registry bucket."""
+
     s3: S3Resource
-    storage: str = "local"  # local | s3
-    bucket: str = ""
+    bucket: str
     prefix: str = "droughtwatch"
-    registry_bucket: str = ""  # where published models go; defaults to `bucket`
+    registry_bucket: str = ""  # defaults to `bucket`
     create_bucket: bool = False
 
-    _backend: LocalArtifactStore | S3ArtifactStore | None = PrivateAttr(default=None)
+    _store: s3_store.S3ArtifactStore | None = PrivateAttr(default=None)
 
     def _client(self):
+        # Not S3Resource.get_client(): it cannot set a connect timeout, and an unreachable endpoint must fail
+        # within seconds, not after botocore's 60 s per attempt. Same settings and credentials otherwise.
         return s3.client(
             self.s3.endpoint_url,
             self.s3.region_name,
@@ -49,40 +96,24 @@ class ArtifactStore(dg.ConfigurableResource):
             aws_session_token=self.s3.aws_session_token,
         )
 
-    @property
-    def backend(self) -> LocalArtifactStore | S3ArtifactStore:
-        if self._backend is None:
-            if self.storage == "s3":
-                if not self.bucket:
-                    raise dg.Failure("DROUGHTWATCH_STORAGE=s3 needs a bucket (DROUGHTWATCH_S3_BUCKET)")
-                self._backend = S3ArtifactStore(
-                    self._client(), self.bucket, self.prefix, self.base_dir, self.create_bucket
-                )
-            elif self.storage == "local":
-                self._backend = LocalArtifactStore(self.base_dir)
-            else:
-                raise dg.Failure(f"storage {self.storage!r} is not 'local' or 's3' (DROUGHTWATCH_STORAGE)")
-        return self._backend
-
-    def new_staging_dir(self) -> Path:
-        return self.backend.new_staging_dir()
+    def _versions(self) -> s3_store.S3ArtifactStore:
+        if self._store is None:
+            if not self.bucket:
+                raise dg.Failure("S3 storage needs a bucket: set DROUGHTWATCH_S3_BUCKET", allow_retries=False)
+            self._store = s3_store.S3ArtifactStore(
+                self._client(), self.bucket, self.prefix, self.base_dir, self.create_bucket
+            )
+        return self._store
 
     def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
-        """Publish a model and its config as <model name>/ in the registry, as a pair (see model_registry.py)."""
-        if self.storage == "s3":
-            store = S3ArtifactStore(
-                self.backend.client, self.registry_bucket or self.bucket, "", self.base_dir, self.create_bucket
-            )
-            return S3ModelRegistry(store).publish(model_name, onnx_path, config)
-        return LocalModelRegistry(Path(self.base_dir, REGISTRY)).publish(model_name, onnx_path, config)
-
-    def file_uri(self, key: tuple[str, ...], relative: str) -> str:
-        """Where a file of an asset's current version really is: a local path, or its s3:// object."""
-        return self.backend.file_uri(key, relative)
+        registry = s3_store.S3ArtifactStore(
+            self._versions().client, self.registry_bucket or self.bucket, "", self.base_dir, self.create_bucket
+        )
+        return S3ModelRegistry(registry).publish(model_name, onnx_path, config)
 
 
-def artifact_key(context: dg.InputContext | dg.OutputContext) -> tuple[str, ...]:
-    partition = context.asset_partition_key if context.has_asset_partitions else UNPARTITIONED
+def artifact_key(context: dg.InputContext | dg.OutputContext) -> Key:
+    partition = context.asset_partition_key if context.has_asset_partitions else storage.UNPARTITIONED
     return (*context.asset_key.path, partition)
 
 
@@ -96,49 +127,25 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     store: ArtifactStore
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        location = self.store.backend.commit(obj.root, artifact_key(context))
-        context.add_output_metadata({"location": dg.MetadataValue.path(str(location))})
+        location = self.store.commit(obj.root, artifact_key(context))
+        context.add_output_metadata({"location": dg.MetadataValue.path(location)})
 
     def load_input(self, context: dg.InputContext):
         artifact_type = context.dagster_type.typing_type
-        return artifact_type.open(self.store.backend.current(artifact_key(context)))
+        return artifact_type.open(self.store.current(artifact_key(context)))
 
 
-def _env(name: str) -> dg.EnvVar | None:
-    """An EnvVar for a variable that is set, so secrets never become config values."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
+class RawSourceResource(dg.ConfigurableResource):
+    """Where raw shards come from when a run does not say: the deployment's raw source."""
+
+    source: Literal["sample", "folder", "archive"] = "sample"
+    folder: str = ""
+    archive_url: str = ARCHIVE_URL
 
 
 def build_resources(data_dir: str | None = None) -> dict:
-    """Every resource the assets need, for the environment the env vars describe."""
-    return {**build_storage_resources(data_dir), **build_tracking_resources()}
+    """Resources for the deployment the environment describes (see deployment.py), with another data directory
+    if given; kept here for scripts written against earlier releases."""
+    from droughtwatch_assets.defs.deployment import build_resources as for_environment
 
-
-def build_storage_resources(data_dir: str | None = None) -> dict:
-    data_dir = data_dir or default_data_dir()
-    storage = os.environ.get("DROUGHTWATCH_STORAGE", "local")
-    if storage != "s3":
-        store = ArtifactStore(base_dir=data_dir, storage=storage, s3=S3Resource())
-        values = dg.FilesystemIOManager(base_dir=str(Path(data_dir, "values")))
-        return {"store": store, "io_manager": ArtifactIOManager(store=store), "value_io_manager": values}
-    s3_resource = S3Resource(
-        endpoint_url=_env("AWS_ENDPOINT_URL"),
-        region_name=_env("AWS_REGION") or _env("AWS_DEFAULT_REGION"),
-        aws_access_key_id=_env("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=_env("AWS_SESSION_TOKEN"),
-        max_attempts=4,
-    )
-    bucket = os.environ.get("DROUGHTWATCH_S3_BUCKET", "")
-    prefix = os.environ.get("DROUGHTWATCH_S3_PREFIX", "droughtwatch")
-    store = ArtifactStore(
-        base_dir=data_dir,
-        storage="s3",
-        s3=s3_resource,
-        bucket=bucket,
-        prefix=prefix,
-        registry_bucket=os.environ.get("DROUGHTWATCH_REGISTRY_BUCKET", ""),
-        create_bucket=os.environ.get("DROUGHTWATCH_S3_CREATE_BUCKET", "").lower() in ("1", "true", "yes"),
-    )
-    values = S3PickleIOManager(s3_resource=s3_resource, s3_bucket=bucket, s3_prefix=f"{prefix}/values".strip("/"))
-    return {"store": store, "io_manager": ArtifactIOManager(store=store), "value_io_manager": values}
+    return for_environment(data_dir)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,7 +45,10 @@ class Tracker:
     name = "none"
 
     def start(self, run_name: str, config: dict) -> None:
-        pass
+        """Open the run for this Dagster run (or join it) and record the resolved config."""
+
+    def resume(self) -> None:
+        """Join the run an earlier step of this Dagster run opened, to log more to it."""
 
     def log_epoch(self, epoch: int, logs: dict[str, Any]) -> None:
         pass
@@ -57,12 +62,23 @@ class Tracker:
     def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str) -> dict:
         return {}
 
-    def finish(self) -> None:
-        pass
+    def finish(self, failed: bool = False) -> None:
+        """Close this step's part of the run: finished, or failed when the step failed."""
 
     def metadata(self) -> dict[str, str]:
         """Run identifiers for asset metadata (run id, link, local directory)."""
         return {}
+
+
+@contextmanager
+def tracked(tracker: Tracker) -> Iterator[Tracker]:
+    """A step's use of the tracker: finished when the step's work succeeds, failed when it raises."""
+    try:
+        yield tracker
+    except BaseException:
+        tracker.finish(failed=True)
+        raise
+    tracker.finish()
 
 
 class NullTracker(Tracker):

@@ -1,28 +1,71 @@
-"""MLflow, on the run that dagster-mlflow's `mlflow_tracking` resource made active."""
+"""MLflow through its own client: one MLflow run per Dagster run, whichever processes its steps run in."""
 
 from __future__ import annotations
 
 import json
 import os
+import urllib.error
+import urllib.request
 from typing import Any
 
 import mlflow
 import mlflow.onnx
 import onnx
 
-from droughtwatch_assets.tracking.base import Tracker, epoch_metrics, without_credentials
+from droughtwatch_assets.tracking.base import Tracker, TrackingUnavailable, epoch_metrics, without_credentials
 
 ARRAY_THRESHOLD_INDEX = 50  # the 0.50 threshold, logged as a scalar beside the full arrays
 
 
 class MlflowTracker(Tracker):
+    """One MLflow run per Dagster run: the first step that tracks opens it, tagged with the Dagster run id,
+    and later steps (in other processes under the multiprocess executor) find it by that tag and log to it."""
+
     name = "mlflow"
 
-    """Logs to the active MLflow run (dagster-mlflow's resource starts it, one per Dagster run)."""
+    def __init__(self, tracking_uri: str | None, experiment: str, dagster_run_id: str):
+        self.tracking_uri, self.experiment, self.dagster_run_id = tracking_uri, experiment, dagster_run_id
+        self.run_info = None
+
+    def check_reachable(self, timeout: float = 5) -> None:
+        """Fail in seconds, naming the URI, instead of after MLflow's minutes of retries."""
+        uri = self.tracking_uri
+        if not uri or not uri.startswith(("http://", "https://")):
+            return  # a local file or database store needs no server
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingUnavailable(
+                f"MLflow tracker at {without_credentials(uri)} is unreachable ({reason})"
+            ) from None
+
+    def _open(self, run_name: str | None) -> None:
+        if self.tracking_uri:
+            mlflow.set_tracking_uri(self.tracking_uri)
+        experiment = mlflow.set_experiment(self.experiment)
+        found = mlflow.MlflowClient().search_runs(
+            [experiment.experiment_id], f"tags.dagster_run_id = '{self.dagster_run_id}'", max_results=1
+        )
+        if mlflow.active_run() is not None:
+            mlflow.end_run()
+        if found:
+            run = mlflow.start_run(run_id=found[0].info.run_id)
+        else:
+            run = mlflow.start_run(run_name=run_name, tags={"dagster_run_id": self.dagster_run_id})
+        self.run_info = run.info
 
     def start(self, run_name: str, config: dict) -> None:
+        self._open(run_name)
         mlflow.set_tag("mlflow.runName", run_name)
         mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in config.items()})
+
+    def resume(self) -> None:
+        self._open(None)
+
+    def finish(self, failed: bool = False) -> None:
+        if mlflow.active_run() is not None:
+            mlflow.end_run("FAILED" if failed else "FINISHED")
 
     def log_epoch(self, epoch: int, logs: dict[str, Any]) -> None:
         scalars, arrays = epoch_metrics(logs)
@@ -47,9 +90,8 @@ class MlflowTracker(Tracker):
         return {"mlflow_registered_model": model_name, "mlflow_model_version": version}
 
     def metadata(self) -> dict[str, str]:
-        run = mlflow.active_run()
-        if run is None:
+        if self.run_info is None:
             return {}
         uri = without_credentials(mlflow.get_tracking_uri()).rstrip("/")
-        link = f"{uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-        return {"mlflow_run_id": run.info.run_id, "mlflow_run_url": link}
+        link = f"{uri}/#/experiments/{self.run_info.experiment_id}/runs/{self.run_info.run_id}"
+        return {"mlflow_run_id": self.run_info.run_id, "mlflow_run_url": link}

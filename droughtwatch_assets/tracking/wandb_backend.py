@@ -64,9 +64,9 @@ class WandbTracker(Tracker):
         if register and self.online:
             self.run.link_artifact(artifact, f"model-registry/{model_name}")
 
-    def finish(self) -> None:
+    def finish(self, failed: bool = False) -> None:
         if self.run is not None:
-            self.run.finish()
+            self.run.finish(exit_code=1 if failed else 0)
 
     def metadata(self) -> dict[str, str]:
         if self.run is None:

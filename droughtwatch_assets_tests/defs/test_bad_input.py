@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from droughtwatch_assets.datasets import ShardedDataset
-from droughtwatch_assets.defs.resources import build_resources
+from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.features import BANDS
 from droughtwatch_assets.processing import default_workers
 from droughtwatch_assets.record_writer import RecordWriter
@@ -74,7 +74,7 @@ def materialize_data(data_dir: Path, folder: Path, policy: str | None = None, **
     return dg.materialize(
         [*assets_named(*DATA_ASSETS), *checks_named("processed_values_are_valid")],
         partition_key="baseline",
-        resources=build_resources(str(data_dir)),
+        resources=local_resources(data_dir),
         run_config=run_config(raw),
         **kwargs,
     )
@@ -156,7 +156,7 @@ def test_skip_holds_for_the_preview_and_the_predictions_over_a_bad_val_shard(kin
     result = dg.materialize(
         chain,
         partition_key="baseline",
-        resources=build_resources(str(tmp_path / "data")),
+        resources=local_resources(tmp_path / "data"),
         run_config=run_config(
             {"source": "folder", "folder": str(real_folder), "on_bad_record": "skip"}, {"epochs": 0, "tracker": "none"}
         ),

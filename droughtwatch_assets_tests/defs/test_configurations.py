@@ -12,8 +12,8 @@ import pytest
 
 from droughtwatch_assets.configurations import CONFIGURATIONS
 from droughtwatch_assets.definitions import asset_checks, assets, defs
+from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.defs.jobs import configuration_jobs
-from droughtwatch_assets.defs.resources import build_resources
 from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, TRAINING_CHAIN, run_config
 
 
@@ -23,7 +23,7 @@ def job_on(data_dir: Path, name: str) -> dg.JobDefinition:
         assets=assets,
         asset_checks=asset_checks,
         jobs=[configuration_jobs[name]],
-        resources=build_resources(str(data_dir)),
+        resources=local_resources(data_dir),
     )
     return bound.resolve_job_def(f"{name}_job")
 

@@ -13,7 +13,7 @@ import yaml
 
 from droughtwatch_assets import features
 from droughtwatch_assets.datasets import ShardedDataset
-from droughtwatch_assets.defs.resources import build_resources
+from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.record_writer import RecordWriter
 from droughtwatch_assets.records import encode_raw_example
 from droughtwatch_assets.storage import LocalArtifactStore
@@ -44,7 +44,7 @@ def test_the_blocking_value_check_fails_on_out_of_range_values_and_nothing_downs
     result = dg.materialize(
         selection,
         partition_key="ndvi",
-        resources=build_resources(str(tmp_path)),
+        resources=local_resources(tmp_path),
         run_config=run_config(
             TINY_SAMPLE, {"epochs": 1, "tracker": "none"}, {"workers": 1}
         ),  # the patched formula lives in this process
@@ -67,7 +67,7 @@ def test_an_all_blank_val_shard_among_others_is_handled(tmp_path, real_folder):
     result = dg.materialize(
         chain,
         partition_key="baseline",
-        resources=build_resources(str(tmp_path)),
+        resources=local_resources(tmp_path),
         run_config=run_config({"source": "folder", "folder": str(real_folder)}, {"epochs": 1, "tracker": "none"}),
     )
     assert result.success
@@ -85,7 +85,7 @@ def test_a_val_split_with_no_records_fails_training_clearly_and_is_not_retried(t
     result = dg.materialize(
         chain,
         partition_key="baseline",
-        resources=build_resources(str(tmp_path)),
+        resources=local_resources(tmp_path),
         run_config=run_config({"source": "folder", "folder": str(real_folder)}, {"epochs": 1, "tracker": "none"}),
         raise_on_error=False,
     )
@@ -101,7 +101,7 @@ def test_an_untrained_model_on_an_all_blank_val_split_exports_and_refuses_evalua
     result = dg.materialize(
         chain,
         partition_key="baseline",
-        resources=build_resources(str(tmp_path)),
+        resources=local_resources(tmp_path),
         run_config=run_config({"source": "folder", "folder": str(real_folder)}, {"epochs": 0, "tracker": "none"}),
         raise_on_error=False,
     )

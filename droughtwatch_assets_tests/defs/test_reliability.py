@@ -14,7 +14,7 @@ import dagster as dg
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.definitions import assets
 from droughtwatch_assets.defs.checks import asset_checks
-from droughtwatch_assets.defs.resources import build_resources
+from droughtwatch_assets.defs.deployment import build_resources, local_resources
 from droughtwatch_assets.records import read_processed
 from droughtwatch_assets.storage import LocalArtifactStore
 from droughtwatch_assets_tests.conftest import (
@@ -24,6 +24,7 @@ from droughtwatch_assets_tests.conftest import (
     assets_named,
     free_port,
     run_config,
+    s3_resources,
 )
 
 
@@ -195,8 +196,6 @@ def test_a_run_killed_while_saving_the_trained_model_leaves_the_previous_model_c
 def test_an_unavailable_s3_endpoint_is_retried_then_fails_clearly(tmp_path, monkeypatch):
     endpoint = f"http://127.0.0.1:{free_port()}"
     for name, value in {
-        "DROUGHTWATCH_STORAGE": "s3",
-        "DROUGHTWATCH_S3_BUCKET": "dw-away",
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -205,7 +204,7 @@ def test_an_unavailable_s3_endpoint_is_retried_then_fails_clearly(tmp_path, monk
         monkeypatch.setenv(name, value)
     result = dg.materialize(
         assets_named("raw_tfrecords"),
-        resources=build_resources(str(tmp_path)),
+        resources=s3_resources(tmp_path, bucket="dw-away"),
         run_config=dg.RunConfig(ops={"raw_tfrecords": {"config": TINY_SAMPLE}}),
         raise_on_error=False,
     )
@@ -242,7 +241,7 @@ def test_unchanged_raw_shards_keep_their_data_version_and_are_not_reprocessed(tm
         return dg.materialize(
             assets_named(*DATA_ASSETS),
             partition_key="baseline",
-            resources=build_resources(str(tmp_path)),
+            resources=local_resources(tmp_path),
             run_config=run_config(TINY_SAMPLE),
         )
 
@@ -258,7 +257,7 @@ def test_unchanged_raw_shards_keep_their_data_version_and_are_not_reprocessed(tm
     changed = dg.materialize(
         assets_named(*DATA_ASSETS),
         partition_key="baseline",
-        resources=build_resources(str(tmp_path)),
+        resources=local_resources(tmp_path),
         run_config=run_config({**TINY_SAMPLE, "sample_seed": 1}),
     )
     metadata = changed.asset_materializations_for_node("processed_tfrecords")[0].metadata
@@ -287,7 +286,7 @@ def test_a_model_failing_the_onnx_parity_check_is_never_published(tmp_path, monk
     result = dg.materialize(
         [*assets, *asset_checks],
         partition_key="baseline",
-        resources=build_resources(str(tmp_path)),
+        resources=local_resources(tmp_path),
         run_config=run_config(
             TINY_SAMPLE, {"epochs": 1, "register_model": True, "tracker": "none", "model_name": "baseline"}
         ),
@@ -323,7 +322,7 @@ def test_aws_and_wandb_secrets_never_reach_metadata_logs_files_or_the_published_
     result = dg.materialize(
         assets,
         partition_key="baseline",
-        resources=build_resources(str(tmp_path / "cache")),
+        resources=build_resources(tmp_path / "cache"),  # the deployment the environment describes, as users set it
         instance=instance,
         run_config=run_config(
             TINY_SAMPLE, {"epochs": 1, "register_model": True, "tracker": "wandb", "model_name": "baseline"}

@@ -1,5 +1,5 @@
 """Runs as a deployment runs them: `dagster job launch` into a real instance with the run queue of the project's
-dagster.yaml, the daemon dequeuing, the multiprocess executor, the job's hooks, and a real MLflow server."""
+dagster.yaml, the daemon dequeuing, the multiprocess executor (a process per step), and a real MLflow server."""
 
 import itertools
 import json
@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 from mlflow import MlflowClient
 
-from droughtwatch_assets.features import BANDS
 from droughtwatch_assets.record_writer import RecordWriter
-from droughtwatch_assets.records import encode_example
+from droughtwatch_assets.records import encode_raw_example
 from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE
 
 BIN = Path(sys.executable).parent
@@ -41,13 +41,14 @@ def launch(job: str, partition: str, config: dict, env: dict) -> None:
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
 
-def write_shard_missing_a_band(path: Path) -> None:
-    fields = {band: bytes(4225) for band in BANDS if band != "B4"}
+def write_blank_shard(path: Path, records: int = 8) -> None:
+    """Records whose bands are all 0, every one vetoed: a val split of only these leaves nothing to validate on."""
     with RecordWriter(path) as writer:
-        writer.write(encode_example({**fields, "label": 1}))
+        for i in range(records):
+            writer.write(encode_raw_example(np.zeros((11, 65, 65), np.uint8), i % 4, f"blank-{i}"))
 
 
-def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_mlflow_run_ended_by_the_hook(
+def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_ended_mlflow_run(
     tmp_path, mlflow_server, real_folder
 ):
     home = tmp_path / "home"
@@ -72,7 +73,8 @@ def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_mlf
     }
     launch("baseline_job", "baseline", config, env)
     launch("baseline_job", "baseline", config, env)
-    write_shard_missing_a_band(real_folder / "train" / "part-r-00099")  # a third run fails in processing
+    (real_folder / "val" / "part-r-00012").unlink()  # a third run fails in training: no val records
+    write_blank_shard(real_folder / "val" / "part-r-00000")
     launch(
         "baseline_job",
         "baseline",
@@ -121,7 +123,7 @@ def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_mlf
         runs = client.search_runs([experiment_id], filter_string=f"tags.dagster_run_id = '{run_id}'")
         assert len(runs) == 1, f"Dagster run {run_id} made {len(runs)} MLflow runs"
         run = runs[0]
-        assert run.info.status == "FINISHED"  # the job's end_mlflow_on_run_finished hook ended it
+        assert run.info.status == "FINISHED"  # every step that tracked closed its part
         assert {"loss", "val_accuracy", "pr_0_at_0.50"} <= set(run.data.metrics)
         assert "keras/model.keras" in {a.path for a in client.list_artifacts(run.info.run_id, "keras")}
         logged = [
@@ -135,7 +137,7 @@ def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_mlf
     failed_runs = client.search_runs(
         [experiment_id], filter_string=f"tags.dagster_run_id = '{failed.dagster_run.run_id}'"
     )
-    assert [r.info.status for r in failed_runs] == ["FAILED"]  # the hook, on the failed processing step
+    assert [r.info.status for r in failed_runs] == ["FAILED"]  # ended by the training step that failed
     versions = client.search_model_versions("name='baseline'")
     assert {v.run_id for v in versions} >= {
         client.search_runs([experiment_id], filter_string=f"tags.dagster_run_id = '{r.dagster_run.run_id}'")[

@@ -11,21 +11,18 @@ import onnxruntime as ort
 import yaml
 
 from droughtwatch_assets.definitions import assets
-from droughtwatch_assets.defs.resources import build_resources
-from droughtwatch_assets_tests.conftest import TINY_SAMPLE, run_config
+from droughtwatch_assets_tests.conftest import TINY_SAMPLE, run_config, s3_resources
 
 
-def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3_env, monkeypatch, real_shard):
-    monkeypatch.setenv("DROUGHTWATCH_STORAGE", "s3")
-    monkeypatch.setenv("DROUGHTWATCH_S3_BUCKET", "dw-assets")
-    monkeypatch.setenv("DROUGHTWATCH_S3_PREFIX", "runs")
-    monkeypatch.setenv("DROUGHTWATCH_REGISTRY_BUCKET", "dw-registry")
-    monkeypatch.setenv("DROUGHTWATCH_S3_CREATE_BUCKET", "true")
-    config = run_config(TINY_SAMPLE, {"epochs": 1, "register_model": True, "model_name": "baseline"})
+def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3_env, real_shard):
+    config = run_config(TINY_SAMPLE, {"epochs": 1, "register_model": True, "model_name": "baseline", "tracker": "none"})
 
     def materialize(cache):
         result = dg.materialize(
-            assets, partition_key="baseline", resources=build_resources(str(cache)), run_config=config
+            assets,
+            partition_key="baseline",
+            resources=s3_resources(cache, bucket="dw-assets", prefix="runs", registry_bucket="dw-registry"),
+            run_config=config,
         )
         assert result.success
         return result

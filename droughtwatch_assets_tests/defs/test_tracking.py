@@ -7,42 +7,44 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import mlflow
 import pytest
 from mlflow import MlflowClient
 from wandb.proto import wandb_internal_pb2
 
-from droughtwatch_assets.defs.resources import build_resources
+from droughtwatch_assets.defs.deployment import local_resources
+from droughtwatch_assets.defs.tracking import TrackingResource
 from droughtwatch_assets_tests.conftest import TINY_SAMPLE, TRAINING_CHAIN, assets_named, free_port, run_config
 
 
-def materialize(data_dir, training: dict, raise_on_error: bool = True):
+def materialize(data_dir, training: dict, raise_on_error: bool = True, **tracking):
     return dg.materialize(
         assets_named(*TRAINING_CHAIN),
         partition_key="baseline",
-        resources=build_resources(str(data_dir)),
+        resources={**local_resources(data_dir), "tracking": TrackingResource(**tracking)},
         run_config=run_config(TINY_SAMPLE, {"epochs": 2, **training}),
         raise_on_error=raise_on_error,
     )
 
 
 @pytest.fixture
-def mlflow_env(mlflow_server, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    monkeypatch.setenv("DROUGHTWATCH_TRACKER", "mlflow")
-    monkeypatch.setenv("DROUGHTWATCH_MLFLOW_EXPERIMENT", f"test-{time.time_ns()}")
-    yield mlflow_server
-    mlflow.end_run()  # materialize() has no end-of-run hook; the jobs have end_mlflow_on_run_finished
+def mlflow_env(mlflow_server):
+    return {
+        "default_tracker": "mlflow",
+        "mlflow_tracking_uri": mlflow_server,
+        "mlflow_experiment": f"test-{time.time_ns()}",
+    }
 
 
 def test_mlflow_run_has_metrics_params_artifacts_and_a_registered_version(tmp_path, mlflow_env):
     model_name = f"baseline-{time.time_ns()}"
-    result = materialize(tmp_path, {"tracker": "mlflow", "register_model": True, "model_name": model_name})
+    result = materialize(
+        tmp_path, {"tracker": "mlflow", "register_model": True, "model_name": model_name}, **mlflow_env
+    )
     metadata = result.asset_materializations_for_node("trained_model")[0].metadata
     run_id = metadata["mlflow_run_id"].value
-    assert metadata["mlflow_run_url"].value.startswith(f"{mlflow_env}/#/experiments/")
+    assert metadata["mlflow_run_url"].value.startswith(f"{mlflow_env['mlflow_tracking_uri']}/#/experiments/")
 
-    client = MlflowClient(mlflow_env)
+    client = MlflowClient(mlflow_env["mlflow_tracking_uri"])
     run = client.get_run(run_id)
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "pr_0_at_0.50", "val_re_3_at_0.50"} <= set(run.data.metrics)
     assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [0, 1]
@@ -69,25 +71,36 @@ def test_mlflow_run_has_metrics_params_artifacts_and_a_registered_version(tmp_pa
 def test_unregistered_configurations_are_not_registered(tmp_path, mlflow_env):
     model_name = f"dummy-{time.time_ns()}"
     result = materialize(
-        tmp_path, {"tracker": "mlflow", "register_model": False, "model_name": model_name, "epochs": 0}
+        tmp_path, {"tracker": "mlflow", "register_model": False, "model_name": model_name, "epochs": 0}, **mlflow_env
     )
     assert result.asset_materializations_for_node("published_model")[0].metadata["published"].value is False
-    assert MlflowClient(mlflow_env).search_registered_models(filter_string=f"name='{model_name}'") == []
+    assert (
+        MlflowClient(mlflow_env["mlflow_tracking_uri"]).search_registered_models(filter_string=f"name='{model_name}'")
+        == []
+    )
 
 
-def test_an_unreachable_mlflow_fails_fast_naming_the_uri(tmp_path, monkeypatch):
+def test_an_unreachable_mlflow_fails_fast_naming_the_uri(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     started = time.monotonic()
-    result = materialize(tmp_path, {"tracker": "mlflow"}, raise_on_error=False)
+    result = materialize(
+        tmp_path,
+        {"tracker": "mlflow"},
+        raise_on_error=False,
+        mlflow_tracking_uri=f"http://user:secret@{uri.removeprefix('http://')}",
+    )
     assert not result.success and time.monotonic() - started < 120
     message = str(result.failure_data_for_node("trained_model").error)
     assert f"MLflow tracker at {uri} is unreachable" in message and "tracking_required" in message
+    assert "secret" not in message  # credentials in the URI stay out of messages
 
 
-def test_tracking_required_false_trains_and_warns(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
-    result = materialize(tmp_path, {"tracker": "mlflow", "tracking_required": False})
+def test_tracking_required_false_trains_and_warns(tmp_path):
+    result = materialize(
+        tmp_path,
+        {"tracker": "mlflow", "tracking_required": False},
+        mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}",
+    )
     assert result.success
     assert result.asset_materializations_for_node("trained_model")[0].metadata["tracker"].value == "none"
 
@@ -112,8 +125,11 @@ def wandb_history(run_dir: str) -> list[dict]:
 
 def test_wandb_runs_offline_without_a_key(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_PROJECT", "droughtwatch-test")
-    result = materialize(tmp_path, {"tracker": "wandb", "register_model": True, "model_name": "baseline"})
+    result = materialize(
+        tmp_path,
+        {"tracker": "wandb", "register_model": True, "model_name": "baseline"},
+        wandb_project="droughtwatch-test",
+    )
     metadata = result.asset_materializations_for_node("trained_model")[0].metadata
     run_dir = metadata["wandb_run_dir"].value
     assert Path(run_dir).name.startswith("offline-run-") and Path(run_dir).is_relative_to(tmp_path)

@@ -35,10 +35,8 @@ def processed_tfrecords(
 ) -> dg.Output[ShardedDataset]:
     name = context.partition_key
     policy = raw_tfrecords.on_bad_record if config.on_bad_record == "as_raw" else config.on_bad_record
-    try:
-        previous = ShardedDataset.open(store.backend.current(("processed_tfrecords", name)))
-    except FileNotFoundError:
-        previous = None
+    previous_root = store.previous_version(("processed_tfrecords", name))  # its unchanged shards are reused
+    previous = ShardedDataset.open(previous_root) if previous_root else None
     try:
         dataset = process_dataset(
             raw_tfrecords,

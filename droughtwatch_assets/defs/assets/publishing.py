@@ -1,12 +1,11 @@
-from typing import Any
-
 import dagster as dg
 
 from droughtwatch_assets.artifacts import OnnxArtifact
 from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
 from droughtwatch_assets.defs.resources import ArtifactStore
-from droughtwatch_assets.defs.tracking import make_tracker
+from droughtwatch_assets.defs.tracking import TrackingResource
+from droughtwatch_assets.tracking.base import tracked
 
 
 @dg.asset(
@@ -21,7 +20,7 @@ from droughtwatch_assets.defs.tracking import make_tracker
     "Other configurations are not published.",
 )
 def published_model(
-    context: dg.AssetExecutionContext, store: ArtifactStore, mlflow: dg.ResourceParam[Any], onnx_model: OnnxArtifact
+    context: dg.AssetExecutionContext, store: ArtifactStore, tracking: TrackingResource, onnx_model: OnnxArtifact
 ) -> dg.Output[dict]:
     config = onnx_model.config
     name = config["model_name"]
@@ -41,7 +40,7 @@ def published_model(
     context.log.info(
         f"published {name} version {publication.version}: {publication.version_uri} (and {', '.join(uris)})"
     )
-    registry = register(context, store, mlflow, onnx_model, name, publication.model_uri)
+    registry = register(context, store, tracking, onnx_model, name, publication.model_uri)
     return dg.Output(
         {
             "model_name": name,
@@ -64,14 +63,21 @@ def published_model(
 
 
 def register(
-    context: dg.AssetExecutionContext, store: ArtifactStore, mlflow, onnx_model: OnnxArtifact, name: str, uri: str
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    tracking: TrackingResource,
+    onnx_model: OnnxArtifact,
+    name: str,
+    uri: str,
 ) -> dict:
     """Promote the published model in the run's tracker: an MLflow model version, or a W&B model artifact."""
     kind = onnx_model.config.get("tracker", "none")
-    tracker = make_tracker(kind, context, mlflow, store.base_dir, required=True, job_type="publish")
+    tracker = tracking.tracker(context, kind, store.base_dir, required=True, job_type="publish")
     if kind == "wandb":
         tracker.start(f"{name}_publish", onnx_model.config)
-        tracker.log_model_reference(name, uri, register=True)
-        tracker.finish()
+        with tracked(tracker):
+            tracker.log_model_reference(name, uri, register=True)
         return tracker.metadata()
-    return tracker.register(name, onnx_model.onnx_path, uri)
+    tracker.resume()
+    with tracked(tracker):
+        return tracker.register(name, onnx_model.onnx_path, uri)

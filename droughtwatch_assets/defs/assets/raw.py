@@ -9,23 +9,23 @@ from droughtwatch_assets.datasets import ShardedDataset, build_raw_dataset
 from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
 from droughtwatch_assets.defs.failures import bad_record_failure, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import dataset_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore
-from droughtwatch_assets.download import ARCHIVE_URL
+from droughtwatch_assets.defs.resources import ArtifactStore, RawSourceResource
 from droughtwatch_assets.raw_sources import RawSource, gather_shards
 from droughtwatch_assets.records import BadRecordPolicy, RecordError
 from droughtwatch_assets.sample import SampleSpec
 
 
 class RawDataConfig(dg.Config):
-    source: Literal["sample", "folder", "archive"] = Field(
-        default=os.environ.get("DROUGHTWATCH_RAW_SOURCE", "sample"),
-        description="sample (generated, the default), folder (local shards) or archive (download)",
+    source: Literal["deployment", "sample", "folder", "archive"] = Field(
+        default="deployment",
+        description="sample (generated), folder (local shards) or archive (download); deployment: the "
+        "deployment's raw source (DROUGHTWATCH_RAW_SOURCE, else sample)",
     )
     folder: str = Field(
-        default=os.environ.get("DROUGHTWATCH_RAW_FOLDER", ""),
-        description="for source=folder: a folder holding train/part-* and val/part-*",
+        default="",
+        description="for source=folder: a folder holding train/part-* and val/part-* (empty: DROUGHTWATCH_RAW_FOLDER)",
     )
-    archive_url: str = Field(default=os.environ.get("DROUGHTWATCH_ARCHIVE_URL", ARCHIVE_URL))
+    archive_url: str = Field(default="", description="for source=archive (empty: the deployment's archive URL)")
     archive_sha256: str = Field(default="", description="if set, the downloaded archive must match it")
     sample_train_records: int = SampleSpec.train_records
     sample_val_records: int = SampleSpec.val_records
@@ -38,11 +38,14 @@ class RawDataConfig(dg.Config):
         "predictions) follows this policy",
     )
 
-    def to_source(self) -> RawSource:
+    def to_source(self, defaults: RawSourceResource) -> RawSource:
         spec = SampleSpec(
             self.sample_train_records, self.sample_val_records, self.sample_records_per_shard, self.sample_seed
         )
-        return RawSource(self.source, self.folder, self.archive_url, self.archive_sha256, spec)
+        source = defaults.source if self.source == "deployment" else self.source
+        return RawSource(
+            source, self.folder or defaults.folder, self.archive_url or defaults.archive_url, self.archive_sha256, spec
+        )
 
 
 @dg.asset(
@@ -52,13 +55,13 @@ class RawDataConfig(dg.Config):
     description="Raw DroughtWatch TFRecord shards (train and val): 65x65 images, 11 uint8 Landsat-8 bands, label 0-3.",
 )
 def raw_tfrecords(
-    context: dg.AssetExecutionContext, config: RawDataConfig, store: ArtifactStore
+    context: dg.AssetExecutionContext, config: RawDataConfig, store: ArtifactStore, raw_source: RawSourceResource
 ) -> dg.Output[ShardedDataset]:
     refuse_configuration_mismatch(context)
     staging = store.new_staging_dir()
     with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:
         shards, source = gather_shards(
-            config.to_source(), scratch, os.path.join(store.base_dir, "downloads"), context.log.info
+            config.to_source(raw_source), scratch, os.path.join(store.base_dir, "downloads"), context.log.info
         )
         try:
             dataset = build_raw_dataset(

@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -10,8 +10,9 @@ from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, k8s_pod
 from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import history_table
 from droughtwatch_assets.defs.resources import ArtifactStore
-from droughtwatch_assets.defs.tracking import default_tracker, fallback, make_tracker
+from droughtwatch_assets.defs.tracking import TrackingResource, fallback
 from droughtwatch_assets.tracking import TrackingUnavailable
+from droughtwatch_assets.tracking.base import tracked
 
 
 class TrainingConfig(dg.Config):
@@ -21,7 +22,9 @@ class TrainingConfig(dg.Config):
     epochs: int = 2  # 0 exports the untrained model (the original's 'dummy')
     seed: int = 0  # weight initialisation and shuffle order
     register_model: bool = False  # promote to the model registry (the baseline configuration sets it)
-    tracker: str = Field(default=default_tracker(), description="wandb, mlflow or none (DROUGHTWATCH_TRACKER)")
+    tracker: Literal["deployment", "wandb", "mlflow", "none"] = Field(
+        default="deployment", description="wandb, mlflow or none; deployment: DROUGHTWATCH_TRACKER's (else wandb)"
+    )
     tracking_required: bool = Field(default=True, description="false: train and warn when the tracker is unreachable")
 
 
@@ -37,14 +40,11 @@ def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
     store: ArtifactStore,
-    mlflow: dg.ResourceParam[Any],
+    tracking: TrackingResource,
     processed_tfrecords: ShardedDataset,
 ) -> dg.Output[ModelArtifact]:
     refuse_configuration_mismatch(context, config.model_name or context.partition_key)
-    from droughtwatch_assets.training import EmptySplit, train  # TensorFlow loads only when a step trains
-
     data = processed_tfrecords
-    channels = len(data.features)
     resolved = {
         "model_name": config.model_name or context.partition_key,
         "feature_set": context.partition_key,
@@ -54,46 +54,19 @@ def trained_model(
         "epochs": config.epochs,
         "seed": config.seed,
         "register_model": config.register_model,
-        "tracker": config.tracker,
+        "tracker": tracking.resolve(config.tracker),
         "class_weights": CLASS_WEIGHTS,
         "data_version": data.manifest.get("data_version", ""),
         "dagster_run_id": context.run.run_id,
     }
-    tracker = make_tracker(config.tracker, context, mlflow, store.base_dir, config.tracking_required)
+    tracker = tracking.tracker(context, config.tracker, store.base_dir, config.tracking_required)
     try:
         tracker.start(resolved["model_name"], resolved)
     except TrackingUnavailable as exc:
         tracker = fallback(context, exc, config.tracking_required)
     resolved["tracker"] = tracker.name  # what downstream steps report to
-
-    def on_epoch(epoch: int, logs: dict) -> None:
-        context.log.info(
-            f"epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f} accuracy {logs['accuracy']:.4f} "
-            f"val_loss {logs['val_loss']:.4f} val_accuracy {logs['val_accuracy']:.4f}"
-        )
-        tracker.log_epoch(epoch, logs)
-
-    try:
-        run = train(
-            data.shards("train"),
-            data.shards("val"),
-            channels,
-            learning_rate=config.learning_rate,
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            seed=config.seed,
-            train_records=data.records("train"),
-            val_records=data.records("val"),
-            on_epoch=on_epoch,
-        )
-    except EmptySplit as exc:
-        tracker.finish()
-        raise refusal(f"processed_tfrecords partition '{context.partition_key}': {exc}") from exc
-    artifact = ModelArtifact(store.new_staging_dir())
-    run.model.save(artifact.keras_path)
-    tracker.log_keras_model(artifact.keras_path)
-    tracker.finish()
-    artifact.write_metadata(resolved, run.history)
+    with tracked(tracker):
+        artifact, run = _fit_and_save(context, config, store, data, tracker, resolved)
     val_counts = data.class_counts("val")
     metadata = {
         "parameters": run.model.count_params(),
@@ -112,6 +85,38 @@ def trained_model(
     return dg.Output(artifact, metadata=metadata)
 
 
+def _fit_and_save(context, config: TrainingConfig, store: ArtifactStore, data: ShardedDataset, tracker, resolved: dict):
+    from droughtwatch_assets.training import EmptySplit, train  # TensorFlow loads only when a step trains
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        context.log.info(
+            f"epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f} accuracy {logs['accuracy']:.4f} "
+            f"val_loss {logs['val_loss']:.4f} val_accuracy {logs['val_accuracy']:.4f}"
+        )
+        tracker.log_epoch(epoch, logs)
+
+    try:
+        run = train(
+            data.shards("train"),
+            data.shards("val"),
+            len(data.features),
+            learning_rate=config.learning_rate,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            seed=config.seed,
+            train_records=data.records("train"),
+            val_records=data.records("val"),
+            on_epoch=on_epoch,
+        )
+    except EmptySplit as exc:
+        raise refusal(f"processed_tfrecords partition '{context.partition_key}': {exc}") from exc
+    artifact = ModelArtifact(store.new_staging_dir())
+    run.model.save(artifact.keras_path)
+    tracker.log_keras_model(artifact.keras_path)
+    artifact.write_metadata(resolved, run.history)
+    return artifact, run
+
+
 @dg.asset(
     **PER_FEATURE_SET,
     group_name="deployment",
@@ -122,7 +127,7 @@ def trained_model(
 def onnx_model(
     context: dg.AssetExecutionContext,
     store: ArtifactStore,
-    mlflow: dg.ResourceParam[Any],
+    tracking: TrackingResource,
     trained_model: ModelArtifact,
     processed_tfrecords: ShardedDataset,
 ) -> dg.Output[OnnxArtifact]:
@@ -153,9 +158,11 @@ def onnx_model(
         )
     artifact.write_config(trained_model.config)
     artifact.write_parity(diff, len(batch))
-    if trained_model.config.get("tracker") == "mlflow":
-        tracker = make_tracker("mlflow", context, mlflow, store.base_dir, required=True)
-        tracker.log_onnx_model(artifact.onnx_path)
+    if trained_model.config.get("tracker") == "mlflow":  # the ONNX model joins the training run
+        tracker = tracking.tracker(context, "mlflow", store.base_dir, required=True)
+        tracker.resume()
+        with tracked(tracker):
+            tracker.log_onnx_model(artifact.onnx_path)
     context.log.info(f"ONNX model written: {info.size_bytes} bytes, Keras/ONNX max abs diff {diff:.2g}")
     return dg.Output(
         artifact,

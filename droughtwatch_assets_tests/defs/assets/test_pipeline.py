@@ -10,7 +10,7 @@ import yaml
 
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.definitions import assets
-from droughtwatch_assets.defs.resources import build_resources
+from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.storage import LocalArtifactStore
 from droughtwatch_assets_tests.conftest import DATA_ASSETS, TINY_SAMPLE, assets_named, run_config, table_rows
 
@@ -19,7 +19,7 @@ def test_baseline_chain_on_a_tiny_sample(tmp_path):
     result = dg.materialize(
         assets,
         partition_key="baseline",
-        resources=build_resources(str(tmp_path)),
+        resources=local_resources(tmp_path),
         run_config=run_config(TINY_SAMPLE, {"epochs": 1, "model_name": "tiny"}),
     )
     assert result.success
@@ -76,7 +76,7 @@ def test_default_sample_trains_a_model_that_beats_the_majority_class(tmp_path):
     result = dg.materialize(
         chain,
         partition_key="baseline",
-        resources=build_resources(str(tmp_path)),
+        resources=local_resources(tmp_path),
         run_config=run_config(training={"tracker": "none"}),
     )
     assert result.success
@@ -91,7 +91,7 @@ def test_real_shards_from_a_folder(tmp_path, real_folder):
     result = dg.materialize(
         assets_named(*DATA_ASSETS),
         partition_key="all",
-        resources=build_resources(str(tmp_path / "data")),
+        resources=local_resources(tmp_path / "data"),
         run_config=run_config(raw),
     )
     assert result.success
@@ -106,7 +106,7 @@ def test_a_stray_non_tfrecord_file_fails_naming_file_and_record(tmp_path, real_f
     result = dg.materialize(
         assets_named(*DATA_ASSETS),
         partition_key="baseline",
-        resources=build_resources(str(tmp_path / "data")),
+        resources=local_resources(tmp_path / "data"),
         run_config=run_config({"source": "folder", "folder": str(real_folder)}),
         raise_on_error=False,
     )
@@ -126,7 +126,7 @@ def test_a_band_of_the_wrong_length_fails_processing_naming_file_and_record(tmp_
     result = dg.materialize(
         assets_named(*DATA_ASSETS),
         partition_key="baseline",
-        resources=build_resources(str(tmp_path / "data")),
+        resources=local_resources(tmp_path / "data"),
         run_config=run_config({"source": "folder", "folder": str(real_folder)}),
         raise_on_error=False,
     )

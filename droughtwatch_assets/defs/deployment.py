@@ -1,0 +1,195 @@
+"""The one place that decides the deployment: which storage, tracker, raw source and executor the code
+location uses. `definitions.py` reads the environment once, through `Deployment.from_env()`.
+
+DROUGHTWATCH_DEPLOYMENT picks a named set:
+    local   files under DROUGHTWATCH_DATA_DIR, steps as processes on this machine (the default)
+    s3      assets and published models in S3, steps as processes on this machine
+    k8s     assets and published models in S3, each step a Kubernetes job
+Without it, DROUGHTWATCH_EXECUTOR=k8s means k8s and DROUGHTWATCH_STORAGE=s3 means s3, as before.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+import dagster as dg
+from dagster_aws.s3 import S3PickleIOManager, S3Resource
+
+from droughtwatch_assets.defs.resources import ArtifactIOManager, LocalStore, RawSourceResource, S3Store
+from droughtwatch_assets.defs.tracking import TrackerName, TrackingResource
+from droughtwatch_assets.download import ARCHIVE_URL
+
+DeploymentName = Literal["local", "s3", "k8s"]
+DEFAULT_DATA_DIR = ".droughtwatch"
+AWS_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+# Settings the Kubernetes step pods need from the code location's environment (credentials come from secrets).
+K8S_ENV_VARS = (
+    "DROUGHTWATCH_DEPLOYMENT",
+    "DROUGHTWATCH_STORAGE",
+    "DROUGHTWATCH_S3_BUCKET",
+    "DROUGHTWATCH_S3_PREFIX",
+    "DROUGHTWATCH_REGISTRY_BUCKET",
+    "DROUGHTWATCH_TRACKER",
+    "MLFLOW_TRACKING_URI",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+)
+
+
+def _choice(value: str, allowed: tuple[str, ...], variable: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{variable}={value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: DeploymentName = "local"
+    data_dir: str = DEFAULT_DATA_DIR  # local: the data; S3: the local cache and scratch space
+    bucket: str = ""
+    prefix: str = "droughtwatch"
+    registry_bucket: str = ""
+    create_bucket: bool = False
+    aws_variables: tuple[str, ...] = ()  # the AWS variables that are set, passed on as EnvVar
+    tracker: TrackerName = "wandb"
+    mlflow_tracking_uri_set: bool = False
+    mlflow_experiment: str = "droughtwatch"
+    wandb_project: str = "droughtwatch"
+    wandb_dir: str = ""
+    raw_source: Literal["sample", "folder", "archive"] = "sample"
+    raw_folder: str = ""
+    archive_url: str = ARCHIVE_URL
+    k8s_namespace: str = "droughtwatch"
+    k8s_max_concurrent: int = 8
+    k8s_env_secrets: tuple[str, ...] = ("droughtwatch-aws",)
+    k8s_env_vars: tuple[str, ...] = field(default=())
+
+    @property
+    def storage(self) -> Literal["local", "s3"]:
+        return "local" if self.name == "local" else "s3"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Deployment:
+        name = env.get("DROUGHTWATCH_DEPLOYMENT") or (
+            "k8s"
+            if env.get("DROUGHTWATCH_EXECUTOR") == "k8s"
+            else "s3"
+            if env.get("DROUGHTWATCH_STORAGE") == "s3"
+            else "local"
+        )
+        return cls(
+            name=_choice(name, get_args(DeploymentName), "DROUGHTWATCH_DEPLOYMENT"),
+            data_dir=str(Path(env.get("DROUGHTWATCH_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().absolute()),
+            bucket=env.get("DROUGHTWATCH_S3_BUCKET", ""),
+            prefix=env.get("DROUGHTWATCH_S3_PREFIX", "droughtwatch"),
+            registry_bucket=env.get("DROUGHTWATCH_REGISTRY_BUCKET", ""),
+            create_bucket=env.get("DROUGHTWATCH_S3_CREATE_BUCKET", "").lower() in ("1", "true", "yes"),
+            aws_variables=tuple(v for v in AWS_VARIABLES if env.get(v)),
+            tracker=_choice(env.get("DROUGHTWATCH_TRACKER", "wandb"), get_args(TrackerName), "DROUGHTWATCH_TRACKER"),
+            mlflow_tracking_uri_set=bool(env.get("MLFLOW_TRACKING_URI")),
+            mlflow_experiment=env.get("DROUGHTWATCH_MLFLOW_EXPERIMENT", "droughtwatch"),
+            wandb_project=env.get("WANDB_PROJECT", "droughtwatch"),
+            wandb_dir=env.get("WANDB_DIR", ""),
+            raw_source=_choice(
+                env.get("DROUGHTWATCH_RAW_SOURCE", "sample"), ("sample", "folder", "archive"), "DROUGHTWATCH_RAW_SOURCE"
+            ),
+            raw_folder=env.get("DROUGHTWATCH_RAW_FOLDER", ""),
+            archive_url=env.get("DROUGHTWATCH_ARCHIVE_URL", ARCHIVE_URL),
+            k8s_namespace=env.get("DROUGHTWATCH_K8S_NAMESPACE", "droughtwatch"),
+            k8s_max_concurrent=int(env.get("DROUGHTWATCH_K8S_MAX_CONCURRENT", "8")),
+            k8s_env_secrets=tuple(
+                s for s in env.get("DROUGHTWATCH_K8S_ENV_SECRETS", "droughtwatch-aws").split(",") if s
+            ),
+            k8s_env_vars=tuple(v for v in K8S_ENV_VARS if env.get(v)),
+        )
+
+
+def _env_var(deployment: Deployment, *names: str) -> dg.EnvVar | None:
+    """The first of these AWS variables that is set, as an EnvVar: secrets never become config values."""
+    return next((dg.EnvVar(name) for name in names if name in deployment.aws_variables), None)
+
+
+def resources_for(deployment: Deployment) -> dict:
+    """The named resource set of a deployment: storage, values, tracker and raw-source defaults."""
+    tracking = TrackingResource(
+        default_tracker=deployment.tracker,
+        mlflow_tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI") if deployment.mlflow_tracking_uri_set else None,
+        mlflow_experiment=deployment.mlflow_experiment,
+        wandb_project=deployment.wandb_project,
+        wandb_dir=deployment.wandb_dir,
+    )
+    raw_source = RawSourceResource(
+        source=deployment.raw_source, folder=deployment.raw_folder, archive_url=deployment.archive_url
+    )
+    if deployment.storage == "local":
+        store = LocalStore(base_dir=deployment.data_dir)
+        values = dg.FilesystemIOManager(base_dir=str(Path(deployment.data_dir, "values")))
+    else:
+        s3_resource = S3Resource(
+            endpoint_url=_env_var(deployment, "AWS_ENDPOINT_URL"),
+            region_name=_env_var(deployment, "AWS_REGION", "AWS_DEFAULT_REGION"),
+            aws_access_key_id=_env_var(deployment, "AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_env_var(deployment, "AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=_env_var(deployment, "AWS_SESSION_TOKEN"),
+            max_attempts=4,
+        )
+        store = S3Store(
+            base_dir=deployment.data_dir,
+            s3=s3_resource,
+            bucket=deployment.bucket,
+            prefix=deployment.prefix,
+            registry_bucket=deployment.registry_bucket,
+            create_bucket=deployment.create_bucket,
+        )
+        values = S3PickleIOManager(
+            s3_resource=s3_resource, s3_bucket=deployment.bucket, s3_prefix=f"{deployment.prefix}/values".strip("/")
+        )
+    return {
+        "store": store,
+        "io_manager": ArtifactIOManager(store=store),
+        "value_io_manager": values,
+        "tracking": tracking,
+        "raw_source": raw_source,
+    }
+
+
+def executor_for(deployment: Deployment) -> dg.ExecutorDefinition | None:
+    """None keeps Dagster's default (multiprocess); k8s runs each step as a Kubernetes job, sized by the
+    assets' `dagster-k8s/config` op tags."""
+    if deployment.name != "k8s":
+        return None
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured(
+        {
+            "job_namespace": deployment.k8s_namespace,
+            "max_concurrent": deployment.k8s_max_concurrent,
+            "env_secrets": list(deployment.k8s_env_secrets),  # credentials from secrets, never run config
+            "env_vars": list(deployment.k8s_env_vars),
+        },
+        name="k8s",
+    )
+
+
+def local_resources(data_dir: str | os.PathLike, **settings) -> dict:
+    """Resources for files under data_dir: what tests and scripts pass to `materialize()`."""
+    return resources_for(Deployment(name="local", data_dir=str(Path(data_dir).absolute()), **settings))
+
+
+def build_resources(data_dir: str | os.PathLike | None = None) -> dict:
+    """Resources for the deployment the environment describes, with another data directory if given."""
+    env = dict(os.environ)
+    if data_dir is not None:
+        env["DROUGHTWATCH_DATA_DIR"] = str(data_dir)
+    return resources_for(Deployment.from_env(env))
