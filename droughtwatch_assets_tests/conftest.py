@@ -1,4 +1,5 @@
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -178,3 +179,32 @@ def s3_resources(data_dir, **settings) -> dict:
     return resources_for(
         Deployment(name="s3", data_dir=str(data_dir), create_bucket=True, aws_variables=aws_variables, **settings)
     )
+
+
+def materialize_command(select: str, partition: str, run_config: dict) -> list:
+    """`dagster asset materialize` as a user types it: the multiprocess executor, a process per step."""
+    return [
+        Path(sys.executable).parent / "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "droughtwatch_assets.definitions",
+        "--select",
+        select,
+        "--partition",
+        partition,
+        "--config-json",
+        json.dumps(run_config),
+    ]
+
+
+def write_blank_shard(path: Path, records: int = 10) -> None:
+    """Records whose bands are all 0: each one is vetoed as blank."""
+    import numpy as np
+
+    from droughtwatch_assets.record_writer import RecordWriter
+    from droughtwatch_assets.records import encode_raw_example
+
+    with RecordWriter(path) as writer:
+        for i in range(records):
+            writer.write(encode_raw_example(np.zeros((11, 65, 65), np.uint8), i % 4, f"blank-{i}"))

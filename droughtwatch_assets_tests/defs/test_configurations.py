@@ -1,10 +1,8 @@
 """A named configuration trains one feature set: launched on another partition, its job refuses before training,
 and no model is ever published under a configuration's name with other features."""
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +12,7 @@ from droughtwatch_assets.configurations import CONFIGURATIONS
 from droughtwatch_assets.definitions import asset_checks, assets, defs
 from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.defs.jobs import configuration_jobs
-from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, TRAINING_CHAIN, run_config
+from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, TRAINING_CHAIN, materialize_command, run_config
 
 
 def job_on(data_dir: Path, name: str) -> dg.JobDefinition:
@@ -61,19 +59,7 @@ def test_a_model_named_after_a_configuration_is_not_trained_on_other_features(tm
             },
         }
     }
-    command = [
-        Path(sys.executable).parent / "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "droughtwatch_assets.definitions",
-        "--select",
-        ",".join(TRAINING_CHAIN),
-        "--partition",
-        "ndvi",
-        "--config-json",
-        json.dumps(config),
-    ]
+    command = materialize_command(",".join(TRAINING_CHAIN), "ndvi", config)
     env = {"DAGSTER_HOME": str(tmp_path), "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data")}
     completed = subprocess.run(
         command, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=600

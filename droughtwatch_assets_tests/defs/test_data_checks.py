@@ -1,21 +1,15 @@
 """What the data checks and the steps after processing do with values or splits they cannot use."""
 
-import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import onnxruntime as ort
 import yaml
 
 from droughtwatch_assets import features
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.defs.deployment import local_resources
-from droughtwatch_assets.record_writer import RecordWriter
-from droughtwatch_assets.records import encode_raw_example
 from droughtwatch_assets.storage import LocalArtifactStore
 from droughtwatch_assets_tests.conftest import (
     DATA_ASSETS,
@@ -23,15 +17,10 @@ from droughtwatch_assets_tests.conftest import (
     TINY_SAMPLE,
     assets_named,
     checks_named,
+    materialize_command,
     run_config,
+    write_blank_shard,
 )
-
-
-def write_blank_shard(path: Path, records: int = 10) -> None:
-    """Records whose bands are all 0: each one is vetoed as blank."""
-    with RecordWriter(path) as writer:
-        for i in range(records):
-            writer.write(encode_raw_example(np.zeros((11, 65, 65), np.uint8), i % 4, f"blank-{i}"))
 
 
 def test_the_blocking_value_check_fails_on_out_of_range_values_and_nothing_downstream_runs(tmp_path, monkeypatch):
@@ -123,19 +112,7 @@ def test_a_new_line_in_the_feature_set_file_is_a_new_partition_that_materialises
         "DROUGHTWATCH_TRACKER": "none",
     }
     config = {"ops": {"raw_tfrecords": {"config": TINY_SAMPLE}, "trained_model": {"config": {"epochs": 1}}}}
-    command = [
-        Path(sys.executable).parent / "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "droughtwatch_assets.definitions",
-        "--select",
-        "raw_tfrecords,processed_tfrecords,trained_model,onnx_model",
-        "--partition",
-        "swir",
-        "--config-json",
-        json.dumps(config),
-    ]
+    command = materialize_command("raw_tfrecords,processed_tfrecords,trained_model,onnx_model", "swir", config)
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     store = LocalArtifactStore(tmp_path / "data")

@@ -1,10 +1,8 @@
 """Faults and data versions, through the real asset code and `dagster asset materialize`."""
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from droughtwatch_assets_tests.conftest import (
     TINY_SAMPLE,
     assets_named,
     free_port,
+    materialize_command,
     run_config,
     s3_resources,
 )
@@ -47,29 +46,20 @@ def run_until_then_kill(command: list, env: dict, started, check_stopped=None) -
         process.wait()
 
 
-def materialize_command(select: str, config: dict) -> list:
-    return [
-        Path(sys.executable).parent / "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "droughtwatch_assets.definitions",
-        "--select",
-        select,
-        "--partition",
-        "baseline",
-        "--config-json",
-        json.dumps({"ops": config}),
-    ]
-
-
 def materialize_data_command(seed: int, records: int = 8000, per_shard: int = 500) -> list:
     """raw + processed on a generated sample, with the default processing config."""
     return materialize_command(
         "raw_tfrecords,processed_tfrecords",
+        "baseline",
         {
-            "raw_tfrecords": {
-                "config": {"sample_train_records": records, "sample_records_per_shard": per_shard, "sample_seed": seed}
+            "ops": {
+                "raw_tfrecords": {
+                    "config": {
+                        "sample_train_records": records,
+                        "sample_records_per_shard": per_shard,
+                        "sample_seed": seed,
+                    }
+                }
             }
         },
     )
@@ -170,7 +160,13 @@ def test_a_run_killed_while_saving_the_trained_model_leaves_the_previous_model_c
     def command(seed: int) -> list:
         return materialize_command(
             "raw_tfrecords,processed_tfrecords,trained_model",
-            {"raw_tfrecords": {"config": TINY_SAMPLE}, "trained_model": {"config": {"epochs": 1, "seed": seed}}},
+            "baseline",
+            {
+                "ops": {
+                    "raw_tfrecords": {"config": TINY_SAMPLE},
+                    "trained_model": {"config": {"epochs": 1, "seed": seed}},
+                }
+            },
         )
 
     run_to_the_end(command(0), env)

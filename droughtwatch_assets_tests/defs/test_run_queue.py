@@ -12,12 +12,9 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 from mlflow import MlflowClient
 
-from droughtwatch_assets.record_writer import RecordWriter
-from droughtwatch_assets.records import encode_raw_example
-from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE
+from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, write_blank_shard
 
 BIN = Path(sys.executable).parent
 PASSWORD = "mlflow-password-not-for-logs"
@@ -39,13 +36,6 @@ def launch(job: str, partition: str, config: dict, env: dict) -> None:
     ]
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-
-
-def write_blank_shard(path: Path, records: int = 8) -> None:
-    """Records whose bands are all 0, every one vetoed: a val split of only these leaves nothing to validate on."""
-    with RecordWriter(path) as writer:
-        for i in range(records):
-            writer.write(encode_raw_example(np.zeros((11, 65, 65), np.uint8), i % 4, f"blank-{i}"))
 
 
 def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_ended_mlflow_run(
