@@ -68,7 +68,10 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
         stats = dataset.manifest["feature_stats"]
         metadata["feature_stats"] = table(
             [("feature", "string"), ("min", "float"), ("mean", "float"), ("max", "float")],
-            [[feature, s["min"], s["mean"], s["max"]] for feature, s in stats.items()],
+            [
+                [feature, *(None if v is None else round(v, 6) for v in (s["min"], s["mean"], s["max"]))]
+                for feature, s in stats.items()
+            ],
         )
         picture = processed_preview(preview_shards, dataset.features)
         if picture:
@@ -81,5 +84,5 @@ def history_table(history: dict) -> dg.TableMetadataValue:
     epochs = len(history[keys[0]]) if keys else 0
     return table(
         [("epoch", "int"), *((k, "float") for k in keys)],
-        [[e + 1, *(history[k][e] for k in keys)] for e in range(epochs)],
+        [[e + 1, *(round(history[k][e], 4) for k in keys)] for e in range(epochs)],
     )

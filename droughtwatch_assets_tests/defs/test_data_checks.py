@@ -5,6 +5,7 @@ import subprocess
 
 import dagster as dg
 import onnxruntime as ort
+import pytest
 import yaml
 
 from droughtwatch_assets import features
@@ -67,9 +68,10 @@ def test_an_all_blank_val_shard_among_others_is_handled(tmp_path, real_folder):
     assert result.asset_materializations_for_node("model_evaluation")[0].metadata["val_records"].value == 79
 
 
-def test_a_val_split_with_no_records_fails_training_clearly_and_is_not_retried(tmp_path, real_folder):
-    (real_folder / "val" / "part-r-00012").unlink()
-    write_blank_shard(real_folder / "val" / "part-r-00000")
+@pytest.mark.parametrize("split, task", [("val", "validate"), ("train", "fit")])
+def test_a_split_with_no_records_fails_training_clearly_and_is_not_retried(split, task, tmp_path, real_folder):
+    (real_folder / split / "part-r-00012").unlink()
+    write_blank_shard(real_folder / split / "part-r-00000")
     chain = assets_named(*DATA_ASSETS, "trained_model")
     result = dg.materialize(
         chain,
@@ -79,7 +81,7 @@ def test_a_val_split_with_no_records_fails_training_clearly_and_is_not_retried(t
         raise_on_error=False,
     )
     message = str(result.failure_data_for_node("trained_model").error)
-    assert "the processed val split has no records" in message and "nothing to validate on" in message
+    assert f"the processed {split} split has no records" in message and f"nothing to {task} on" in message
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
 
 

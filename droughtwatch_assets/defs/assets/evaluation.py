@@ -35,7 +35,11 @@ def model_evaluation(
     context.log.info(f"val accuracy {result.accuracy:.3f} against the majority-class rate {result.majority_rate:.3f}")
     confusion_rows = [[k, *result.confusion[k].tolist()] for k in range(NUM_CLASSES)]
     class_rows = [
-        [k, float(result.precision[k]), float(result.recall[k]), float(result.f1[k]), int(result.confusion[k].sum())]
+        [
+            k,
+            *(round(float(m[k]), 4) for m in (result.precision, result.recall, result.f1)),
+            int(result.confusion[k].sum()),
+        ]
         for k in range(NUM_CLASSES)
     ]
     return dg.Output(
