@@ -6,6 +6,7 @@ The environment is read here, once: `Deployment.from_env()` picks the resource s
 import dagster as dg
 
 from droughtwatch_assets.defs.assets.evaluation import model_evaluation
+from droughtwatch_assets.defs.assets.experiments import champion, champion_is_sound, leaderboard
 from droughtwatch_assets.defs.assets.predictions import predictions
 from droughtwatch_assets.defs.assets.processed import processed_tfrecords
 from droughtwatch_assets.defs.assets.publishing import published_model
@@ -24,13 +25,15 @@ assets = [
     published_model,
     model_evaluation,
     predictions,
+    leaderboard,
+    champion,
 ]
 
 deployment = Deployment.from_env()
 
 defs = dg.Definitions(
     assets=assets,
-    asset_checks=asset_checks,
+    asset_checks=[*asset_checks, champion_is_sound],
     jobs=list(configuration_jobs.values()),
     schedules=[baseline_daily],
     resources=resources_for(deployment),

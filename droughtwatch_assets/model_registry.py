@@ -87,6 +87,13 @@ class LocalModelRegistry:
             (folder / VERSIONS / version).as_uri() + "/",
         )
 
+    def current(self, model_name: str) -> tuple[Path, dict] | None:
+        """The current publication of model_name (model file, config), or None if there is none."""
+        folder = self.root / model_name
+        if not (folder / CURRENT).exists():
+            return None
+        return fetch_published(str(folder), folder)
+
 
 def _replace_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
@@ -129,6 +136,32 @@ class S3ModelRegistry:
             store.uri(model_name, CONFIG_FILE),
             f"s3://{store.bucket}/{version_key}/",
         )
+
+    def current(self, model_name: str, scratch: str | os.PathLike) -> tuple[Path, dict] | None:
+        """The current publication of model_name, downloaded into scratch, or None if there is none."""
+        from botocore.exceptions import ClientError
+
+        store, scratch = self.store, Path(scratch)
+        store.ensure_bucket()
+        try:
+            version = store.client.get_object(Bucket=store.bucket, Key=store.key(model_name, CURRENT))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404"):
+                return None
+            raise
+        base = store.key(model_name, VERSIONS, version.decode().strip())
+        scratch.mkdir(parents=True, exist_ok=True)
+        for name in (MODEL_FILE, CONFIG_FILE):
+            store.call(
+                f"download of {base}/{name}",
+                store.client.download_file,
+                store.bucket,
+                f"{base}/{name}",
+                str(scratch / name),
+            )
+        config = yaml.safe_load((scratch / CONFIG_FILE).read_text())
+        check_pair(scratch / MODEL_FILE, config, store.uri(model_name))
+        return scratch / MODEL_FILE, config
 
 
 def fetch_published(location: str, scratch: str | os.PathLike) -> tuple[Path, dict | None]:

@@ -139,3 +139,27 @@ def processed_preview(shards: list, features: tuple[str, ...], count: int = 6) -
         ndvi = (channel["B5"] - channel["B4"]) / (channel["B5"] + channel["B4"] + np.float32(1e-7))
     other = records.images[..., 0] if rgb is None and ndvi is None else None
     return preview_grid(rgb, ndvi, records.labels, other, features[0])
+
+
+def leaderboard_chart(candidates: list, metric: str) -> bytes:
+    """One bar per feature set with a model, and the majority-class rate as a line per bar."""
+    shown = [c for c in candidates if c.status != "not trained"]
+    figure, axis = plt.subplots(figsize=(1.2 * max(3, len(shown)) + 1, 3))
+    positions = np.arange(len(shown))
+    colours = ["tab:green" if c.status == "candidate" else "tab:gray" for c in shown]
+    axis.bar(positions, [c.score(metric) for c in shown], color=colours)
+    for x, c in zip(positions, shown):
+        axis.hlines(
+            c.majority_rate,
+            x - 0.4,
+            x + 0.4,
+            colors="tab:red",
+            linestyles="dashed",
+            label="majority class" if x == 0 else None,
+        )
+    axis.set_xticks(positions, [c.feature_set + ("" if c.status == "candidate" else f"\n({c.status})") for c in shown])
+    axis.set_ylim(0, 1)
+    axis.set_ylabel(metric.replace("_", " "))
+    if shown:
+        axis.legend(fontsize=8, loc="lower right")
+    return png(figure)

@@ -20,6 +20,8 @@ def test_definitions_load_with_the_whole_chain():
         "published_model",
         "model_evaluation",
         "predictions",
+        "leaderboard",
+        "champion",
     }
     partitions = graph.get(dg.AssetKey("processed_tfrecords")).partitions_def.get_partition_keys()
     assert {"baseline", "ndvi", "rgb", "all"} <= set(partitions)
@@ -83,7 +85,7 @@ def test_only_the_steps_that_track_require_the_tracker():
         for key in graph.get_all_asset_keys()
         if "tracking" in graph.get(key).assets_def.required_resource_keys
     }
-    assert requiring == {"trained_model", "onnx_model", "published_model"}
+    assert requiring == {"trained_model", "onnx_model", "published_model", "champion"}
 
 
 def test_the_deployment_switch_and_the_older_variables_pick_the_same_resource_sets():

@@ -9,6 +9,9 @@ import dagster as dg
 from droughtwatch_assets.configurations import CONFIGURATION_TAG, CONFIGURATIONS, ModelConfiguration
 from droughtwatch_assets.defs.assets.training import TrainingConfig
 
+# A configuration's chain, one feature set: comparing feature sets is the leaderboard's and champion's job.
+CHAIN = dg.AssetSelection.all() - dg.AssetSelection.assets("leaderboard", "champion")
+
 
 def preset(configuration: ModelConfiguration) -> dg.RunConfig:
     """The configuration's training settings, as the job's default run config (editable in the launchpad)."""
@@ -21,7 +24,7 @@ def preset(configuration: ModelConfiguration) -> dg.RunConfig:
 def configuration_job(configuration: ModelConfiguration):
     return dg.define_asset_job(
         f"{configuration.name}_job",
-        selection=dg.AssetSelection.all(),
+        selection=CHAIN,
         description=f"{configuration.description}. Launch it for the '{configuration.feature_set}' partition.",
         config=preset(configuration),
         tags={CONFIGURATION_TAG: configuration.name},

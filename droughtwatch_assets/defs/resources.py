@@ -58,6 +58,10 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
     def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
         """Publish a model and its config as <model name>/ in the registry, as a pair (see model_registry.py)."""
 
+    @abstractmethod
+    def published(self, model_name: str) -> tuple[Path, dict] | None:
+        """The current publication of model_name in the registry (a local model file, its config), or None."""
+
 
 class LocalStore(ArtifactStore):
     """Versioned directories under base_dir, swapped in atomically; published models under base_dir/registry."""
@@ -71,6 +75,9 @@ class LocalStore(ArtifactStore):
 
     def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
         return LocalModelRegistry(Path(self.base_dir, REGISTRY)).publish(model_name, onnx_path, config)
+
+    def published(self, model_name: str) -> tuple[Path, dict] | None:
+        return LocalModelRegistry(Path(self.base_dir, REGISTRY)).current(model_name)
 
 
 class S3Store(ArtifactStore):
@@ -105,11 +112,17 @@ class S3Store(ArtifactStore):
             )
         return self._store
 
-    def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
-        registry = s3_store.S3ArtifactStore(
+    def _registry(self) -> S3ModelRegistry:
+        store = s3_store.S3ArtifactStore(
             self._versions().client, self.registry_bucket or self.bucket, "", self.base_dir, self.create_bucket
         )
-        return S3ModelRegistry(registry).publish(model_name, onnx_path, config)
+        return S3ModelRegistry(store)
+
+    def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
+        return self._registry().publish(model_name, onnx_path, config)
+
+    def published(self, model_name: str) -> tuple[Path, dict] | None:
+        return self._registry().current(model_name, self.new_staging_dir())
 
 
 def artifact_key(context: dg.InputContext | dg.OutputContext) -> Key:

@@ -1,8 +1,8 @@
 """The experiment tracker as a resource: W&B (offline without a key), MLflow, or none.
 
-Only the steps that track (training, export, publishing) require it. MLflow is used through its own client
-rather than dagster-mlflow's `mlflow_tracking` resource: that legacy resource needs its end-of-run hook on
-every op of a job, so every step (raw data, processing, ...) opened an MLflow run, and the hook ends the run
+Only the steps that track (training, export, publishing, promotion) require it. MLflow is used through its
+own client rather than dagster-mlflow's `mlflow_tracking` resource: that legacy resource needs its end-of-run
+hook on every op of a job, so every step (raw data, processing, ...) opened an MLflow run, and the hook ends the run
 only when the job's topologically last op succeeds, which a partial selection or a skipped check never runs.
 """
 

@@ -59,6 +59,10 @@ class Tracker:
     def log_onnx_model(self, path: str | os.PathLike) -> None:
         pass
 
+    def promote(self, registered_model: str, onnx_path: str | os.PathLike, tags: dict[str, str]) -> dict:
+        """Make the model the `champion` of registered_model: a new version with that alias."""
+        return {}
+
     def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str) -> dict:
         return {}
 

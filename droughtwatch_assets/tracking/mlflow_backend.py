@@ -89,6 +89,21 @@ class MlflowTracker(Tracker):
         client.set_model_version_tag(model_name, version, "published_uri", published_uri)
         return {"mlflow_registered_model": model_name, "mlflow_model_version": version}
 
+    def promote(self, registered_model: str, onnx_path: str | os.PathLike, tags: dict[str, str]) -> dict:
+        info = mlflow.onnx.log_model(
+            onnx.load(os.fspath(onnx_path)), name="champion_onnx", registered_model_name=registered_model
+        )
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient()
+        for key, value in tags.items():
+            client.set_model_version_tag(registered_model, version, key, value)
+        client.set_registered_model_alias(registered_model, "champion", version)
+        return {
+            "mlflow_registered_model": registered_model,
+            "mlflow_model_version": version,
+            "mlflow_alias": "champion",
+        }
+
     def metadata(self) -> dict[str, str]:
         if self.run_info is None:
             return {}

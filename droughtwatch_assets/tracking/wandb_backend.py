@@ -64,6 +64,14 @@ class WandbTracker(Tracker):
         if register and self.online:
             self.run.link_artifact(artifact, f"model-registry/{model_name}")
 
+    def promote(self, registered_model: str, onnx_path: str | os.PathLike, tags: dict[str, str]) -> dict:
+        import wandb
+
+        artifact = wandb.Artifact(registered_model, type="model", metadata=tags)
+        artifact.add_file(os.fspath(onnx_path), name="model.onnx")
+        self.run.log_artifact(artifact, aliases=["champion"])
+        return {"wandb_artifact": f"{registered_model}:champion"}
+
     def finish(self, failed: bool = False) -> None:
         if self.run is not None:
             self.run.finish(exit_code=1 if failed else 0)

@@ -1,7 +1,7 @@
 import dagster as dg
 
 from droughtwatch_assets.artifacts import OnnxArtifact
-from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.datasets import ShardedDataset, md5_of
 from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.defs.failures import refusal
 from droughtwatch_assets.defs.metadata import table
@@ -49,6 +49,11 @@ def model_evaluation(
             "majority_class_rate": result.majority_rate,
             "beats_majority_by": result.accuracy - result.majority_rate,
             "val_records": len(labels),
+            "macro_f1": float(result.f1.mean()),
+            "recall": dg.MetadataValue.json([round(float(r), 4) for r in result.recall]),
+            # what the leaderboard compares: which model, on which raw data
+            "data_version": processed_tfrecords.manifest.get("raw_data_version", ""),
+            "model_md5": md5_of(onnx_model.onnx_path),
             "confusion_matrix": table(
                 [("true class", "int"), *((f"predicted {k}", "int") for k in range(NUM_CLASSES))], confusion_rows
             ),

@@ -1,0 +1,151 @@
+"""The leaderboard and the champion on the embedded sample, with real training."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import yaml
+from mlflow import MlflowClient
+
+from droughtwatch_assets.defs.assets.experiments import champion_is_sound
+from droughtwatch_assets.defs.deployment import local_resources
+from droughtwatch_assets.defs.tracking import TrackingResource
+from droughtwatch_assets_tests.conftest import DATA_ASSETS, assets_named, run_config, s3_resources, table_rows
+
+EVALUATED = (*DATA_ASSETS, "trained_model", "onnx_model", "model_evaluation")
+
+
+def train(data_dir: Path, instance: dg.DagsterInstance, feature_set: str, epochs: int, seed: int = 0) -> None:
+    result = dg.materialize(
+        assets_named(*EVALUATED),
+        partition_key=feature_set,
+        instance=instance,
+        resources=local_resources(data_dir),
+        run_config=run_config(training={"epochs": epochs, "tracker": "none"}),
+    )
+    assert result.success
+
+
+def compare(data_dir: Path, instance: dg.DagsterInstance, tracking: TrackingResource | None = None):
+    resources = {**local_resources(data_dir), "tracking": tracking or TrackingResource(default_tracker="none")}
+    return dg.materialize(
+        [*assets_named("raw_tfrecords", "leaderboard", "champion"), champion_is_sound],
+        selection=["leaderboard", "champion"],
+        instance=instance,
+        resources=resources,
+    )
+
+
+def test_the_better_feature_set_becomes_champion_and_a_worse_challenger_leaves_it(tmp_path, mlflow_server, real_shard):
+    instance = dg.DagsterInstance.ephemeral()
+    train(tmp_path, instance, "baseline", epochs=2)  # learns the sample's signal
+    train(tmp_path, instance, "rgb", epochs=0)  # an untrained model: no signal (it predicts one class)
+    experiment = f"champion-{time.time_ns()}"
+    tracking = TrackingResource(
+        default_tracker="mlflow", mlflow_tracking_uri=mlflow_server, mlflow_experiment=experiment
+    )
+    first = compare(tmp_path, instance, tracking)
+    rows = {
+        row["feature set"]: row
+        for row in table_rows(first.asset_materializations_for_node("leaderboard")[0].metadata["leaderboard"])
+    }
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "baseline": "candidate",
+        "rgb": "candidate",
+        "ndvi": "not trained",
+        "all": "not trained",
+    }
+    assert rows["baseline"]["val accuracy"] > rows["baseline"]["majority class rate"] > rows["rgb"]["val accuracy"]
+    outcome = first.output_for_node("champion")
+    assert outcome["promoted"] and outcome["champion"]["feature_set"] == "baseline"
+    published = yaml.safe_load((tmp_path / "registry" / "champion" / "config.yaml").read_text())
+    assert published["features"] == ["B2", "B3", "B4", "B5"] and published["champion"]["feature_set"] == "baseline"
+    checks = {e.asset_check_key.name: e.passed for e in first.get_asset_check_evaluations()}
+    assert checks == {"champion_is_sound": True}
+    client = MlflowClient(mlflow_server)
+    version = client.get_model_version_by_alias("droughtwatch", "champion")
+    assert (
+        version.tags["feature_set"] == "baseline"
+        and version.tags["data_version"] == published["champion"]["data_version"]
+    )
+
+    train(tmp_path, instance, "ndvi", epochs=0, seed=2)  # a worse challenger
+    second = compare(tmp_path, instance)
+    outcome = second.output_for_node("champion")
+    assert not outcome["promoted"] and outcome["champion"]["feature_set"] == "baseline"
+    assert len(outcome["history"]) == 1
+    assert second.asset_materializations_for_node("champion")[0].metadata["previous_champion"].value == "baseline"
+
+    predicted = subprocess.run(
+        [
+            Path(sys.executable).parent / "droughtwatch",
+            "predict",
+            "--model",
+            tmp_path / "registry" / "champion",
+            "--input",
+            real_shard,
+            "--output",
+            tmp_path / "out.parquet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert predicted.returncode == 0, predicted.stderr  # the features come from the champion's config
+    assert "79 predictions from 81 records" in predicted.stdout
+
+
+def test_a_model_that_does_not_beat_the_majority_class_is_never_champion(tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    train(tmp_path, instance, "rgb", epochs=0)
+    result = compare(tmp_path, instance)
+    outcome = result.output_for_node("champion")
+    assert not outcome["promoted"] and "does not beat always predicting the majority class" in outcome["reason"]
+    assert not (tmp_path / "registry" / "champion").exists()
+
+
+def test_in_s3_the_champion_is_published_as_a_pair_an_inference_client_can_use(tmp_path, s3_env, real_shard):
+    import boto3
+
+    instance = dg.DagsterInstance.ephemeral()
+    resources = s3_resources(tmp_path / "cache", bucket="dw-champion", registry_bucket="dw-champion-models")
+    trained = dg.materialize(
+        assets_named(*EVALUATED),
+        partition_key="baseline",
+        instance=instance,
+        resources=resources,
+        run_config=run_config(training={"epochs": 2, "tracker": "none"}),
+    )
+    assert trained.success
+    result = dg.materialize(
+        [*assets_named("raw_tfrecords", "leaderboard", "champion"), champion_is_sound],
+        selection=["leaderboard", "champion"],
+        instance=instance,
+        resources={**resources, "tracking": TrackingResource(default_tracker="none")},
+    )
+    assert result.output_for_node("champion")["promoted"]
+    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    version = client.get_object(Bucket="dw-champion-models", Key="champion/CURRENT")["Body"].read().decode()
+    config = yaml.safe_load(
+        client.get_object(Bucket="dw-champion-models", Key=f"champion/versions/{version}/config.yaml")["Body"].read()
+    )
+    assert config["champion"]["feature_set"] == "baseline" and config["features"] == ["B2", "B3", "B4", "B5"]
+    predicted = subprocess.run(
+        [
+            Path(sys.executable).parent / "droughtwatch",
+            "predict",
+            "--model",
+            "s3://dw-champion-models/champion/",
+            "--input",
+            real_shard,
+            "--output",
+            tmp_path / "out.parquet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    assert "79 predictions from 81 records" in predicted.stdout
