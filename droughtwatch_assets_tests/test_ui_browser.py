@@ -27,6 +27,8 @@ ASSETS = [
     "published_model",
     "model_evaluation",
     "predictions",
+    "leaderboard",
+    "champion",
 ]
 GROUPS = ["data", "training", "deployment", "evaluation"]
 CHROMIUM_ARGS = [
@@ -165,3 +167,16 @@ def test_model_evaluation_shows_the_confusion_matrix_picture(dagster_ui, page):
     assert picture.first.get_attribute("src").startswith("data:image/png;base64,")
     assert picture.first.evaluate("img => img.naturalWidth") > 100
     page.screenshot(path=SCREENSHOTS / "06-confusion-matrix.png")
+
+
+def test_the_leaderboard_lists_every_feature_set(dagster_ui, page):
+    """After the baseline run above ("Materialize all" includes the leaderboard): one row per partition."""
+    url, _ = dagster_ui
+    open_page(page, f"{url}/assets/leaderboard?view=events")
+    table = page.locator("table:not(:has(table))").filter(has_text="not trained").first  # the leaderboard itself
+    table.wait_for()
+    page.screenshot(path=SCREENSHOTS / "07-leaderboard.png", full_page=True)
+    rows = [row.strip() for row in table.locator("tr").all_inner_texts()]
+    for feature_set in ("baseline", "ndvi", "rgb", "all"):
+        assert any(row.split()[:1] == [feature_set] for row in rows), rows
+    assert sum("not trained" in row for row in rows) == 3 and any("candidate" in row for row in rows), rows

@@ -60,14 +60,15 @@ def leaderboard(context: dg.AssetExecutionContext, raw_tfrecords: ShardedDataset
         ],
         "val_accuracy",
     )
+
+    def shown(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
     rows = [
         [
             c.feature_set,
             c.status,
-            c.val_accuracy,
-            c.macro_f1,
-            *(c.recall or [None] * 4),
-            c.majority_rate,
+            *map(shown, (c.val_accuracy, c.macro_f1, *(c.recall or [None] * 4), c.majority_rate)),
             c.data_version,
         ]
         for c in candidates
