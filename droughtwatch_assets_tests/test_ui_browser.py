@@ -133,13 +133,17 @@ def test_materialise_the_baseline_partition_from_the_ui(dagster_ui, page):
     page.get_by_text("baseline", exact=True).first.click()
     page.screenshot(path=SCREENSHOTS / "03-launch-baseline.png")
     launch = page.get_by_role("button", name="Launch 1 run")
-    for _ in range(3):  # the first click may only close the partition list
-        launch.click()
+    deadline = time.monotonic() + 90
+    # The first click may only close the partition list, and the button stays disabled while the dialog
+    # still checks the selection: click until the dialog closes.
+    while launch.is_visible() and time.monotonic() < deadline:
+        if launch.is_enabled():
+            launch.click()
         try:
             launch.wait_for(state="hidden", timeout=5000)
-            break
         except Exception:
             continue
+    assert not launch.is_visible(), "the launch dialog did not close"
 
     open_page(page, f"{url}/runs")
     deadline = time.monotonic() + 600
