@@ -208,3 +208,19 @@ def write_blank_shard(path: Path, records: int = 10) -> None:
     with RecordWriter(path) as writer:
         for i in range(records):
             writer.write(encode_raw_example(np.zeros((11, 65, 65), np.uint8), i % 4, f"blank-{i}"))
+
+
+def run_predict(model, shard, output, *options) -> subprocess.CompletedProcess:
+    """`droughtwatch predict` as a user runs it, the features taken from the model's config unless given."""
+    command = [
+        Path(sys.executable).parent / "droughtwatch",
+        "predict",
+        "--model",
+        model,
+        "--input",
+        shard,
+        "--output",
+        output,
+        *options,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)

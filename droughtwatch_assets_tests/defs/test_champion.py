@@ -1,7 +1,5 @@
 """The leaderboard and the champion on the embedded sample, with real training."""
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +10,14 @@ from mlflow import MlflowClient
 from droughtwatch_assets.defs.assets.experiments import champion_is_sound
 from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.defs.tracking import TrackingResource
-from droughtwatch_assets_tests.conftest import DATA_ASSETS, assets_named, run_config, s3_resources, table_rows
+from droughtwatch_assets_tests.conftest import (
+    DATA_ASSETS,
+    assets_named,
+    run_config,
+    run_predict,
+    s3_resources,
+    table_rows,
+)
 
 EVALUATED = (*DATA_ASSETS, "trained_model", "onnx_model", "model_evaluation")
 
@@ -78,21 +83,7 @@ def test_the_better_feature_set_becomes_champion_and_a_worse_challenger_leaves_i
     assert len(outcome["history"]) == 1
     assert second.asset_materializations_for_node("champion")[0].metadata["previous_champion"].value == "baseline"
 
-    predicted = subprocess.run(
-        [
-            Path(sys.executable).parent / "droughtwatch",
-            "predict",
-            "--model",
-            tmp_path / "registry" / "champion",
-            "--input",
-            real_shard,
-            "--output",
-            tmp_path / "out.parquet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    predicted = run_predict(tmp_path / "registry" / "champion", real_shard, tmp_path / "out.parquet")
     assert predicted.returncode == 0, predicted.stderr  # the features come from the champion's config
     assert "79 predictions from 81 records" in predicted.stdout
 
@@ -132,20 +123,6 @@ def test_in_s3_the_champion_is_published_as_a_pair_an_inference_client_can_use(t
         client.get_object(Bucket="dw-champion-models", Key=f"champion/versions/{version}/config.yaml")["Body"].read()
     )
     assert config["champion"]["feature_set"] == "baseline" and config["features"] == ["B2", "B3", "B4", "B5"]
-    predicted = subprocess.run(
-        [
-            Path(sys.executable).parent / "droughtwatch",
-            "predict",
-            "--model",
-            "s3://dw-champion-models/champion/",
-            "--input",
-            real_shard,
-            "--output",
-            tmp_path / "out.parquet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    predicted = run_predict("s3://dw-champion-models/champion/", real_shard, tmp_path / "out.parquet")
     assert predicted.returncode == 0, predicted.stderr
     assert "79 predictions from 81 records" in predicted.stdout

@@ -1,9 +1,5 @@
 """The whole baseline chain stored in S3 (moto's server on loopback) through the same asset code."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import boto3
 import dagster as dg
 import numpy as np
@@ -11,7 +7,7 @@ import onnxruntime as ort
 import yaml
 
 from droughtwatch_assets.definitions import assets
-from droughtwatch_assets_tests.conftest import TINY_SAMPLE, run_config, s3_resources
+from droughtwatch_assets_tests.conftest import TINY_SAMPLE, run_config, run_predict, s3_resources
 
 
 def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3_env, real_shard):
@@ -54,21 +50,7 @@ def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3
     version = client.get_object(Bucket="dw-registry", Key="baseline/CURRENT")["Body"].read().decode()
     versioned = client.get_object(Bucket="dw-registry", Key=f"baseline/versions/{version}/model.onnx")["Body"].read()
     assert versioned == body and published_config["published_version"] == version
-    predicted = subprocess.run(
-        [
-            Path(sys.executable).parent / "droughtwatch",
-            "predict",
-            "--model",
-            "s3://dw-registry/baseline/",
-            "--input",
-            real_shard,
-            "--output",
-            tmp_path / "out.parquet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    predicted = run_predict("s3://dw-registry/baseline/", real_shard, tmp_path / "out.parquet")
     assert predicted.returncode == 0, predicted.stderr  # the features come from the published config
     assert "79 predictions from 81 records" in predicted.stdout
 

@@ -125,8 +125,11 @@ def champion(
         winner = decision.winner
         onnx = OnnxArtifact.open(store.current(("onnx_model", winner.feature_set)))
         if md5_of(onnx.onnx_path) != winner.model_md5:
-            decision_reason = f"onnx_model {winner.feature_set} changed after it was evaluated; evaluate it again"
-            raise dg.Failure(decision_reason, allow_retries=False)
+            raise dg.Failure(
+                f"onnx_model {winner.feature_set} changed after it was evaluated; materialise "
+                f"model_evaluation for {winner.feature_set} again",
+                allow_retries=False,
+            )
         record = {
             "feature_set": winner.feature_set,
             "features": onnx.config["features"],
