@@ -23,9 +23,11 @@ def tfrecord_dataset(
     shuffle_seed: int | None = None,
     shuffle_buffer: int = 4096,
     records: int | None = None,
+    select: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 [b, 65, 65, C], one-hot labels [b, 4]) from processed shards.
 
+    `select`, a boolean mask over the records in file order, keeps only the records it marks (a hold-out split).
     Parsing is batched in graph mode: one parse_example per batch, not per record.
     """
     schema = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
@@ -36,6 +38,10 @@ def tfrecord_dataset(
         return images, tf.one_hot(parsed[LABEL_KEY], NUM_CLASSES)
 
     ds = tf.data.TFRecordDataset([os.fspath(f) for f in files], num_parallel_reads=min(4, len(files)) or None)
+    if select is not None:  # parallel reads interleave deterministically, so record i is the same every time
+        mask = tf.constant(select, dtype=tf.bool)
+        ds = ds.enumerate().filter(lambda index, _: tf.gather(mask, index)).map(lambda _, record: record)
+        records = int(select.sum())
     if records is not None:  # a known size lets Keras count steps instead of running off the end
         ds = ds.apply(tf.data.experimental.assert_cardinality(records))
     if shuffle_seed is not None:
@@ -78,10 +84,15 @@ def train(
     seed: int = 0,
     train_records: int | None = None,
     val_records: int | None = None,
+    train_select: np.ndarray | None = None,
+    val_select: np.ndarray | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainingRun:
-    """Build, compile and fit the baseline CNN. epochs=0 gives the untrained ('dummy') model."""
+    """Build, compile and fit the baseline CNN. epochs=0 gives the untrained ('dummy') model.
+
+    `train_select` / `val_select` keep a subset of each file list's records (see `tfrecord_dataset`).
+    """
     if epochs > 0:
         for split, count in (("train", train_records), ("val", val_records)):
             if count == 0:
@@ -102,8 +113,10 @@ def train(
 
     if epochs > 0:
         model.fit(
-            tfrecord_dataset(train_files, channels, batch_size, shuffle_seed=seed, records=train_records),
-            validation_data=tfrecord_dataset(val_files, channels, batch_size, records=val_records),
+            tfrecord_dataset(
+                train_files, channels, batch_size, shuffle_seed=seed, records=train_records, select=train_select
+            ),
+            validation_data=tfrecord_dataset(val_files, channels, batch_size, records=val_records, select=val_select),
             epochs=epochs,
             class_weight=CLASS_WEIGHTS,
             callbacks=[EpochCallback(record), *callbacks],
@@ -111,3 +124,13 @@ def train(
             verbose=0,
         )
     return TrainingRun(model=model, history=history)
+
+
+def evaluate_loss_accuracy(
+    model: keras.Model, files: Sequence[str | os.PathLike], channels: int, records: int, batch_size: int = 256
+) -> tuple[float, float]:
+    """(loss, accuracy) of a trained model on the records of these files."""
+    results = model.evaluate(
+        tfrecord_dataset(files, channels, batch_size, records=records), verbose=0, return_dict=True
+    )
+    return float(results["loss"]), float(results["accuracy"])

@@ -71,7 +71,9 @@ def training_curves(history: dict) -> bytes:
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(8, 3))
     for key, axis in (("loss", loss_axis), ("accuracy", accuracy_axis)):
         axis.plot(epochs, history.get(key, []), marker="o", label="train")
-        axis.plot(epochs, history.get(f"val_{key}", []), marker="o", label="val")
+        for held_out in ("holdout", "val"):  # a sweep's kept model was validated on the hold-out
+            if f"{held_out}_{key}" in history:
+                axis.plot(epochs, history[f"{held_out}_{key}"], marker="o", label=held_out)
         axis.set_xlabel("epoch")
         axis.set_title(key)
         axis.legend()

@@ -80,9 +80,26 @@ def dataset_metadata(dataset: ShardedDataset) -> dict:
 
 
 def history_table(history: dict) -> dg.TableMetadataValue:
-    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in history]
+    names = ("loss", "accuracy", "holdout_loss", "holdout_accuracy", "val_loss", "val_accuracy")
+    keys = [k for k in names if k in history]
     epochs = len(history[keys[0]]) if keys else 0
     return table(
         [("epoch", "int"), *((k, "float") for k in keys)],
         [[e + 1, *(round(history[k][e], 4) for k in keys)] for e in range(epochs)],
     )
+
+
+def sweep_table(trials) -> dg.TableMetadataValue:
+    """One row per combination of a sweep (sweep.Trial), the kept one marked `selected`."""
+    columns = [
+        ("trial", "int"),
+        ("learning_rate", "float"),
+        ("batch_size", "int"),
+        ("epochs", "int"),
+        ("holdout_accuracy", "float"),
+        ("holdout_loss", "float"),
+        ("seconds", "float"),
+        ("selected", "bool"),
+    ]
+    rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in trial.row().items()} for trial in trials]
+    return table(columns, [[row[name] for name, _ in columns] for row in rows])

@@ -56,6 +56,15 @@ class Tracker:
     def log_keras_model(self, path: str | os.PathLike) -> None:
         pass
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Parameters known only after start (a sweep's chosen hyperparameters)."""
+
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        """Final scalar metrics of the run (the kept model's val loss and accuracy after a sweep)."""
+
+    def log_trial(self, name: str, params: dict[str, Any], history: dict[str, list], selected: bool) -> None:
+        """One combination of a sweep as its own run under this one: MLflow child run, W&B run in the group."""
+
     def log_onnx_model(self, path: str | os.PathLike) -> None:
         pass
 

@@ -60,6 +60,23 @@ class MlflowTracker(Tracker):
         mlflow.set_tag("mlflow.runName", run_name)
         mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in config.items()})
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        mlflow.log_params(params)
+
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        mlflow.log_metrics(metrics)
+
+    def log_trial(self, name: str, params: dict[str, Any], history: dict[str, list], selected: bool) -> None:
+        # nested under the active run, so MLflow tags it with mlflow.parentRunId; no dagster_run_id tag, so
+        # later steps that look up this Dagster run's run still find the parent
+        tags = {"droughtwatch_sweep_of": self.dagster_run_id, "selected": str(selected).lower()}
+        with mlflow.start_run(run_name=name, nested=True, tags=tags):
+            mlflow.log_params(params)
+            epochs = len(next(iter(history.values()), []))
+            for epoch in range(epochs):
+                scalars, _ = epoch_metrics({key: values[epoch] for key, values in history.items()})
+                mlflow.log_metrics(scalars, step=epoch)
+
     def resume(self) -> None:
         self._open(None)
 

@@ -27,20 +27,22 @@ class WandbTracker(Tracker):
             "disabled",
         )
         self.run = None
+        self.group: str | None = None  # the training run and its sweep's runs share one group
 
-    def start(self, run_name: str, config: dict) -> None:
+    def _init(self, name: str, config: dict, job_type: str):
         import wandb
 
         os.makedirs(self.directory, exist_ok=True)
         mode = "online" if self.online else "offline"
         try:
-            self.run = wandb.init(
+            return wandb.init(
                 project=self.project,
-                name=f"{run_name}_{uuid.uuid4().hex[:8]}",
+                name=f"{name}_{uuid.uuid4().hex[:8]}",
                 config=config,
                 dir=self.directory,
                 mode=mode,
-                job_type=self.job_type,
+                job_type=job_type,
+                group=self.group,
                 reinit="create_new",
                 settings=wandb.Settings(init_timeout=60, silent=True),
             )
@@ -49,6 +51,26 @@ class WandbTracker(Tracker):
             raise TrackingUnavailable(
                 f"W&B tracker ({mode}) at {url} could not start a run in project {self.project!r}: {exc}"
             ) from None
+
+    def start(self, run_name: str, config: dict) -> None:
+        if config.get("dagster_run_id"):
+            self.group = f"{run_name}-{config['dagster_run_id'][:8]}"
+        self.run = self._init(run_name, config, self.job_type)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.run.config.update(params, allow_val_change=True)
+
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        self.run.summary.update(metrics)
+
+    def log_trial(self, name: str, params: dict[str, Any], history: dict[str, list], selected: bool) -> None:
+        run = self._init(name, {**params, "selected": selected}, "sweep")
+        epochs = len(next(iter(history.values()), []))
+        for epoch in range(epochs):
+            scalars, _ = epoch_metrics({key: values[epoch] for key, values in history.items()})
+            run.log({"epoch": epoch + 1, **scalars}, step=epoch)
+        run.summary["selected"] = selected
+        run.finish()
 
     def log_epoch(self, epoch: int, logs: dict[str, Any]) -> None:
         scalars, arrays = epoch_metrics(logs)

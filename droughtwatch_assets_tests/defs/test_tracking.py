@@ -105,10 +105,10 @@ def test_tracking_required_false_trains_and_warns(tmp_path):
     assert result.asset_materializations_for_node("trained_model")[0].metadata["tracker"].value == "none"
 
 
-def wandb_history(run_dir: str) -> list[dict]:
-    """History rows from an offline run's .wandb file (a leveldb-style log of protobuf records)."""
+def wandb_records(run_dir: str, record_type: str) -> list:
+    """The records of one type in an offline run's .wandb file (a leveldb-style log of protobuf records)."""
     data = Path(glob.glob(f"{run_dir}/*.wandb")[0]).read_bytes()
-    rows, pending, pos, block = [], b"", 7, 32768
+    found, pending, pos, block = [], b"", 7, 32768
     while pos + 7 <= len(data):
         if block - pos % block < 7:
             pos += block - pos % block
@@ -118,9 +118,17 @@ def wandb_history(run_dir: str) -> list[dict]:
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
             record = wandb_internal_pb2.Record.FromString(pending)
-            if record.WhichOneof("record_type") == "history":
-                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
-    return rows
+            if record.WhichOneof("record_type") == record_type:
+                found.append(getattr(record, record_type))
+    return found
+
+
+def wandb_history(run_dir: str) -> list[dict]:
+    """History rows of an offline run."""
+    return [
+        {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in history.item}
+        for history in wandb_records(run_dir, "history")
+    ]
 
 
 def test_wandb_runs_offline_without_a_key(tmp_path, monkeypatch):
