@@ -37,6 +37,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def experiments(args: argparse.Namespace) -> int:
+    """experiments_job once per feature set, one after the other, then the leaderboard and the champion."""
+    import dagster as dg
+
+    from droughtwatch_assets.definitions import defs
+    from droughtwatch_assets.defs.partitions import feature_set_partitions
+
+    known = feature_set_partitions.get_partition_keys()
+    feature_sets = args.feature_sets.split(",") if args.feature_sets else known
+    unknown = [name for name in feature_sets if name not in known]
+    if unknown:
+        print(
+            f"droughtwatch experiments: no feature set {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr
+        )
+        return 2
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("experiments_job")
+    started = time.monotonic()
+    for feature_set in feature_sets:
+        run_started = time.monotonic()
+        result = job.execute_in_process(partition_key=feature_set, instance=instance, raise_on_error=False)
+        if not result.success:
+            print(f"experiments_job failed on '{feature_set}'; see the errors above", file=sys.stderr)
+            return 1
+        print(f"{feature_set}: evaluated in {time.monotonic() - run_started:.0f} s")
+    board = result.output_for_node("leaderboard")
+    print(f"experiments_job: {len(feature_sets)} feature sets in {time.monotonic() - started:.0f} s")
+    for row in board:
+        accuracy = "" if row.get("val_accuracy") is None else f"{row['val_accuracy']:.4f}"
+        print(f"  {row['feature_set']:<12} {row['status']:<12} val_accuracy {accuracy}")
+    decision = result.asset_materializations_for_node("champion")[0].metadata["decision"].value
+    print(f"champion: {decision}")
+    return 0
+
+
 def predict(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -77,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = commands.add_parser("run", help="materialise raw -> processed -> model -> ONNX for a configuration")
     run_parser.add_argument("--configuration", "-c", choices=sorted(CONFIGURATIONS), default="baseline")
     run_parser.set_defaults(handler=run)
+    experiments_parser = commands.add_parser(
+        "experiments", help="train and evaluate every feature set, then rank them and promote the champion"
+    )
+    experiments_parser.add_argument(
+        "--feature-sets", default="", help="comma-separated feature sets (default: every one in feature_sets.yaml)"
+    )
+    experiments_parser.set_defaults(handler=experiments)
     predict_parser = commands.add_parser("predict", help="score raw shards with an ONNX model, into a Parquet table")
     predict_parser.add_argument(
         "--model",

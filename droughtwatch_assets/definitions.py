@@ -14,7 +14,7 @@ from droughtwatch_assets.defs.assets.raw import raw_tfrecords
 from droughtwatch_assets.defs.assets.training import onnx_model, trained_model
 from droughtwatch_assets.defs.checks import asset_checks
 from droughtwatch_assets.defs.deployment import Deployment, executor_for, resources_for
-from droughtwatch_assets.defs.jobs import configuration_jobs
+from droughtwatch_assets.defs.jobs import configuration_jobs, experiments_job
 from droughtwatch_assets.defs.schedules import baseline_daily
 
 assets = [
@@ -34,7 +34,7 @@ deployment = Deployment.from_env()
 defs = dg.Definitions(
     assets=assets,
     asset_checks=[*asset_checks, champion_is_sound],
-    jobs=list(configuration_jobs.values()),
+    jobs=[*configuration_jobs.values(), experiments_job],
     schedules=[baseline_daily],
     resources=resources_for(deployment),
     executor=executor_for(deployment),

@@ -93,3 +93,50 @@ def test_droughtwatch_run_in_s3_mode_prints_where_the_model_is_in_the_bucket(tmp
         assert bucket == "dw-cli-run" and key.startswith("droughtwatch/onnx_model/baseline/objects/"), uri
         client.head_object(Bucket=bucket, Key=key)  # it is there
     assert set(lines) == {"ONNX model", "config"}
+
+
+def test_droughtwatch_experiments_ranks_the_feature_sets_and_names_the_champion(tmp_path):
+    env = {**cli_env(tmp_path), "DROUGHTWATCH_TRACKER": "none"}
+    result = subprocess.run(
+        [BIN / "droughtwatch", "experiments", "--feature-sets", "rgb,baseline"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert "experiments_job: 2 feature sets in" in result.stdout
+    board = {line.split()[0]: line.split()[1] for line in lines if line.startswith("  ")}
+    assert board == {"baseline": "candidate", "rgb": "candidate", "ndvi": "not", "all": "not"}
+    assert lines[-1].startswith("champion: ")
+
+    unknown = subprocess.run(
+        [BIN / "droughtwatch", "experiments", "--feature-sets", "rgb,infrared"], env=env, capture_output=True, text=True
+    )
+    assert unknown.returncode == 2 and "no feature set infrared; known: baseline, ndvi, rgb, all" in unknown.stderr
+
+
+def test_dagster_asset_materialize_one_feature_sets_experiment(tmp_path):
+    """The README's command for one partition of experiments_job: its chain, then the leaderboard and champion."""
+    import dagster as dg
+
+    from droughtwatch_assets_tests.conftest import TINY_SAMPLE, materialize_command
+
+    config = {"ops": {"raw_tfrecords": {"config": TINY_SAMPLE}, "trained_model": {"config": {"epochs": 1}}}}
+    result = subprocess.run(
+        materialize_command("*champion", "rgb", config),
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "home"))
+    materialized = {
+        key.to_user_string()
+        for key in ("model_evaluation", "leaderboard", "champion")
+        for key in [dg.AssetKey(key)]
+        if instance.fetch_materializations(key, limit=1).records
+    }
+    assert materialized == {"model_evaluation", "leaderboard", "champion"}

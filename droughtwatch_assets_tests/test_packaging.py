@@ -28,5 +28,6 @@ def test_instance_settings():
 
     settings = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
     assert settings["telemetry"]["enabled"] is False
-    limit = settings["run_queue"]["tag_concurrency_limits"][0]
+    limit = settings["concurrency"]["runs"]["tag_concurrency_limits"][0]
     assert limit == {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    assert settings["concurrency"]["pools"]["default_limit"] == 1  # champion steps one at a time

@@ -1,4 +1,5 @@
-"""One job per named configuration of the original project; each materialises the whole chain.
+"""One job per named configuration of the original project; each materialises the whole chain. And the
+experiments job, which compares the feature sets.
 
 A configuration is a typed run-config preset that knows its feature set: the job's description names the
 partition to launch, and a launch on another partition is refused at the first step (failures.py).
@@ -33,3 +34,15 @@ def configuration_job(configuration: ModelConfiguration):
 
 configuration_jobs = {name: configuration_job(configuration) for name, configuration in CONFIGURATIONS.items()}
 baseline_job = configuration_jobs["baseline"]
+
+
+# A run of one partition trains and evaluates that feature set, then refreshes the leaderboard and lets the
+# champion step compare and promote. A backfill over the partitions (or one run per partition, in any order
+# or concurrently) therefore ends with every feature set on the leaderboard and the best one champion.
+experiments_job = dg.define_asset_job(
+    "experiments_job",
+    selection=dg.AssetSelection.assets("champion").upstream(),
+    description="Every feature set's chain up to its evaluation, then the leaderboard and the champion. Launch "
+    "it as a backfill over all partitions (Materialize all...); each run compares what has been evaluated so far.",
+    tags={"droughtwatch/experiments": "true"},
+)

@@ -101,6 +101,9 @@ class ChampionConfig(dg.Config):
 
 @dg.asset(
     **CHAIN_STEP,
+    # one champion step at a time across runs (dagster.yaml's pool limit): each compares against the champion
+    # the previous one promoted, so concurrent experiment runs end with the best model, whatever their order
+    pool="champion",
     group_name="deployment",
     kinds={"onnx"},
     io_manager_key="value_io_manager",

@@ -1,0 +1,90 @@
+"""experiments_job as a deployment runs it: a backfill over partitions launched into a real instance with the
+project's dagster.yaml, the daemon dequeuing the runs (concurrently: they are different partitions), the
+multiprocess executor, and default settings otherwise."""
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from droughtwatch_assets_tests.conftest import REPO_ROOT, table_rows
+
+BIN = Path(sys.executable).parent
+
+
+def step_interval(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tuple[float, float]:
+    events = [e for e in instance.all_logs(run_id) if e.is_dagster_event and e.step_key == step_key]
+    starts = [e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_START]
+    ends = [e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS]
+    return min(starts), max(ends)
+
+
+def test_a_backfill_of_experiments_job_ranks_every_partition_and_promotes_the_best(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data")}
+    backfill = subprocess.run(
+        [BIN / "dagster", "job", "backfill", "-w", "workspace.yaml", "-j", "experiments_job"]
+        + ["--partitions", "baseline,rgb", "--noprompt"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert backfill.returncode == 0, backfill.stdout[-3000:] + backfill.stderr[-3000:]
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert len(instance.get_runs()) == 2
+
+    daemon = subprocess.Popen(
+        [BIN / "dagster-daemon", "run", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            statuses = [r.status for r in instance.get_runs()]
+            if all(s in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE) for s in statuses):
+                break
+            time.sleep(1)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)
+
+    runs = instance.get_runs()
+    assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 2, "\n".join(
+        str(e.message) for r in runs for e in instance.all_logs(r.run_id) if e.message
+    )[-4000:]
+    assert sorted(r.tags["dagster/partition"] for r in runs) == ["baseline", "rgb"]
+    # the champion steps of the two runs took turns (the pool in dagster.yaml)
+    intervals = sorted(step_interval(instance, r.run_id, "champion") for r in runs)
+    for earlier, later in itertools.pairwise(intervals):
+        assert earlier[1] <= later[0]
+
+    # the last leaderboard lists both partitions' models, and the other feature sets as never trained
+    [latest] = instance.fetch_materializations(dg.AssetKey("leaderboard"), limit=1).records
+    rows = {row["feature set"]: row for row in table_rows(latest.asset_materialization.metadata["leaderboard"])}
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "baseline": "candidate",
+        "rgb": "candidate",
+        "ndvi": "not trained",
+        "all": "not trained",
+    }
+    best = max(("baseline", "rgb"), key=lambda name: rows[name]["val accuracy"])
+    champion = tmp_path / "data" / "registry" / "champion" / "config.yaml"
+    if rows[best]["val accuracy"] > rows[best]["majority class rate"]:
+        assert yaml.safe_load(champion.read_text())["champion"]["feature_set"] == best
+    else:
+        assert not champion.exists()
