@@ -106,6 +106,26 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def gc(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from droughtwatch_assets.defs.deployment import build_resources
+    from droughtwatch_assets.s3 import S3Error
+
+    try:
+        with dg.build_resources({"store": build_resources()["store"]}) as resources:  # resolves EnvVar credentials
+            store = resources.store
+            policy = store.retention_policy(args.keep, args.grace_minutes)
+            plan = store.retention_plan(policy)
+            if not args.dry_run:
+                store.remove(plan)
+    except (S3Error, OSError, ValueError) as exc:
+        print(f"droughtwatch gc: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(plan.lines(dry_run=args.dry_run)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="droughtwatch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +160,22 @@ def main(argv: list[str] | None = None) -> int:
     predict_parser.add_argument("--input", required=True, help="a raw shard, or a folder of part-* shards")
     predict_parser.add_argument("--output", required=True, help="the Parquet file to write")
     predict_parser.set_defaults(handler=predict)
+    gc_parser = commands.add_parser(
+        "gc",
+        help="remove old versions of every asset partition and published model in the deployment's store, "
+        "keeping the newest, the current, recent and published ones",
+    )
+    gc_parser.add_argument("--dry-run", action="store_true", help="list what would go and its bytes; remove nothing")
+    gc_parser.add_argument(
+        "--keep", type=int, default=None, help="versions to keep of each (default: DROUGHTWATCH_KEEP_VERSIONS, else 5)"
+    )
+    gc_parser.add_argument(
+        "--grace-minutes",
+        type=float,
+        default=None,
+        help="keep versions superseded less than this long ago (default: DROUGHTWATCH_GRACE_MINUTES, else 60)",
+    )
+    gc_parser.set_defaults(handler=gc)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -10,6 +10,7 @@ A reader that needs the pair reads CURRENT, then `versions/<CURRENT>/`: two immu
 publication. The top-level copies are two separate writes, so for a moment they can disagree; their
 config's `model_md5` tells a reader whether it holds the config of that model.onnx, and the ONNX file
 carries the same config in its own metadata_props (see model_config.py).
+Old publications stay until retention removes them (retention.py); the CURRENT one always stays.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from droughtwatch_assets import retention
 from droughtwatch_assets.datasets import md5_of
 from droughtwatch_assets.model_config import config_to_yaml
 
@@ -94,6 +96,27 @@ class LocalModelRegistry:
             return None
         return fetch_published(str(folder), folder)
 
+    def plan_retention(self, policy, now, models=None) -> tuple[retention.RetentionPlan, list[dict]]:
+        """(the publications the policy removes, of `models` or all; the configs of every publication kept)."""
+        removals, kept_configs = [], []
+        names = sorted(p.name for p in self.root.iterdir() if (p / CURRENT).is_file()) if self.root.is_dir() else []
+        for name in names:
+            folder = self.root / name / VERSIONS
+            versions = sorted(p.name for p in folder.iterdir() if p.name.startswith("v-") and p.is_dir())
+            current = (self.root / name / CURRENT).read_text().strip()
+            expired = retention.expired_versions(versions, current, set(), policy, now)
+            if models is not None and name not in models:
+                expired = []
+            for version in versions:
+                if version in expired:
+                    path = folder / version
+                    removals.append(
+                        retention.Removal(f"registry {name}", version, retention.local_size(path), (str(path),))
+                    )
+                elif (folder / version / CONFIG_FILE).is_file():
+                    kept_configs.append(yaml.safe_load((folder / version / CONFIG_FILE).read_text()) or {})
+        return retention.RetentionPlan(tuple(removals)), kept_configs
+
 
 def _replace_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
@@ -162,6 +185,61 @@ class S3ModelRegistry:
         config = yaml.safe_load((scratch / CONFIG_FILE).read_text())
         check_pair(scratch / MODEL_FILE, config, store.uri(model_name))
         return scratch / MODEL_FILE, config
+
+    def model_names(self) -> list[str]:
+        """The published models: top-level folders of the registry prefix that have a CURRENT."""
+        store = self.store
+        store.ensure_bucket()
+        root = store.key() + "/" if store.key() else ""
+        paginator = store.client.get_paginator("list_objects_v2")
+        folders = store.call(
+            f"listing of {store.uri()}",
+            lambda: [
+                p["Prefix"]
+                for page in paginator.paginate(Bucket=store.bucket, Prefix=root, Delimiter="/")
+                for p in page.get("CommonPrefixes", [])
+            ],
+        )
+        return sorted(f[len(root) :].strip("/") for f in folders if store._etag_if_exists(f + CURRENT) is not None)
+
+    def plan_retention(self, policy, now, models=None) -> tuple[retention.RetentionPlan, list[dict]]:
+        """(the publications the policy removes, of `models` or all; the configs of every publication kept)."""
+        store = self.store
+        removals, kept_configs = [], []
+        for name in self.model_names():
+            current = (
+                store.call(
+                    f"read of {store.uri(name, CURRENT)}",
+                    store.client.get_object,
+                    Bucket=store.bucket,
+                    Key=store.key(name, CURRENT),
+                )["Body"]
+                .read()
+                .decode()
+                .strip()
+            )
+            base = store.key(name, VERSIONS) + "/"
+            by_version: dict[str, list[dict]] = {}
+            for obj in store.listing(base):
+                by_version.setdefault(obj["Key"][len(base) :].split("/")[0], []).append(obj)
+            versions = [v for v in by_version if v.startswith("v-")]
+            expired = retention.expired_versions(versions, current, set(), policy, now)
+            if models is not None and name not in models:
+                expired = []
+            for version in sorted(versions):
+                objects = by_version[version]
+                if version in expired:
+                    targets = tuple(f"s3://{store.bucket}/{o['Key']}" for o in objects)
+                    size = sum(o["Size"] for o in objects)
+                    removals.append(retention.Removal(f"registry {name}", version, size, targets))
+                    continue
+                config_key = f"{base}{version}/{CONFIG_FILE}"
+                if any(o["Key"] == config_key for o in objects):
+                    body = store.call(
+                        f"read of {config_key}", store.client.get_object, Bucket=store.bucket, Key=config_key
+                    )["Body"].read()
+                    kept_configs.append(yaml.safe_load(body) or {})
+        return retention.RetentionPlan(tuple(removals)), kept_configs
 
 
 def fetch_published(location: str, scratch: str | os.PathLike) -> tuple[Path, dict | None]:

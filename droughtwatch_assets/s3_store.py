@@ -6,6 +6,7 @@ s3://<bucket>/<prefix>/<asset>/<partition>/
     CURRENT                           the current version's name, written last
 A reader reads CURRENT, then that version's index: it sees a whole version or the previous one.
 Downloads are cached under <cache_dir>/blobs/<ETag>, so unchanged objects are fetched once.
+Old versions and the objects only they name stay until retention removes them (retention.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from droughtwatch_assets import retention
 from droughtwatch_assets.datasets import MANIFEST, md5_of
 from droughtwatch_assets.s3 import S3Error, describe_failure
 
@@ -127,6 +129,10 @@ class S3ArtifactStore:
                     f"no materialisation of {'/'.join(key)} in {self.uri()}; materialise it first"
                 ) from None
             raise describe_failure(self.client, self.bucket, f"read of {self.uri(*key, CURRENT)}", exc) from None
+        return self.version(key, version)
+
+    def version(self, key: tuple[str, ...], version: str) -> Path:
+        """A local directory holding this version of key (downloading only what the cache lacks)."""
         local = self._version_dir(key, version)
         if (local / ".complete").exists():
             return local
@@ -182,3 +188,95 @@ class S3ArtifactStore:
                 )
             os.replace(tmp, blob)
         return blob
+
+    # -- retention (see retention.py) -------------------------------------------------------------
+    def listing(self, prefix: str) -> list[dict]:
+        """Every object under prefix (Key, Size, LastModified)."""
+        self.ensure_bucket()
+        paginator = self.client.get_paginator("list_objects_v2")
+        objects = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                objects.extend(page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise describe_failure(self.client, self.bucket, f"listing of {prefix or '/'}", exc) from None
+        return objects
+
+    def read_json(self, key: str) -> dict:
+        body = self.call(f"read of {key}", self.client.get_object, Bucket=self.bucket, Key=key)["Body"].read()
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise S3Error(
+                f"s3://{self.bucket}/{key} is not valid JSON ({exc}); it was changed outside this store. Remove it "
+                f"if its version is not needed"
+            ) from None
+
+    def locations(self) -> list[tuple[str, ...]]:
+        """Every <asset>/<partition> under the prefix that has a CURRENT."""
+        root = self.key() + "/" if self.prefix else ""
+        return sorted(
+            tuple(o["Key"][len(root) :].split("/")[:-1])
+            for o in self.listing(root)
+            if o["Key"].endswith("/" + CURRENT) and "/objects/" not in o["Key"]
+        )
+
+    def plan_retention(self, policy, references, now, keys=None) -> retention.RetentionPlan:
+        removals = []
+        for key in self.locations() if keys is None else keys:
+            removals.extend(self._plan_location(tuple(key), policy, references, now))
+        return retention.RetentionPlan(tuple(removals))
+
+    def _plan_location(self, key: tuple[str, ...], policy, references, now) -> list[retention.Removal]:
+        base = self.key(*key) + "/"
+        objects = {o["Key"]: o for o in self.listing(base)}
+        if base + CURRENT not in objects:
+            return []
+        current = (
+            self.call(f"read of {base}{CURRENT}", self.client.get_object, Bucket=self.bucket, Key=base + CURRENT)[
+                "Body"
+            ]
+            .read()
+            .decode()
+            .strip()
+        )
+        index_keys = {
+            k[len(base + "versions/") : -len(".json")]: k
+            for k in objects
+            if k.startswith(base + "versions/") and k.endswith(".json")
+        }
+        indexes = {version: self.read_json(k)["files"] for version, k in index_keys.items()}
+
+        def file_md5(version: str, relative: str) -> str | None:
+            return indexes[version].get(relative, {}).get("md5")
+
+        def manifest(version: str) -> dict | None:
+            entry = indexes[version].get(MANIFEST)
+            return self.read_json(entry["key"]) if entry else None
+
+        protected = retention.referenced_versions(references, key, list(indexes), file_md5, manifest)
+        expired = retention.expired_versions(indexes, current, protected, policy, now)
+        kept_objects = {e["key"] for v, files in indexes.items() if v not in expired for e in files.values()}
+        removals, claimed = [], set(kept_objects)
+        location = "/".join(key)
+        for version in expired:
+            exclusive = sorted({e["key"] for e in indexes[version].values()} - claimed)
+            claimed.update(exclusive)
+            index_key = index_keys[version]
+            size = objects[index_key]["Size"] + sum(objects[k]["Size"] for k in exclusive if k in objects)
+            targets = (
+                f"s3://{self.bucket}/{index_key}",  # the index first: no reader finds a version missing objects
+                *(f"s3://{self.bucket}/{k}" for k in exclusive if k in objects),
+                str(self._version_dir(key, version)),
+            )
+            removals.append(retention.Removal(location, version, size, targets))
+        unreferenced = sorted(
+            k
+            for k, o in objects.items()
+            if k.startswith(base + "objects/") and k not in claimed and now - o["LastModified"] >= policy.grace
+        )
+        if unreferenced:
+            size = sum(objects[k]["Size"] for k in unreferenced)
+            targets = tuple(f"s3://{self.bucket}/{k}" for k in unreferenced)
+            removals.append(retention.Removal(location, retention.UNREFERENCED, size, targets))
+        return removals

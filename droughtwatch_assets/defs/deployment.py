@@ -6,6 +6,8 @@ DROUGHTWATCH_DEPLOYMENT picks a named set:
     s3      assets and published models in S3, steps as processes on this machine
     k8s     assets and published models in S3, each step a Kubernetes job
 Without it, DROUGHTWATCH_EXECUTOR=k8s means k8s and DROUGHTWATCH_STORAGE=s3 means s3, as before.
+DROUGHTWATCH_KEEP_VERSIONS (default 5; 0: only `droughtwatch gc` removes) and DROUGHTWATCH_GRACE_MINUTES
+(default 60) set retention after each commit (see retention.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dagster_aws.s3 import S3PickleIOManager, S3Resource
 from droughtwatch_assets.defs.resources import ArtifactIOManager, LocalStore, RawSourceResource, S3Store
 from droughtwatch_assets.defs.tracking import TrackerName, TrackingResource
 from droughtwatch_assets.download import ARCHIVE_URL
+from droughtwatch_assets.retention import DEFAULT_GRACE, DEFAULT_KEEP
 
 DeploymentName = Literal["local", "s3", "k8s"]
 DEFAULT_DATA_DIR = ".droughtwatch"
@@ -41,6 +44,8 @@ K8S_ENV_VARS = (
     "DROUGHTWATCH_S3_PREFIX",
     "DROUGHTWATCH_REGISTRY_BUCKET",
     "DROUGHTWATCH_TRACKER",
+    "DROUGHTWATCH_KEEP_VERSIONS",
+    "DROUGHTWATCH_GRACE_MINUTES",
     "MLFLOW_TRACKING_URI",
     "AWS_ENDPOINT_URL",
     "AWS_REGION",
@@ -53,6 +58,19 @@ def _choice(value: str, allowed: tuple[str, ...], variable: str) -> str:
     return value
 
 
+def _number(env: Mapping[str, str], variable: str, default: float, kind=float):
+    value = env.get(variable, "")
+    if not value:
+        return kind(default)
+    try:
+        number = kind(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ValueError(f"{variable}={value!r} is not a {'whole ' if kind is int else ''}number of 0 or more")
+    return number
+
+
 @dataclass(frozen=True)
 class Deployment:
     name: DeploymentName = "local"
@@ -61,6 +79,8 @@ class Deployment:
     prefix: str = "droughtwatch"
     registry_bucket: str = ""
     create_bucket: bool = False
+    keep_versions: int = DEFAULT_KEEP  # 0: no retention after commits, only `droughtwatch gc`
+    grace_minutes: float = DEFAULT_GRACE.total_seconds() / 60
     aws_variables: tuple[str, ...] = ()  # the AWS variables that are set, passed on as EnvVar
     tracker: TrackerName = "wandb"
     mlflow_tracking_uri_set: bool = False
@@ -95,6 +115,8 @@ class Deployment:
             prefix=env.get("DROUGHTWATCH_S3_PREFIX", "droughtwatch"),
             registry_bucket=env.get("DROUGHTWATCH_REGISTRY_BUCKET", ""),
             create_bucket=env.get("DROUGHTWATCH_S3_CREATE_BUCKET", "").lower() in ("1", "true", "yes"),
+            keep_versions=_number(env, "DROUGHTWATCH_KEEP_VERSIONS", DEFAULT_KEEP, int),
+            grace_minutes=_number(env, "DROUGHTWATCH_GRACE_MINUTES", DEFAULT_GRACE.total_seconds() / 60),
             aws_variables=tuple(v for v in AWS_VARIABLES if env.get(v)),
             tracker=_choice(env.get("DROUGHTWATCH_TRACKER", "wandb"), get_args(TrackerName), "DROUGHTWATCH_TRACKER"),
             mlflow_tracking_uri_set=bool(env.get("MLFLOW_TRACKING_URI")),
@@ -133,7 +155,9 @@ def resources_for(deployment: Deployment) -> dict:
         source=deployment.raw_source, folder=deployment.raw_folder, archive_url=deployment.archive_url
     )
     if deployment.storage == "local":
-        store = LocalStore(base_dir=deployment.data_dir)
+        store = LocalStore(
+            base_dir=deployment.data_dir, keep_versions=deployment.keep_versions, grace_minutes=deployment.grace_minutes
+        )
         values = dg.FilesystemIOManager(base_dir=str(Path(deployment.data_dir, "values")))
     else:
         s3_resource = S3Resource(
@@ -151,6 +175,8 @@ def resources_for(deployment: Deployment) -> dict:
             prefix=deployment.prefix,
             registry_bucket=deployment.registry_bucket,
             create_bucket=deployment.create_bucket,
+            keep_versions=deployment.keep_versions,
+            grace_minutes=deployment.grace_minutes,
         )
         values = S3PickleIOManager(
             s3_resource=s3_resource, s3_bucket=deployment.bucket, s3_prefix=f"{deployment.prefix}/values".strip("/")

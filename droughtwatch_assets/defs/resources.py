@@ -4,14 +4,15 @@ manager that commits asset outputs to the store and loads them back."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
-from droughtwatch_assets import s3, s3_store, storage
+from droughtwatch_assets import retention, s3, s3_store, storage
 from droughtwatch_assets.download import ARCHIVE_URL
 from droughtwatch_assets.model_registry import LocalModelRegistry, Publication, S3ModelRegistry
 
@@ -28,9 +29,55 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
     """
 
     base_dir: str  # local: the data; S3: the local cache and scratch space
+    keep_versions: int = Field(
+        default=retention.DEFAULT_KEEP,
+        description="After each commit or publication, remove that asset partition's or model's versions beyond "
+        "the newest keep_versions (and those a published model references; see retention.py). 0: never "
+        "automatically, only with `droughtwatch gc`.",
+    )
+    grace_minutes: float = Field(
+        default=retention.DEFAULT_GRACE.total_seconds() / 60,
+        description="A version superseded less than this long ago is kept: a reader may still be reading it.",
+    )
 
     @abstractmethod
     def _versions(self) -> storage.LocalArtifactStore | s3_store.S3ArtifactStore: ...
+
+    @abstractmethod
+    def _registry(self) -> LocalModelRegistry | S3ModelRegistry: ...
+
+    def retention_policy(self, keep: int | None = None, grace_minutes: float | None = None):
+        """The store's policy, or another number of versions / grace period (keep_versions 0: the default)."""
+        return retention.RetentionPolicy(
+            keep=(self.keep_versions or retention.DEFAULT_KEEP) if keep is None else keep,
+            grace=timedelta(minutes=self.grace_minutes if grace_minutes is None else grace_minutes),
+        )
+
+    def retention_plan(self, policy: retention.RetentionPolicy, keys=None, models=None) -> retention.RetentionPlan:
+        """What the policy removes: of these asset partitions and published models, all if None."""
+        return retention.plan(self._versions(), self._registry(), policy, keys, models)
+
+    def remove(self, plan: retention.RetentionPlan) -> None:
+        retention.apply(plan, self._s3_client())
+
+    def _s3_client(self):
+        return None
+
+    def retain_after_commit(self, log, keys=(), models=()) -> retention.RetentionPlan | None:
+        """Apply keep_versions to what a step just committed or published; a failure is logged, not raised:
+        the new version is in place, and `droughtwatch gc` removes what stayed."""
+        if not self.keep_versions:
+            return None
+        what = ", ".join(["/".join(k) for k in keys] + [f"registry {m}" for m in models])
+        try:
+            plan = self.retention_plan(self.retention_policy(), keys=list(keys), models=list(models))
+            self.remove(plan)
+        except (OSError, ValueError, s3.S3Error) as exc:
+            log.warning(f"retention after committing {what} failed: {exc}. Old versions stay until `droughtwatch gc`")
+            return None
+        for line in plan.lines(dry_run=False)[:-1]:
+            log.info(line)
+        return plan
 
     def new_staging_dir(self) -> Path:
         """An empty directory to write a new version into; the IO manager commits it."""
@@ -73,11 +120,14 @@ class LocalStore(ArtifactStore):
             self._store = storage.LocalArtifactStore(self.base_dir)
         return self._store
 
+    def _registry(self) -> LocalModelRegistry:
+        return LocalModelRegistry(Path(self.base_dir, REGISTRY))
+
     def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
-        return LocalModelRegistry(Path(self.base_dir, REGISTRY)).publish(model_name, onnx_path, config)
+        return self._registry().publish(model_name, onnx_path, config)
 
     def published(self, model_name: str) -> tuple[Path, dict] | None:
-        return LocalModelRegistry(Path(self.base_dir, REGISTRY)).current(model_name)
+        return self._registry().current(model_name)
 
 
 class S3Store(ArtifactStore):
@@ -112,6 +162,9 @@ class S3Store(ArtifactStore):
             )
         return self._store
 
+    def _s3_client(self):
+        return self._versions().client
+
     def _registry(self) -> S3ModelRegistry:
         store = s3_store.S3ArtifactStore(
             self._versions().client, self.registry_bucket or self.bucket, "", self.base_dir, self.create_bucket
@@ -140,8 +193,13 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     store: ArtifactStore
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        location = self.store.commit(obj.root, artifact_key(context))
-        context.add_output_metadata({"location": dg.MetadataValue.path(location)})
+        key = artifact_key(context)
+        location = self.store.commit(obj.root, key)
+        metadata = {"location": dg.MetadataValue.path(location)}
+        removed = self.store.retain_after_commit(context.log, keys=[key])
+        if removed is not None:
+            metadata.update({"old_versions_removed": len(removed.removals), "bytes_freed": removed.total_bytes})
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext):
         artifact_type = context.dagster_type.typing_type

@@ -14,6 +14,7 @@ from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.defs.tracking import TrackingResource
 from droughtwatch_assets.experiments import Candidate, Metric, candidate, choose, ranked
+from droughtwatch_assets.retention import with_source_version
 from droughtwatch_assets.tracking.base import tracked
 
 CHAMPION = "champion"
@@ -149,7 +150,9 @@ def champion(
             *history,
             {k: record[k] for k in ("promoted_at", "feature_set", "metric", config.metric, "model_md5")},
         ]
-        publication = store.publish(CHAMPION, onnx.onnx_path, {**onnx.config, "champion": record, "history": history})
+        source = with_source_version(onnx.config, ("onnx_model", winner.feature_set), onnx.root)
+        publication = store.publish(CHAMPION, onnx.onnx_path, {**source, "champion": record, "history": history})
+        store.retain_after_commit(context.log, models=[CHAMPION])
         context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
         tracker = tracking.tracker(context, "deployment", store.base_dir, required=True, job_type="promote")
         tracker.start(f"{config.registered_model}_champion", record)

@@ -5,6 +5,7 @@ from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
 from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.defs.tracking import TrackingResource
+from droughtwatch_assets.retention import with_source_version
 from droughtwatch_assets.tracking.base import tracked
 
 
@@ -35,7 +36,10 @@ def published_model(
         return dg.Output(
             {"model_name": name, "published": False, "uris": []}, metadata={"model_name": name, "published": False}
         )
-    publication = store.publish(name, onnx_model.onnx_path, config)
+    # the onnx_model version published stays as long as the publication does (retention.py)
+    source = with_source_version(config, ("onnx_model", context.partition_key), onnx_model.root)
+    publication = store.publish(name, onnx_model.onnx_path, source)
+    store.retain_after_commit(context.log, models=[name])
     uris = [publication.model_uri, publication.config_uri]
     context.log.info(
         f"published {name} version {publication.version}: {publication.version_uri} (and {', '.join(uris)})"
