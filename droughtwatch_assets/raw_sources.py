@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from droughtwatch_assets.datasets import SHARD_GLOB, SPLITS, find_split_shards
 from droughtwatch_assets.download import ARCHIVE_URL, download, extract_shards
 from droughtwatch_assets.records import RecordError
-from droughtwatch_assets.s3 import client, describe_failure
+from droughtwatch_assets.s3 import S3Error, client, describe_failure
 from droughtwatch_assets.sample import SampleSpec, write_sample
 
 SOURCES = ("sample", "folder", "archive", "s3")
@@ -203,7 +203,14 @@ def fetch_s3_shards(
             local.parent.mkdir(parents=True, exist_ok=True)
             partial = local.with_name(f".{shard}.{uuid.uuid4().hex}.partial")
             try:
-                s3_client.download_file(bucket, key, os.fspath(partial), ExtraArgs={"IfMatch": stamp.etag})
+                body = s3_client.get_object(Bucket=bucket, Key=key, IfMatch=stamp.etag)["Body"]
+                with open(partial, "wb") as f:
+                    for chunk in body.iter_chunks(8 << 20):
+                        f.write(chunk)
+                if partial.stat().st_size != stamp.size:
+                    raise S3Error(
+                        f"download of s3://{bucket}/{key} stopped at {partial.stat().st_size} of {stamp.size} bytes"
+                    )
                 os.replace(partial, local)
             except (ClientError, BotoCoreError) as exc:
                 raise describe_failure(s3_client, bucket, f"download of s3://{bucket}/{key}", exc) from None
