@@ -213,7 +213,7 @@ def test_the_sensor_is_registered_stopped_with_the_registered_configurations():
     from droughtwatch_assets.definitions import defs
 
     sensor = defs.resolve_sensor_def("new_raw_shards")
-    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED and sensor.minimum_interval_seconds == 60
     assert [target.job_name for target in sensor.targets] == ["baseline_job"]
 
 
