@@ -43,10 +43,10 @@ def names_tag(names: list[str]) -> str:
     """Comma-separated names, cut at TAG_LIMIT characters with how many more there are."""
     value = ""
     for index, name in enumerate(names):
-        more = f",… (+{len(names) - index} more)"
         candidate = f"{value},{name}" if value else name
-        if len(candidate) + len(more) > TAG_LIMIT and index < len(names) - 1:
-            return value + more
+        left = len(names) - index - 1  # names after this one
+        if len(candidate) + (len(f",… (+{left} more)") if left else 0) > TAG_LIMIT:
+            return (f"{value}," if value else "") + f"… (+{len(names) - index} more)"
         value = candidate
     return value
 

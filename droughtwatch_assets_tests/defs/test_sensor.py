@@ -224,6 +224,12 @@ def test_the_changed_shards_tag_is_cut_to_its_limit_and_says_how_many_more():
     shown = value.split(",…")[0].split(",")
     assert value.endswith(f",… (+{200 - len(shown)} more)")
     assert names_tag(names[:3]) == ",".join(names[:3])
+    for count in range(1, 120):  # around the limit: each value fits, and says how many it leaves out
+        value = names_tag(names[:count])
+        assert len(value) <= TAG_LIMIT
+        listed = value.split(",…")[0].split(",")
+        assert listed == names[: len(listed)]
+        assert value == ",".join(names[:count]) or value.endswith(f",… (+{count - len(listed)} more)")
 
 
 def test_the_sensor_cursor_is_json_of_stable_and_pending_stamps(tmp_path):
