@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_onnx.py
 	$(BIN)/python benchmarks/bench_end_to_end.py
+	$(BIN)/python benchmarks/bench_sensor.py
 
 materialize: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m droughtwatch_assets.definitions --select '*' --partition baseline

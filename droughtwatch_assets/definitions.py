@@ -16,6 +16,7 @@ from droughtwatch_assets.defs.checks import asset_checks
 from droughtwatch_assets.defs.deployment import Deployment, executor_for, resources_for
 from droughtwatch_assets.defs.jobs import configuration_jobs, experiments_job
 from droughtwatch_assets.defs.schedules import baseline_daily
+from droughtwatch_assets.defs.sensors import new_raw_shards
 
 assets = [
     raw_tfrecords,
@@ -36,6 +37,7 @@ defs = dg.Definitions(
     asset_checks=[*asset_checks, champion_is_sound],
     jobs=[*configuration_jobs.values(), experiments_job],
     schedules=[baseline_daily],
+    sensors=[new_raw_shards],
     resources=resources_for(deployment),
     executor=executor_for(deployment),
 )

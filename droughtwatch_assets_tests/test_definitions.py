@@ -101,3 +101,24 @@ def test_the_deployment_switch_and_the_older_variables_pick_the_same_resource_se
     assert isinstance(s3["store"], S3Store) and s3["store"].bucket == "b"
     with pytest.raises(ValueError, match="DROUGHTWATCH_DEPLOYMENT='cloud' is not one of local, s3, k8s"):
         Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "cloud"})
+
+
+def test_the_s3_raw_source_comes_from_env_with_storage_credentials_as_env_vars():
+    from droughtwatch_assets.defs.deployment import K8S_ENV_VARS, Deployment, resources_for
+
+    env = {
+        "DROUGHTWATCH_RAW_SOURCE": "s3",
+        "DROUGHTWATCH_RAW_URI": "s3://landsat/droughtwatch",
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "not-in-config",
+        "DROUGHTWATCH_DEPLOYMENT": "k8s",
+    }
+    deployment = Deployment.from_env(env)
+    raw_source = resources_for(deployment)["raw_source"]
+    assert (raw_source.source, raw_source.uri) == ("s3", "s3://landsat/droughtwatch")
+    assert raw_source.s3.aws_secret_access_key == dg.EnvVar("AWS_SECRET_ACCESS_KEY"), "secrets stay EnvVar"
+    assert resources_for(deployment)["store"].s3.aws_access_key_id == dg.EnvVar("AWS_ACCESS_KEY_ID")
+    assert {"DROUGHTWATCH_RAW_SOURCE", "DROUGHTWATCH_RAW_URI"} <= set(K8S_ENV_VARS)
+    assert {"DROUGHTWATCH_RAW_SOURCE", "DROUGHTWATCH_RAW_URI"} <= set(deployment.k8s_env_vars)
+    with pytest.raises(ValueError, match="DROUGHTWATCH_RAW_SOURCE='ftp' is not one of sample, folder, archive, s3"):
+        Deployment.from_env({"DROUGHTWATCH_RAW_SOURCE": "ftp"})

@@ -27,6 +27,7 @@ from droughtwatch_assets.download import ARCHIVE_URL
 from droughtwatch_assets.retention import DEFAULT_GRACE, DEFAULT_KEEP
 
 DeploymentName = Literal["local", "s3", "k8s"]
+RawSourceName = Literal["sample", "folder", "archive", "s3"]
 DEFAULT_DATA_DIR = ".droughtwatch"
 AWS_VARIABLES = (
     "AWS_ENDPOINT_URL",
@@ -46,6 +47,8 @@ K8S_ENV_VARS = (
     "DROUGHTWATCH_TRACKER",
     "DROUGHTWATCH_KEEP_VERSIONS",
     "DROUGHTWATCH_GRACE_MINUTES",
+    "DROUGHTWATCH_RAW_SOURCE",
+    "DROUGHTWATCH_RAW_URI",
     "MLFLOW_TRACKING_URI",
     "AWS_ENDPOINT_URL",
     "AWS_REGION",
@@ -87,8 +90,9 @@ class Deployment:
     mlflow_experiment: str = "droughtwatch"
     wandb_project: str = "droughtwatch"
     wandb_dir: str = ""
-    raw_source: Literal["sample", "folder", "archive"] = "sample"
+    raw_source: RawSourceName = "sample"
     raw_folder: str = ""
+    raw_uri: str = ""
     archive_url: str = ARCHIVE_URL
     k8s_namespace: str = "droughtwatch"
     k8s_max_concurrent: int = 8
@@ -124,9 +128,10 @@ class Deployment:
             wandb_project=env.get("WANDB_PROJECT", "droughtwatch"),
             wandb_dir=env.get("WANDB_DIR", ""),
             raw_source=_choice(
-                env.get("DROUGHTWATCH_RAW_SOURCE", "sample"), ("sample", "folder", "archive"), "DROUGHTWATCH_RAW_SOURCE"
+                env.get("DROUGHTWATCH_RAW_SOURCE", "sample"), get_args(RawSourceName), "DROUGHTWATCH_RAW_SOURCE"
             ),
             raw_folder=env.get("DROUGHTWATCH_RAW_FOLDER", ""),
+            raw_uri=env.get("DROUGHTWATCH_RAW_URI", ""),
             archive_url=env.get("DROUGHTWATCH_ARCHIVE_URL", ARCHIVE_URL),
             k8s_namespace=env.get("DROUGHTWATCH_K8S_NAMESPACE", "droughtwatch"),
             k8s_max_concurrent=int(env.get("DROUGHTWATCH_K8S_MAX_CONCURRENT", "8")),
@@ -151,8 +156,21 @@ def resources_for(deployment: Deployment) -> dict:
         wandb_project=deployment.wandb_project,
         wandb_dir=deployment.wandb_dir,
     )
+    # One S3 resource, for storage and the S3 raw source alike (the raw source may be in S3 while storage is local).
+    s3_resource = S3Resource(
+        endpoint_url=_env_var(deployment, "AWS_ENDPOINT_URL"),
+        region_name=_env_var(deployment, "AWS_REGION", "AWS_DEFAULT_REGION"),
+        aws_access_key_id=_env_var(deployment, "AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_env_var(deployment, "AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=_env_var(deployment, "AWS_SESSION_TOKEN"),
+        max_attempts=4,
+    )
     raw_source = RawSourceResource(
-        source=deployment.raw_source, folder=deployment.raw_folder, archive_url=deployment.archive_url
+        s3=s3_resource,
+        source=deployment.raw_source,
+        folder=deployment.raw_folder,
+        archive_url=deployment.archive_url,
+        uri=deployment.raw_uri,
     )
     if deployment.storage == "local":
         store = LocalStore(
@@ -160,14 +178,6 @@ def resources_for(deployment: Deployment) -> dict:
         )
         values = dg.FilesystemIOManager(base_dir=str(Path(deployment.data_dir, "values")))
     else:
-        s3_resource = S3Resource(
-            endpoint_url=_env_var(deployment, "AWS_ENDPOINT_URL"),
-            region_name=_env_var(deployment, "AWS_REGION", "AWS_DEFAULT_REGION"),
-            aws_access_key_id=_env_var(deployment, "AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=_env_var(deployment, "AWS_SECRET_ACCESS_KEY"),
-            aws_session_token=_env_var(deployment, "AWS_SESSION_TOKEN"),
-            max_attempts=4,
-        )
         store = S3Store(
             base_dir=deployment.data_dir,
             s3=s3_resource,

@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr
 from droughtwatch_assets import retention, s3, s3_store, storage
 from droughtwatch_assets.download import ARCHIVE_URL
 from droughtwatch_assets.model_registry import LocalModelRegistry, Publication, S3ModelRegistry
+from droughtwatch_assets.raw_sources import RawSource
 
 REGISTRY = "registry"
 Key = tuple[str, ...]  # (asset, partition)
@@ -130,6 +131,21 @@ class LocalStore(ArtifactStore):
         return self._registry().current(model_name)
 
 
+def s3_client_for(resource: S3Resource):
+    """A boto3 client with the resource's settings and credentials.
+
+    Not S3Resource.get_client(): it cannot set a connect timeout, and an unreachable endpoint must fail
+    within seconds, not after botocore's 60 s per attempt. Same settings and credentials otherwise.
+    """
+    return s3.client(
+        resource.endpoint_url,
+        resource.region_name,
+        aws_access_key_id=resource.aws_access_key_id,
+        aws_secret_access_key=resource.aws_secret_access_key,
+        aws_session_token=resource.aws_session_token,
+    )
+
+
 class S3Store(ArtifactStore):
     """Content-addressed versions in an S3 bucket, read through a local cache; published models in the
     registry bucket."""
@@ -143,15 +159,7 @@ class S3Store(ArtifactStore):
     _store: s3_store.S3ArtifactStore | None = PrivateAttr(default=None)
 
     def _client(self):
-        # Not S3Resource.get_client(): it cannot set a connect timeout, and an unreachable endpoint must fail
-        # within seconds, not after botocore's 60 s per attempt. Same settings and credentials otherwise.
-        return s3.client(
-            self.s3.endpoint_url,
-            self.s3.region_name,
-            aws_access_key_id=self.s3.aws_access_key_id,
-            aws_secret_access_key=self.s3.aws_secret_access_key,
-            aws_session_token=self.s3.aws_session_token,
-        )
+        return s3_client_for(self.s3)
 
     def _versions(self) -> s3_store.S3ArtifactStore:
         if self._store is None:
@@ -207,11 +215,22 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
 
 
 class RawSourceResource(dg.ConfigurableResource):
-    """Where raw shards come from when a run does not say: the deployment's raw source."""
+    """Where raw shards come from when a run does not say: the deployment's raw source.
 
-    source: Literal["sample", "folder", "archive"] = "sample"
+    `s3` holds the settings and credentials for the S3 source: the same as storage's (deployment.py).
+    """
+
+    s3: S3Resource
+    source: Literal["sample", "folder", "archive", "s3"] = "sample"
     folder: str = ""
     archive_url: str = ARCHIVE_URL
+    uri: str = ""  # for s3: s3://bucket/prefix
+
+    def client(self):
+        return s3_client_for(self.s3)
+
+    def to_source(self) -> RawSource:
+        return RawSource(self.source, self.folder, self.archive_url, uri=self.uri)
 
 
 def build_resources(data_dir: str | None = None) -> dict:

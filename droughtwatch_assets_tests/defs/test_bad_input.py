@@ -1,15 +1,18 @@
 """The README's bad-input table, row by row, with the default settings: processing in one process per core,
 at least two shards to process, the bad shard in train/ or in val/ (first, where the raw preview reads)."""
 
+import os
 import shutil
+import uuid
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import numpy as np
 import pytest
 
 from droughtwatch_assets.datasets import ShardedDataset
-from droughtwatch_assets.defs.deployment import local_resources
+from droughtwatch_assets.defs.deployment import AWS_VARIABLES, local_resources
 from droughtwatch_assets.features import BANDS
 from droughtwatch_assets.processing import default_workers
 from droughtwatch_assets.record_writer import RecordWriter
@@ -168,3 +171,52 @@ def test_skip_holds_for_the_preview_and_the_predictions_over_a_bad_val_shard(kin
     kept = BAD_INPUTS[kind][3]
     assert predictions["skipped_records"].value == 1
     assert predictions["rows"].value == REAL_SHARD_KEPT + kept
+
+
+# The S3 raw source, on moto's server: the rows of the table that the raw step catches as it reads the shards.
+S3_BAD_INPUTS = ["truncated shard", "corrupted CRC", "empty file", "non-TFRecord file"]
+
+
+def upload_folder(client, bucket: str, prefix: str, folder: Path) -> None:
+    for path in sorted(folder.glob("*/part-*")):
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{path.parent.name}/{path.name}", Body=path.read_bytes())
+
+
+def materialize_raw_from_s3(data_dir: Path, uri: str, **kwargs):
+    aws_variables = tuple(name for name in AWS_VARIABLES if os.environ.get(name))
+    return dg.materialize(
+        assets_named("raw_tfrecords"),
+        resources=local_resources(data_dir, aws_variables=aws_variables),
+        run_config=dg.RunConfig(ops={"raw_tfrecords": {"config": {"source": "s3", "uri": uri}}}),
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+@pytest.mark.parametrize("kind", S3_BAD_INPUTS)
+def test_bad_input_from_the_s3_source_names_the_s3_key_and_commits_nothing(
+    kind, split, tmp_path, real_folder, real_shard, s3_env
+):
+    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    bucket = f"raw-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    uri = f"s3://{bucket}/drought"
+    upload_folder(client, bucket, "drought", real_folder)
+    assert materialize_raw_from_s3(tmp_path / "data", uri).success
+    store = LocalArtifactStore(tmp_path / "data")
+    before = store.current(("raw_tfrecords", "__all__"))
+
+    add_new_shards(kind, split, real_folder, real_shard)
+    upload_folder(client, bucket, "drought", real_folder)
+    result = materialize_raw_from_s3(tmp_path / "data", uri, raise_on_error=False)
+
+    assert not result.success
+    failure = result.failure_data_for_node("raw_tfrecords")
+    message = str(failure.error)
+    _, index, words, _ = BAD_INPUTS[kind]
+    assert f"{uri}/{split}/{BAD_SHARD[split]}: record {index}: {words}" in message, message
+    assert "on_bad_record: fail" in message
+    assert failure.user_failure_data.metadata["file"].value == f"{uri}/{split}/{BAD_SHARD[split]}"
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+    assert store.current(("raw_tfrecords", "__all__")) == before, "nothing partial is committed"
+    assert ShardedDataset.open(before).manifest["source"] == {"type": "s3", "uri": uri}

@@ -10,20 +10,25 @@ from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
 from droughtwatch_assets.defs.failures import bad_record_failure, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import dataset_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore, RawSourceResource
-from droughtwatch_assets.raw_sources import RawSource, gather_shards
+from droughtwatch_assets.raw_sources import RawSource, gather_shards, locate_error
 from droughtwatch_assets.records import BadRecordPolicy, RecordError
 from droughtwatch_assets.sample import SampleSpec
 
 
 class RawDataConfig(dg.Config):
-    source: Literal["deployment", "sample", "folder", "archive"] = Field(
+    source: Literal["deployment", "sample", "folder", "archive", "s3"] = Field(
         default="deployment",
-        description="sample (generated), folder (local shards) or archive (download); deployment: the "
-        "deployment's raw source (DROUGHTWATCH_RAW_SOURCE, else sample)",
+        description="sample (generated), folder (local shards), archive (download) or s3 (shards under an S3 "
+        "prefix); deployment: the deployment's raw source (DROUGHTWATCH_RAW_SOURCE, else sample)",
     )
     folder: str = Field(
         default="",
         description="for source=folder: a folder holding train/part-* and val/part-* (empty: DROUGHTWATCH_RAW_FOLDER)",
+    )
+    uri: str = Field(
+        default="",
+        description="for source=s3: s3://bucket/prefix holding train/part-* and val/part-* (empty: "
+        "DROUGHTWATCH_RAW_URI); read with storage's AWS settings and credentials",
     )
     archive_url: str = Field(default="", description="for source=archive (empty: the deployment's archive URL)")
     archive_sha256: str = Field(default="", description="if set, the downloaded archive must match it")
@@ -44,7 +49,12 @@ class RawDataConfig(dg.Config):
         )
         source = defaults.source if self.source == "deployment" else self.source
         return RawSource(
-            source, self.folder or defaults.folder, self.archive_url or defaults.archive_url, self.archive_sha256, spec
+            source,
+            self.folder or defaults.folder,
+            self.archive_url or defaults.archive_url,
+            self.archive_sha256,
+            spec,
+            uri=self.uri or defaults.uri,
         )
 
 
@@ -59,15 +69,21 @@ def raw_tfrecords(
 ) -> dg.Output[ShardedDataset]:
     refuse_configuration_mismatch(context)
     staging = store.new_staging_dir()
+    source = config.to_source(raw_source)
     with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:
-        shards, source = gather_shards(
-            config.to_source(raw_source), scratch, os.path.join(store.base_dir, "downloads"), context.log.info
+        shards, description = gather_shards(
+            source,
+            scratch,
+            os.path.join(store.base_dir, "downloads"),
+            context.log.info,
+            s3_client=raw_source.client() if source.kind == "s3" else None,
         )
         try:
             dataset = build_raw_dataset(
-                shards, staging, source, log=context.log.info, on_bad_record=config.on_bad_record
+                shards, staging, description, log=context.log.info, on_bad_record=config.on_bad_record
             )
             metadata = dataset_metadata(dataset)  # its preview reads bands, which build_raw_dataset does not check
         except RecordError as exc:
-            raise bad_record_failure(exc, config.on_bad_record) from exc
+            located = locate_error(exc, staging, description)  # S3: names the s3:// key, not the local copy
+            raise bad_record_failure(located, config.on_bad_record) from exc
     return dg.Output(dataset, metadata=metadata, data_version=dg.DataVersion(dataset.manifest["data_version"]))

@@ -1,0 +1,244 @@
+"""`new_raw_shards` on a real Dagster instance, over the folder source and over an S3 source on moto's server."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+
+from droughtwatch_assets.defs.deployment import AWS_VARIABLES, local_resources
+from droughtwatch_assets.defs.jobs import configuration_jobs
+from droughtwatch_assets.defs.sensors import (
+    CHANGED_COUNT_TAG,
+    CHANGED_TAG,
+    REMOVED_TAG,
+    TAG_LIMIT,
+    TRIGGER_TAG,
+    names_tag,
+    new_raw_shards,
+)
+
+
+class Ticker:
+    """Ticks the sensor as the daemon does: the cursor of one tick goes to the next, on one instance."""
+
+    def __init__(self, instance: dg.DagsterInstance, defs: dg.Definitions):
+        self.instance, self.defs, self.cursor = instance, defs, None
+
+    def tick(self) -> dg.SensorResult:
+        # As the code server does: the repository, and the top-level resources the sensor needs.
+        resources = {key: self.defs.resources[key] for key in new_raw_shards.required_resource_keys}
+        with dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, definitions=self.defs, resources=resources
+        ) as context:
+            data = new_raw_shards.evaluate_tick(context)
+        self.cursor = data.cursor
+        return data
+
+
+def definitions(data_dir: Path, **raw) -> dg.Definitions:
+    from droughtwatch_assets.definitions import assets
+
+    aws_variables = tuple(name for name in AWS_VARIABLES if os.environ.get(name))
+    return dg.Definitions(
+        assets=assets,
+        jobs=list(configuration_jobs.values()),
+        sensors=[new_raw_shards],
+        resources=local_resources(data_dir, aws_variables=aws_variables, **raw),
+    )
+
+
+def materialised(instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """An instance on which raw_tfrecords has been materialised, so the first tick only starts watching."""
+    instance.report_runless_asset_event(dg.AssetMaterialization("raw_tfrecords"))
+    return instance
+
+
+# -- the two sources, behind one interface: put (whole or partial) and remove a shard ----------------------
+
+
+class FolderSource:
+    def __init__(self, root: Path):
+        self.root = root
+        for split in ("train", "val"):
+            (root / split).mkdir(parents=True)
+
+    def settings(self) -> dict:
+        return {"raw_source": "folder", "raw_folder": str(self.root)}
+
+    def put(self, name: str, data: bytes) -> None:
+        (self.root / name).write_bytes(data)
+
+    def append(self, name: str, data: bytes) -> None:
+        with open(self.root / name, "ab") as f:
+            f.write(data)
+
+    def remove(self, name: str) -> None:
+        (self.root / name).unlink()
+
+
+class S3Source:
+    """Shards under s3://<bucket>/incoming; an object cannot grow, so "append" uploads it again, longer."""
+
+    def __init__(self, endpoint: str):
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        self.bucket = f"raw-{uuid.uuid4().hex[:12]}"
+        self.client.create_bucket(Bucket=self.bucket)
+        self.contents: dict[str, bytes] = {}
+
+    def settings(self) -> dict:
+        return {"raw_source": "s3", "raw_uri": f"s3://{self.bucket}/incoming"}
+
+    def put(self, name: str, data: bytes) -> None:
+        self.contents[name] = data
+        self.client.put_object(Bucket=self.bucket, Key=f"incoming/{name}", Body=data)
+
+    def append(self, name: str, data: bytes) -> None:
+        self.put(name, self.contents[name] + data)
+
+    def remove(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=f"incoming/{name}")
+
+
+@pytest.fixture(params=["folder", "s3"])
+def source(request, tmp_path):
+    if request.param == "folder":
+        return FolderSource(tmp_path / "raw")
+    request.getfixturevalue("s3_env")
+    return S3Source(request.getfixturevalue("s3_endpoint"))
+
+
+def with_two_shards(source) -> None:
+    source.put("train/part-r-00000", b"train shard 0")
+    source.put("val/part-r-00000", b"val shard 0")
+
+
+def test_a_new_shard_gives_one_run_request_naming_it_and_no_change_gives_none(source, tmp_path):
+    with_two_shards(source)
+    ticker = Ticker(materialised(dg.DagsterInstance.ephemeral()), definitions(tmp_path / "data", **source.settings()))
+
+    first = ticker.tick()
+    assert first.run_requests == [] and first.skip_message.startswith("first tick: watching 2 shards")
+    assert ticker.tick().skip_message == "no change: 2 shards watched"
+
+    source.put("train/part-r-00120", b"a new shard")
+    arriving = ticker.tick()
+    assert arriving.run_requests == []
+    assert "1 shard still being written or just arrived: train/part-r-00120" in arriving.skip_message
+
+    picked = ticker.tick()
+    assert len(picked.run_requests) == 1 and picked.skip_message is None
+    request = picked.run_requests[0]
+    assert request.job_name == "baseline_job" and request.partition_key == "baseline"
+    assert request.tags[CHANGED_TAG] == "train/part-r-00120" and request.tags[CHANGED_COUNT_TAG] == "1"
+    assert request.tags[TRIGGER_TAG] == "new_raw_shards" and REMOVED_TAG not in request.tags
+
+    again = ticker.tick()
+    assert again.run_requests == [] and again.skip_message == "no change: 3 shards watched"
+
+
+def test_a_growing_shard_is_picked_up_only_once_its_size_holds_between_two_ticks(source, tmp_path):
+    with_two_shards(source)
+    ticker = Ticker(materialised(dg.DagsterInstance.ephemeral()), definitions(tmp_path / "data", **source.settings()))
+    ticker.tick()
+
+    source.put("val/part-r-00007", b"first half ")
+    assert ticker.tick().run_requests == []
+    source.append("val/part-r-00007", b"and the second half")
+    growing = ticker.tick()
+    assert growing.run_requests == [], "its size changed since the last tick: still being written"
+    assert "val/part-r-00007" in growing.skip_message
+
+    stable = ticker.tick()
+    assert [r.tags[CHANGED_TAG] for r in stable.run_requests] == ["val/part-r-00007"]
+    assert ticker.tick().run_requests == []
+
+
+def test_changed_and_removed_shards_request_a_run_that_names_them(source, tmp_path):
+    with_two_shards(source)
+    source.put("train/part-r-00001", b"train shard 1")
+    ticker = Ticker(materialised(dg.DagsterInstance.ephemeral()), definitions(tmp_path / "data", **source.settings()))
+    ticker.tick()
+
+    source.put("train/part-r-00000", b"train shard 0, written again")
+    source.remove("train/part-r-00001")
+    first = ticker.tick()
+    assert len(first.run_requests) == 1, "a removal needs no settling"
+    assert first.run_requests[0].tags[REMOVED_TAG] == "train/part-r-00001"
+    assert CHANGED_TAG not in first.run_requests[0].tags, "the rewritten shard is still settling"
+    second = ticker.tick()
+    assert [r.tags[CHANGED_TAG] for r in second.run_requests] == ["train/part-r-00000"]
+    assert ticker.tick().skip_message == "no change: 2 shards watched"
+
+
+def test_first_tick_on_an_instance_that_never_materialised_raw_counts_every_shard_as_new(tmp_path):
+    folder = FolderSource(tmp_path / "raw")
+    with_two_shards(folder)
+    ticker = Ticker(dg.DagsterInstance.ephemeral(), definitions(tmp_path / "data", **folder.settings()))
+
+    first = ticker.tick()
+    assert first.run_requests == [] and "never materialised" in first.skip_message
+    second = ticker.tick()
+    assert [r.tags[CHANGED_TAG] for r in second.run_requests] == ["train/part-r-00000,val/part-r-00000"]
+
+
+def test_a_repeated_tick_asks_for_the_same_run_key_so_the_daemon_launches_it_once(tmp_path):
+    folder = FolderSource(tmp_path / "raw")
+    with_two_shards(folder)
+    ticker = Ticker(materialised(dg.DagsterInstance.ephemeral()), definitions(tmp_path / "data", **folder.settings()))
+    ticker.tick()
+    folder.put("train/part-r-00003", b"new")
+    ticker.tick()
+    before = ticker.cursor
+    once = ticker.tick()
+    ticker.cursor = before  # the cursor of that tick was lost: the daemon evaluates it again
+    twice = ticker.tick()
+    assert [r.run_key for r in once.run_requests] == [r.run_key for r in twice.run_requests]
+    assert once.run_requests[0].run_key.startswith("new_raw_shards:baseline:")
+
+
+def test_the_sample_source_has_nothing_to_watch(tmp_path):
+    ticker = Ticker(dg.DagsterInstance.ephemeral(), definitions(tmp_path / "data"))
+    result = ticker.tick()
+    assert result.run_requests == []
+    assert result.skip_message.startswith("nothing to watch: the raw source is 'sample'")
+
+
+def test_the_sensor_is_registered_stopped_with_the_registered_configurations():
+    from droughtwatch_assets.definitions import defs
+
+    sensor = defs.resolve_sensor_def("new_raw_shards")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED and sensor.minimum_interval_seconds == 60
+    assert [target.job_name for target in sensor.targets] == ["baseline_job"]
+
+
+def test_the_changed_shards_tag_is_cut_to_its_limit_and_says_how_many_more():
+    names = [f"train/part-r-{i:05d}" for i in range(200)]
+    value = names_tag(names)
+    assert len(value) <= TAG_LIMIT and value.startswith("train/part-r-00000,train/part-r-00001,")
+    shown = value.split(",…")[0].split(",")
+    assert value.endswith(f",… (+{200 - len(shown)} more)")
+    assert names_tag(names[:3]) == ",".join(names[:3])
+    for count in range(1, 120):  # around the limit: each value fits, and says how many it leaves out
+        value = names_tag(names[:count])
+        assert len(value) <= TAG_LIMIT
+        listed = value.split(",…")[0].split(",")
+        assert listed == names[: len(listed)]
+        assert value == ",".join(names[:count]) or value.endswith(f",… (+{count - len(listed)} more)")
+
+
+def test_the_sensor_cursor_is_json_of_stable_and_pending_stamps(tmp_path):
+    folder = FolderSource(tmp_path / "raw")
+    with_two_shards(folder)
+    ticker = Ticker(materialised(dg.DagsterInstance.ephemeral()), definitions(tmp_path / "data", **folder.settings()))
+    ticker.tick()
+    folder.put("val/part-r-00001", b"12345")
+    ticker.tick()
+    cursor = json.loads(ticker.cursor)
+    assert sorted(cursor["shards"]) == ["train/part-r-00000", "val/part-r-00000"]
+    assert cursor["pending"]["val/part-r-00001"]["size"] == 5 and "mtime_ns" in cursor["pending"]["val/part-r-00001"]
