@@ -15,7 +15,11 @@ from droughtwatch_assets.defs.assets.training import onnx_model, trained_model
 from droughtwatch_assets.defs.checks import asset_checks
 from droughtwatch_assets.defs.deployment import Deployment, executor_for, resources_for
 from droughtwatch_assets.defs.jobs import configuration_jobs, experiments_job
-from droughtwatch_assets.defs.schedules import baseline_daily
+from droughtwatch_assets.defs.schedules import (
+    baseline_daily,
+    published_model_freshness,
+    published_model_freshness_job,
+)
 from droughtwatch_assets.defs.sensors import new_raw_shards
 
 assets = [
@@ -35,8 +39,8 @@ deployment = Deployment.from_env()
 defs = dg.Definitions(
     assets=assets,
     asset_checks=[*asset_checks, champion_is_sound],
-    jobs=[*configuration_jobs.values(), experiments_job],
-    schedules=[baseline_daily],
+    jobs=[*configuration_jobs.values(), experiments_job, published_model_freshness_job],
+    schedules=[baseline_daily, published_model_freshness],
     sensors=[new_raw_shards],
     resources=resources_for(deployment),
     executor=executor_for(deployment),

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from droughtwatch_assets.datasets import SHARD_GLOB, SPLITS, find_split_shards
+from droughtwatch_assets.datasets import SHARD_GLOB, SPLITS, data_version, find_split_shards
 from droughtwatch_assets.download import ARCHIVE_URL, download, extract_shards
 from droughtwatch_assets.records import RecordError
 from droughtwatch_assets.s3 import S3Error, client, describe_failure
@@ -128,6 +128,21 @@ def list_shards(source: RawSource, s3_client=None) -> dict[str, ShardStamp]:
         bucket, prefix = split_prefix_uri(_uri_of(source))
         return list_s3_shards(s3_client or _default_client(), bucket, prefix)
     raise ValueError(f"raw source {source.kind!r} cannot be listed; only {' and '.join(LISTABLE)} can")
+
+
+def source_fingerprint(source: RawSource, s3_client=None) -> str:
+    """A short hash that changes when the source would give other shards, found without reading them.
+
+    Folder and S3: the listing (names, sizes, mtimes or ETags). Sample: its spec. Archive: its URL and
+    expected sha256 (a changed archive behind the same URL is found only by downloading it).
+    """
+    if source.kind in LISTABLE:
+        parts = {name: stamp.to_json() for name, stamp in list_shards(source, s3_client).items()}
+    elif source.kind == "sample":
+        parts = asdict(source.sample)
+    else:
+        parts = {"url": source.archive_url, "sha256": source.archive_sha256}
+    return data_version([source.kind, parts])
 
 
 def list_folder_shards(folder: str | os.PathLike) -> dict[str, ShardStamp]:

@@ -1,9 +1,8 @@
 """Asset checks. Blocking ones stop what comes downstream: bad data is not trained on, a model whose ONNX
 export disagrees with Keras is never published or registered."""
 
-from __future__ import annotations
-
 import math
+import time
 
 import dagster as dg
 
@@ -12,8 +11,11 @@ from droughtwatch_assets.configurations import PARITY_TOLERANCE
 from droughtwatch_assets.datasets import SPLITS, ShardedDataset
 from droughtwatch_assets.defs.assets.evaluation import model_evaluation
 from droughtwatch_assets.defs.assets.processed import processed_tfrecords
+from droughtwatch_assets.defs.assets.publishing import published_model
 from droughtwatch_assets.defs.assets.training import onnx_model
+from droughtwatch_assets.defs.metadata import table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
+from droughtwatch_assets.defs.provenance import last_publication, latest_raw_data_version
 from droughtwatch_assets.features import feature_range
 
 CLASS_DRIFT_LIMIT = 0.10  # largest tolerated gap between train and val class shares
@@ -110,4 +112,58 @@ def beats_the_majority_class(model_evaluation: dict) -> dg.AssetCheckResult:
     )
 
 
-asset_checks = [processed_values_are_valid, class_balance_is_stable, onnx_matches_keras, beats_the_majority_class]
+class FreshnessConfig(dg.Config):
+    max_age_days: float = 7.0  # a published model older than this is stale even when no newer data exists
+
+
+@dg.asset_check(
+    asset=published_model,
+    blocking=False,
+    description="Each published model was trained on the newest raw data and is at most max_age_days old "
+    "(default 7); a warning otherwise. Runs with every publication, and hourly with the published_model_freshness "
+    "schedule, so a model that new data left behind shows here.",
+)
+def published_model_is_fresh(context: dg.AssetCheckExecutionContext, config: FreshnessConfig) -> dg.AssetCheckResult:
+    newest = latest_raw_data_version(context.instance)
+    now = time.time()
+    rows, stale = [], []
+    for feature_set in feature_set_partitions.get_partition_keys():
+        last = last_publication(context.instance, feature_set)
+        if last is None:
+            continue
+        age_days = (now - last.published_at) / 86400
+        problems = []
+        if newest and last.raw_data_version != newest:
+            problems.append(f"trained on raw data {last.raw_data_version or 'unknown'}, newer raw data {newest} exists")
+        if age_days > config.max_age_days:
+            problems.append(f"published {age_days:.1f} days ago, more than {config.max_age_days:g}")
+        if problems:
+            stale.append(f"{feature_set}: {'; '.join(problems)}")
+        rows.append(
+            [feature_set, last.run_id, round(age_days, 2), last.raw_data_version or "", "; ".join(problems) or "fresh"]
+        )
+    metadata = {
+        "published_models": table(
+            [
+                ("feature set", "string"),
+                ("run", "string"),
+                ("age (days)", "float"),
+                ("raw data", "string"),
+                ("status", "string"),
+            ],
+            rows,
+        ),
+        "newest_raw_data": newest or "none",
+    }
+    if stale:
+        metadata["stale"] = "\n".join(stale)
+    return dg.AssetCheckResult(passed=not stale, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
+
+
+asset_checks = [
+    processed_values_are_valid,
+    class_balance_is_stable,
+    onnx_matches_keras,
+    beats_the_majority_class,
+    published_model_is_fresh,
+]

@@ -21,7 +21,13 @@ from typing import Literal, get_args
 import dagster as dg
 from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
-from droughtwatch_assets.defs.resources import ArtifactIOManager, LocalStore, RawSourceResource, S3Store
+from droughtwatch_assets.defs.resources import (
+    ArtifactIOManager,
+    LocalStore,
+    RawSourceResource,
+    RetrainingPolicy,
+    S3Store,
+)
 from droughtwatch_assets.defs.tracking import TrackerName, TrackingResource
 from droughtwatch_assets.download import ARCHIVE_URL
 from droughtwatch_assets.retention import DEFAULT_GRACE, DEFAULT_KEEP
@@ -94,6 +100,7 @@ class Deployment:
     raw_folder: str = ""
     raw_uri: str = ""
     archive_url: str = ARCHIVE_URL
+    force_retrain: bool = False  # the daily schedule retrains even when nothing changed
     k8s_namespace: str = "droughtwatch"
     k8s_max_concurrent: int = 8
     k8s_env_secrets: tuple[str, ...] = ("droughtwatch-aws",)
@@ -133,6 +140,7 @@ class Deployment:
             raw_folder=env.get("DROUGHTWATCH_RAW_FOLDER", ""),
             raw_uri=env.get("DROUGHTWATCH_RAW_URI", ""),
             archive_url=env.get("DROUGHTWATCH_ARCHIVE_URL", ARCHIVE_URL),
+            force_retrain=env.get("DROUGHTWATCH_FORCE_RETRAIN", "").lower() in ("1", "true", "yes"),
             k8s_namespace=env.get("DROUGHTWATCH_K8S_NAMESPACE", "droughtwatch"),
             k8s_max_concurrent=int(env.get("DROUGHTWATCH_K8S_MAX_CONCURRENT", "8")),
             k8s_env_secrets=tuple(
@@ -197,6 +205,7 @@ def resources_for(deployment: Deployment) -> dict:
         "value_io_manager": values,
         "tracking": tracking,
         "raw_source": raw_source,
+        "retraining": RetrainingPolicy(force=deployment.force_retrain),
     }
 
 

@@ -239,3 +239,9 @@ def build_resources(data_dir: str | None = None) -> dict:
     from droughtwatch_assets.defs.deployment import build_resources as for_environment
 
     return for_environment(data_dir)
+
+
+class RetrainingPolicy(dg.ConfigurableResource):
+    """What the daily schedule does when nothing changed since the last published model."""
+
+    force: bool = False  # retrain anyway (DROUGHTWATCH_FORCE_RETRAIN)

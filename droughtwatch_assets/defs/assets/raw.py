@@ -10,7 +10,7 @@ from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
 from droughtwatch_assets.defs.failures import bad_record_failure, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import dataset_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore, RawSourceResource
-from droughtwatch_assets.raw_sources import RawSource, gather_shards, locate_error
+from droughtwatch_assets.raw_sources import RawSource, gather_shards, locate_error, source_fingerprint
 from droughtwatch_assets.records import BadRecordPolicy, RecordError
 from droughtwatch_assets.sample import SampleSpec
 
@@ -70,6 +70,9 @@ def raw_tfrecords(
     refuse_configuration_mismatch(context)
     staging = store.new_staging_dir()
     source = config.to_source(raw_source)
+    # taken before reading, so a shard that changes meanwhile differs from it on the next look: what the daily
+    # schedule compares with the source to tell whether anything changed since
+    fingerprint = source_fingerprint(source, raw_source.client() if source.kind == "s3" else None)
     with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:
         shards, description = gather_shards(
             source,
@@ -86,4 +89,5 @@ def raw_tfrecords(
         except RecordError as exc:
             located = locate_error(exc, staging, description)  # S3: names the s3:// key, not the local copy
             raise bad_record_failure(located, config.on_bad_record) from exc
+    metadata["source_fingerprint"] = fingerprint
     return dg.Output(dataset, metadata=metadata, data_version=dg.DataVersion(dataset.manifest["data_version"]))

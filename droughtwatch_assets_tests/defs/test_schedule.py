@@ -1,0 +1,139 @@
+"""The daily schedule on a real instance: it skips when nothing changed since the last published baseline, and
+requests a run (saying why) after new data, a code_version bump, other training settings, or when forced."""
+
+import shutil
+
+import dagster as dg
+import pytest
+
+from droughtwatch_assets.definitions import asset_checks, assets
+from droughtwatch_assets.defs.assets.training import trained_model
+from droughtwatch_assets.defs.deployment import local_resources
+from droughtwatch_assets.defs.jobs import baseline_job
+from droughtwatch_assets.defs.resources import RetrainingPolicy
+from droughtwatch_assets.defs.schedules import (
+    REASON_TAG,
+    baseline_daily,
+    published_model_freshness,
+    published_model_freshness_job,
+)
+from droughtwatch_assets_tests.conftest import table_rows
+
+
+def definitions(data_dir, raw_folder, chain=assets, force=False) -> dg.Definitions:
+    resources = local_resources(data_dir, tracker="none", raw_source="folder", raw_folder=str(raw_folder))
+    return dg.Definitions(
+        assets=chain,
+        asset_checks=asset_checks,
+        jobs=[baseline_job, published_model_freshness_job],
+        schedules=[baseline_daily, published_model_freshness],
+        resources={**resources, "retraining": RetrainingPolicy(force=force)},
+    )
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance):
+    schedule = defs.get_schedule_def("baseline_daily")
+    with dg.build_schedule_context(
+        instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
+    ) as context:
+        return schedule.evaluate_tick(context)
+
+
+def run_requested(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None) -> str:
+    """Tick, check that it asks for a run, and run it as the daemon would (the job with the request's tags)."""
+    [request] = tick(defs, instance).run_requests
+    result = defs.resolve_job_def("baseline_job").execute_in_process(
+        partition_key=request.partition_key, tags=request.tags, instance=instance, run_config=run_config
+    )
+    assert result.success
+    return request.tags[REASON_TAG]
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def test_after_a_published_run_a_tick_skips_naming_it_and_force_retrains(tmp_path, real_folder, instance):
+    defs = definitions(tmp_path / "data", real_folder)
+    assert run_requested(defs, instance) == "no published model yet"
+    [published_run] = instance.get_runs()
+
+    skipped = tick(defs, instance)
+    assert skipped.run_requests == []
+    assert f"nothing changed since run {published_run.run_id} published the baseline" in skipped.skip_message
+    assert "same raw data, same code versions, same training settings" in skipped.skip_message
+
+    [forced] = tick(definitions(tmp_path / "data", real_folder, force=True), instance).run_requests
+    assert forced.tags[REASON_TAG] == "forced (DROUGHTWATCH_FORCE_RETRAIN)"
+
+
+def test_a_new_shard_a_code_version_bump_or_other_settings_request_a_run_saying_why(
+    tmp_path, real_folder, real_shard, instance
+):
+    defs = definitions(tmp_path / "data", real_folder)
+    run_requested(defs, instance)
+    assert tick(defs, instance).run_requests == []
+
+    shutil.copyfile(real_shard, real_folder / "train" / "part-r-00120")
+    reason = run_requested(defs, instance)
+    assert reason == "new data: the raw source changed since the last published model"
+    assert tick(defs, instance).run_requests == []  # that run published from the new data
+
+    bumped = [
+        trained_model.map_asset_specs(lambda spec: spec.replace_attributes(code_version="2"))
+        if a.key == trained_model.key
+        else a
+        for a in assets
+    ]
+    [request] = tick(definitions(tmp_path / "data", real_folder, chain=bumped), instance).run_requests
+    assert request.tags[REASON_TAG] == "code change: trained_model 1 -> 2"
+
+    # a baseline published with other settings (a launch with edited config) is not what the schedule trains
+    run_config = {"ops": {"trained_model": {"config": {"model_name": "baseline", "register_model": True, "epochs": 1}}}}
+    result = defs.resolve_job_def("baseline_job").execute_in_process(
+        partition_key="baseline", instance=instance, run_config=run_config
+    )
+    assert result.success
+    [request] = tick(defs, instance).run_requests
+    assert request.tags[REASON_TAG].startswith("config change:")
+
+
+def freshness(defs: dg.Definitions, instance: dg.DagsterInstance, max_age_days: float = 7.0):
+    result = defs.resolve_job_def("published_model_freshness_job").execute_in_process(
+        instance=instance,
+        run_config={"ops": {"published_model_published_model_is_fresh": {"config": {"max_age_days": max_age_days}}}},
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def test_the_published_model_turns_stale_when_newer_raw_data_exists_or_it_is_too_old(
+    tmp_path, real_folder, real_shard, instance
+):
+    defs = definitions(tmp_path / "data", real_folder)
+    result = defs.resolve_job_def("baseline_job").execute_in_process(partition_key="baseline", instance=instance)
+    [in_the_run] = [e for e in result.get_asset_check_evaluations() if e.check_name == "published_model_is_fresh"]
+    assert in_the_run.passed
+
+    fresh = freshness(defs, instance)
+    assert fresh.passed
+    [row] = table_rows(fresh.metadata["published_models"])
+    assert row["feature set"] == "baseline" and row["status"] == "fresh" and row["run"] == result.run_id
+
+    old = freshness(defs, instance, max_age_days=0)
+    assert not old.passed and old.severity == dg.AssetCheckSeverity.WARN
+    assert "days ago, more than 0" in old.metadata["stale"].value
+
+    # new raw data, materialised by a run that does not publish (processing another feature set, say)
+    shutil.copyfile(real_shard, real_folder / "train" / "part-r-00120")
+    assert dg.materialize(
+        [a for a in assets if a.key.to_user_string() == "raw_tfrecords"], instance=instance, resources=defs.resources
+    ).success
+    stale = freshness(defs, instance)
+    assert not stale.passed
+    assert (
+        "newer raw data" in stale.metadata["stale"].value
+        and "baseline: trained on raw data" in stale.metadata["stale"].value
+    )
