@@ -2,6 +2,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -224,3 +225,30 @@ def run_predict(model, shard, output, *options) -> subprocess.CompletedProcess:
         *options,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def daemon_until_runs_end(env: dict, instance, on_poll=lambda statuses: None, timeout: float = 900) -> None:
+    """Run `dagster-daemon` (the project's workspace, this environment) until every run of the instance has
+    succeeded or failed; `on_poll` sees the run statuses every half second."""
+    import dagster as dg
+
+    ended = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+    daemon = subprocess.Popen(
+        [Path(sys.executable).parent / "dagster-daemon", "run", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            statuses = [r.status for r in instance.get_runs()]
+            on_poll(statuses)
+            if all(s in ended for s in statuses):
+                break
+            time.sleep(0.5)
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)

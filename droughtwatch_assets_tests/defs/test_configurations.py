@@ -71,8 +71,15 @@ def test_a_model_named_after_a_configuration_is_not_trained_on_other_features(tm
 
 
 def test_every_schedule_launches_its_configuration_on_its_feature_set():
-    for schedule in defs.schedules:
+    configuration_schedules = [s for s in defs.schedules if s.job_name.removesuffix("_job") in CONFIGURATIONS]
+    assert configuration_schedules
+    for schedule in configuration_schedules:
         name = schedule.job_name.removesuffix("_job")
-        with dg.build_schedule_context(repository_def=defs.get_repository_def()) as context:
-            request = schedule.evaluate_tick(context).run_requests[0]
+        with (
+            dg.instance_for_test() as instance,
+            dg.build_schedule_context(
+                instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
+            ) as context,
+        ):
+            request = schedule.evaluate_tick(context).run_requests[0]  # nothing published yet: a run
         assert request.partition_key == CONFIGURATIONS[name].feature_set

@@ -5,16 +5,14 @@ multiprocess executor, and default settings otherwise."""
 import itertools
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
 import yaml
 
-from droughtwatch_assets_tests.conftest import REPO_ROOT, table_rows
+from droughtwatch_assets_tests.conftest import REPO_ROOT, daemon_until_runs_end, table_rows
 
 BIN = Path(sys.executable).parent
 
@@ -44,24 +42,7 @@ def test_a_backfill_of_experiments_job_ranks_every_partition_and_promotes_the_be
     instance = dg.DagsterInstance.from_config(str(home))
     assert len(instance.get_runs()) == 2
 
-    daemon = subprocess.Popen(
-        [BIN / "dagster-daemon", "run", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            statuses = [r.status for r in instance.get_runs()]
-            if all(s in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE) for s in statuses):
-                break
-            time.sleep(1)
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(timeout=60)
+    daemon_until_runs_end(env, instance)
 
     runs = instance.get_runs()
     assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 2, "\n".join(

@@ -5,7 +5,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 from mlflow import MlflowClient
 
-from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, write_blank_shard
+from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, daemon_until_runs_end, write_blank_shard
 
 BIN = Path(sys.executable).parent
 PASSWORD = "mlflow-password-not-for-logs"
@@ -74,27 +73,14 @@ def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_end
     instance = dg.DagsterInstance.from_config(str(home))
     assert [r.status for r in instance.get_runs()] == [dg.DagsterRunStatus.QUEUED] * 3
 
-    daemon = subprocess.Popen(
-        [BIN / "dagster-daemon", "run", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     most_in_flight = 0
-    try:
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            statuses = [r.status for r in instance.get_runs()]
-            in_flight = [s for s in statuses if s in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)]
-            most_in_flight = max(most_in_flight, len(in_flight))
-            if all(s in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE) for s in statuses):
-                break
-            time.sleep(0.5)
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(timeout=60)
+
+    def count_in_flight(statuses):
+        nonlocal most_in_flight
+        in_flight = [s for s in statuses if s in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)]
+        most_in_flight = max(most_in_flight, len(in_flight))
+
+    daemon_until_runs_end(env, instance, count_in_flight)
 
     records = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
     assert [r.dagster_run.status for r in records] == [dg.DagsterRunStatus.SUCCESS] * 2 + [
