@@ -33,9 +33,18 @@ def test_daily_schedule_is_stopped_and_runs_the_baseline_partition():
     schedule = defs.resolve_schedule_def("baseline_daily")
     assert schedule.cron_schedule == "0 0 * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    with dg.build_schedule_context(repository_def=defs.get_repository_def()) as context:
-        request = schedule.evaluate_tick(context).run_requests[0]
-    assert request.partition_key == "baseline"
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
+            instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
+        ) as context,
+    ):
+        request = schedule.evaluate_tick(context).run_requests[0]  # nothing published yet
+    assert (
+        request.partition_key == "baseline" and request.tags["droughtwatch/retrain_reason"] == "no published model yet"
+    )
+    freshness = defs.resolve_schedule_def("published_model_freshness")
+    assert freshness.default_status == dg.DefaultScheduleStatus.STOPPED and freshness.cron_schedule == "0 * * * *"
 
 
 def test_loading_definitions_does_not_import_tensorflow():
