@@ -184,3 +184,70 @@ def test_the_leaderboard_lists_every_feature_set(dagster_ui, page):
     for feature_set in ("baseline", "ndvi", "rgb", "all"):
         assert any(row.split()[:1] == [feature_set] for row in rows), rows
     assert sum("not trained" in row for row in rows) == 3 and any("candidate" in row for row in rows), rows
+
+
+EXPERIMENTS = ["raw_tfrecords", "processed_tfrecords", "trained_model", "onnx_model", "model_evaluation"]
+LAUNCH_BACKFILL = """
+mutation LaunchPartitionBackfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}
+"""
+
+
+def test_experiments_job_backfill_as_the_job_page_launches_it(dagster_ui, page):
+    """What "Materialize all..." then "Launch backfill" on experiments_job's page sends (a job backfill of the
+    selected partitions), the daemon of `dagster dev` running the runs, and the leaderboard that results."""
+    import json
+    import urllib.request
+
+    import dagster as dg
+
+    url, home = dagster_ui
+    params = {
+        "selector": {
+            "partitionSetName": "experiments_job_partition_set",
+            "repositorySelector": {"repositoryLocationName": "droughtwatch_assets", "repositoryName": "__repository__"},
+        },
+        "assetSelection": [{"path": [name]} for name in [*EXPERIMENTS, "leaderboard", "champion"]],
+        "partitionNames": ["ndvi", "rgb"],
+        "fromFailure": False,
+        "tags": [],
+    }
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": LAUNCH_BACKFILL, "variables": {"params": params}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    launched = json.loads(urllib.request.urlopen(request, timeout=60).read())["data"]["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    backfill_runs = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
+    ended = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(backfill_runs)
+        if len(runs) == 2 and all(run.status in ended for run in runs):
+            break
+        time.sleep(2)
+    assert sorted((r.tags["dagster/partition"], r.status) for r in runs) == [
+        ("ndvi", dg.DagsterRunStatus.SUCCESS),
+        ("rgb", dg.DagsterRunStatus.SUCCESS),
+    ]
+    open_page(page, f"{url}/runs/b/{backfill_id}")
+    page.screenshot(path=SCREENSHOTS / "08-experiments-backfill.png", full_page=True)
+
+    open_page(page, f"{url}/assets/leaderboard?view=events")
+    table = page.locator("table:not(:has(table))").filter(has_text="candidate").first
+    table.wait_for()
+    rows = [row.strip() for row in table.locator("tr").all_inner_texts()]
+    page.screenshot(path=SCREENSHOTS / "09-leaderboard-after-experiments.png", full_page=True)
+    statuses = {
+        row.split()[0]: row.split()[1] for row in rows if row.split()[:1] in (["baseline"], ["ndvi"], ["rgb"], ["all"])
+    }
+    assert statuses == {"baseline": "candidate", "ndvi": "candidate", "rgb": "candidate", "all": "not"}, rows
