@@ -10,6 +10,13 @@ import time
 from droughtwatch_assets.configurations import CONFIGURATIONS
 
 
+def _instance():
+    """The instance of $DAGSTER_HOME, so runs show in the UI; an ephemeral one without it."""
+    import dagster as dg
+
+    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+
+
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -17,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     configuration = CONFIGURATIONS[args.configuration]
     started = time.monotonic()
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance = _instance()
     result = defs.resolve_job_def(f"{configuration.name}_job").execute_in_process(
         partition_key=configuration.feature_set, instance=instance, raise_on_error=False
     )
@@ -39,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
 
 def experiments(args: argparse.Namespace) -> int:
     """experiments_job once per feature set, one after the other, then the leaderboard and the champion."""
-    import dagster as dg
 
     from droughtwatch_assets.definitions import defs
     from droughtwatch_assets.defs.partitions import feature_set_partitions
@@ -52,7 +58,7 @@ def experiments(args: argparse.Namespace) -> int:
             f"droughtwatch experiments: no feature set {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr
         )
         return 2
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance = _instance()
     job = defs.resolve_job_def("experiments_job")
     started = time.monotonic()
     for feature_set in feature_sets:

@@ -86,14 +86,20 @@ def split_summary(shards: list[dict]) -> dict:
     }
 
 
+def split_root(folder: str | os.PathLike) -> Path:
+    """The folder holding train/ and val/: the folder itself, or its `droughtwatch_data` as the archive extracts."""
+    folder = Path(folder)
+    if not (folder / "train").is_dir() and (folder / "droughtwatch_data").is_dir():
+        return folder / "droughtwatch_data"
+    return folder
+
+
 def find_split_shards(folder: str | os.PathLike) -> dict[str, list[Path]]:
     """train/ and val/ shard files (part-*) under a folder laid out as the benchmark archive extracts.
 
     The folder may be the extracted `droughtwatch_data` itself or a parent holding it.
     """
-    folder = Path(folder)
-    if not (folder / "train").is_dir() and (folder / "droughtwatch_data").is_dir():
-        folder = folder / "droughtwatch_data"
+    folder = split_root(folder)
     found = {split: sorted(p for p in (folder / split).glob(SHARD_GLOB) if p.is_file()) for split in SPLITS}
     missing = [split for split, files in found.items() if not files]
     if missing:

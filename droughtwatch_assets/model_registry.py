@@ -207,17 +207,7 @@ class S3ModelRegistry:
         store = self.store
         removals, kept_configs = [], []
         for name in self.model_names():
-            current = (
-                store.call(
-                    f"read of {store.uri(name, CURRENT)}",
-                    store.client.get_object,
-                    Bucket=store.bucket,
-                    Key=store.key(name, CURRENT),
-                )["Body"]
-                .read()
-                .decode()
-                .strip()
-            )
+            current = store.read_text(store.key(name, CURRENT))
             base = store.key(name, VERSIONS) + "/"
             by_version: dict[str, list[dict]] = {}
             for obj in store.listing(base):

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from droughtwatch_assets.datasets import SHARD_GLOB, SPLITS, data_version, find_split_shards
+from droughtwatch_assets.datasets import SHARD_GLOB, SPLITS, data_version, find_split_shards, split_root
 from droughtwatch_assets.download import ARCHIVE_URL, download, extract_shards
 from droughtwatch_assets.records import RecordError
 from droughtwatch_assets.s3 import S3Error, client, describe_failure
@@ -43,11 +43,12 @@ def gather_shards(
     download_dir: str | os.PathLike,
     log: Callable[[str], None] = lambda _: None,
     s3_client=None,
+    listing: dict[str, ShardStamp] | None = None,
 ) -> tuple[dict[str, list[Path]], dict]:
     """(split -> shard files, a description of the source for the manifest).
 
-    The S3 source downloads into download_dir/s3/ (see fetch_s3_shards); s3_client defaults to one built from
-    the standard AWS variables.
+    The S3 source downloads into download_dir/s3/ (see fetch_s3_shards) the shards of `listing` (default: a
+    listing made now); s3_client defaults to one built from the standard AWS variables.
     """
     if source.kind == "sample":
         return write_sample(scratch, source.sample), {"type": "sample", **asdict(source.sample)}
@@ -59,7 +60,7 @@ def gather_shards(
     if source.kind == "s3":
         s3_client = s3_client or _default_client()
         bucket, prefix = split_prefix_uri(_uri_of(source))
-        listing = list_s3_shards(s3_client, bucket, prefix)
+        listing = list_s3_shards(s3_client, bucket, prefix) if listing is None else listing
         missing = [split for split in SPLITS if not any(name.startswith(f"{split}/") for name in listing)]
         if missing:
             raise FileNotFoundError(
@@ -130,14 +131,16 @@ def list_shards(source: RawSource, s3_client=None) -> dict[str, ShardStamp]:
     raise ValueError(f"raw source {source.kind!r} cannot be listed; only {' and '.join(LISTABLE)} can")
 
 
-def source_fingerprint(source: RawSource, s3_client=None) -> str:
+def source_fingerprint(source: RawSource, s3_client=None, listing: dict[str, ShardStamp] | None = None) -> str:
     """A short hash that changes when the source would give other shards, found without reading them.
 
-    Folder and S3: the listing (names, sizes, mtimes or ETags). Sample: its spec. Archive: its URL and
-    expected sha256 (a changed archive behind the same URL is found only by downloading it).
+    Folder and S3: the listing (names, sizes, mtimes or ETags; `listing` if one was just made). Sample: its
+    spec. Archive: its URL and expected sha256 (a changed archive behind the same URL is found only by
+    downloading it).
     """
     if source.kind in LISTABLE:
-        parts = {name: stamp.to_json() for name, stamp in list_shards(source, s3_client).items()}
+        listing = list_shards(source, s3_client) if listing is None else listing
+        parts = {name: stamp.to_json() for name, stamp in listing.items()}
     elif source.kind == "sample":
         parts = asdict(source.sample)
     else:
@@ -150,8 +153,7 @@ def list_folder_shards(folder: str | os.PathLike) -> dict[str, ShardStamp]:
     folder = Path(folder).absolute()
     if not folder.is_dir():
         raise FileNotFoundError(f"raw folder {folder} does not exist (DROUGHTWATCH_RAW_FOLDER)")
-    if not (folder / "train").is_dir() and (folder / "droughtwatch_data").is_dir():
-        folder = folder / "droughtwatch_data"
+    folder = split_root(folder)
     found = {}
     for split in SPLITS:
         if not (folder / split).is_dir():

@@ -158,16 +158,7 @@ class S3ArtifactStore:
 
     def file_uri(self, key: tuple[str, ...], relative: str) -> str:
         """The s3:// URI of one file of the current version of key (its content-addressed object)."""
-        version = (
-            self.call(
-                f"read of {self.uri(*key, CURRENT)}",
-                self.client.get_object,
-                Bucket=self.bucket,
-                Key=self.key(*key, CURRENT),
-            )["Body"]
-            .read()
-            .decode()
-        )
+        version = self.read_text(self.key(*key, CURRENT))
         index_key = self.key(*key, "versions", f"{version}.json")
         index = json.loads(
             self.call(f"read of {index_key}", self.client.get_object, Bucket=self.bucket, Key=index_key)["Body"].read()
@@ -202,6 +193,11 @@ class S3ArtifactStore:
             raise describe_failure(self.client, self.bucket, f"listing of {prefix or '/'}", exc) from None
         return objects
 
+    def read_text(self, key: str) -> str:
+        """A small object's text (a CURRENT pointer), stripped."""
+        body = self.call(f"read of s3://{self.bucket}/{key}", self.client.get_object, Bucket=self.bucket, Key=key)
+        return body["Body"].read().decode().strip()
+
     def read_json(self, key: str) -> dict:
         body = self.call(f"read of {key}", self.client.get_object, Bucket=self.bucket, Key=key)["Body"].read()
         try:
@@ -232,14 +228,7 @@ class S3ArtifactStore:
         objects = {o["Key"]: o for o in self.listing(base)}
         if base + CURRENT not in objects:
             return []
-        current = (
-            self.call(f"read of {base}{CURRENT}", self.client.get_object, Bucket=self.bucket, Key=base + CURRENT)[
-                "Body"
-            ]
-            .read()
-            .decode()
-            .strip()
-        )
+        current = self.read_text(base + CURRENT)
         index_keys = {
             k[len(base + "versions/") : -len(".json")]: k
             for k in objects

@@ -86,18 +86,15 @@ def run_sweep(
     holdout_fraction: float,
     holdout_seed: int,
     seed: int,
-    on_trial_start: Callable[[Trial], None] = lambda _: None,
     on_epoch: Callable[[Trial, int, dict], None] = lambda *_: None,
-    on_trial_end: Callable[[Trial], None] = lambda _: None,
 ):
     """Train every combination on train minus the hold-out; return (the kept TrainingRun, every Trial)."""
-    from droughtwatch_assets.training import train  # TensorFlow loads only when a step trains
+    from droughtwatch_assets.training import evaluate_loss_accuracy, train  # TensorFlow loads only to train
 
     holdout = holdout_mask(train_records, holdout_fraction, holdout_seed)
     trials, kept, kept_trial = [], None, None
     for number, hyperparameters in enumerate(combinations, start=1):
         trial = Trial(number, hyperparameters)
-        on_trial_start(trial)
         started = time.monotonic()
         run = train(
             train_files,
@@ -116,19 +113,13 @@ def run_sweep(
             trial.holdout_loss = trial.history["holdout_loss"][-1]
             trial.holdout_accuracy = trial.history["holdout_accuracy"][-1]
         else:  # epochs 0: score the untrained model on the hold-out all the same
-            from droughtwatch_assets.training import tfrecord_dataset
-
-            scores = run.model.evaluate(
-                tfrecord_dataset(train_files, channels, 256, select=holdout), verbose=0, return_dict=True
+            trial.holdout_loss, trial.holdout_accuracy = evaluate_loss_accuracy(
+                run.model, train_files, channels, select=holdout
             )
-            trial.holdout_loss, trial.holdout_accuracy = float(scores["loss"]), float(scores["accuracy"])
         trial.seconds = time.monotonic() - started
         trials.append(trial)
-        on_trial_end(trial)
-        if kept_trial is None or best([kept_trial, trial]) is trial:
+        if kept_trial is None or best([kept_trial, trial]) is trial:  # only the best model stays in memory
             kept, kept_trial = run, trial
-        else:
-            del run
     kept_trial.selected = True
     kept.history = kept_trial.history
     return kept, trials

@@ -127,10 +127,14 @@ def train(
 
 
 def evaluate_loss_accuracy(
-    model: keras.Model, files: Sequence[str | os.PathLike], channels: int, records: int, batch_size: int = 256
+    model: keras.Model,
+    files: Sequence[str | os.PathLike],
+    channels: int,
+    records: int | None = None,
+    select: np.ndarray | None = None,
+    batch_size: int = 256,
 ) -> tuple[float, float]:
-    """(loss, accuracy) of a trained model on the records of these files."""
-    results = model.evaluate(
-        tfrecord_dataset(files, channels, batch_size, records=records), verbose=0, return_dict=True
-    )
+    """(loss, accuracy) of a model on the records of these files (those `select` marks, if given)."""
+    dataset = tfrecord_dataset(files, channels, batch_size, records=records, select=select)
+    results = model.evaluate(dataset, verbose=0, return_dict=True)
     return float(results["loss"]), float(results["accuracy"])

@@ -1,7 +1,3 @@
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -9,8 +5,7 @@ import pytest
 from droughtwatch_assets import predict
 from droughtwatch_assets.record_writer import RecordWriter
 from droughtwatch_assets.records import encode_raw_example
-
-BIN = Path(sys.executable).parent
+from droughtwatch_assets_tests.conftest import run_predict
 
 
 def test_reference_model_on_the_real_shard(real_shard, reference_onnx):
@@ -41,46 +36,14 @@ def test_a_channel_mismatch_is_refused(real_shard, reference_onnx):
 
 def test_cli_writes_the_parquet_table(real_shard, reference_onnx, tmp_path):
     out = tmp_path / "out.parquet"
-    result = subprocess.run(
-        [
-            BIN / "droughtwatch",
-            "predict",
-            "--model",
-            reference_onnx,
-            "--features",
-            "B2,B3,B4,B5",
-            "--input",
-            real_shard,
-            "--output",
-            out,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_predict(reference_onnx, real_shard, out, "--features", "B2,B3,B4,B5")
     assert result.returncode == 0, result.stderr
     assert "79 predictions from 81 records (2 blank images vetoed)" in result.stdout
     assert pq.read_table(out).num_rows == 79
 
 
 def test_cli_exits_non_zero_on_a_mismatch(real_shard, reference_onnx, tmp_path):
-    result = subprocess.run(
-        [
-            BIN / "droughtwatch",
-            "predict",
-            "--model",
-            reference_onnx,
-            "--features",
-            "ndvi",
-            "--input",
-            real_shard,
-            "--output",
-            tmp_path / "out.parquet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_predict(reference_onnx, real_shard, tmp_path / "out.parquet", "--features", "ndvi")
     assert result.returncode == 2
     assert "takes 4 channels, but 1 features were given (NDVI)" in result.stderr
     assert not (tmp_path / "out.parquet").exists()
@@ -93,41 +56,13 @@ def test_cli_reads_the_features_from_a_published_models_config(real_shard, refer
         "baseline", reference_onnx, {"features": ["B2", "B3", "B4", "B5"]}
     )
     out = tmp_path / "out.parquet"
-    result = subprocess.run(
-        [
-            BIN / "droughtwatch",
-            "predict",
-            "--model",
-            tmp_path / "registry" / "baseline",
-            "--input",
-            real_shard,
-            "--output",
-            out,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_predict(tmp_path / "registry" / "baseline", real_shard, out)
     assert result.returncode == 0, result.stderr
     assert "79 predictions from 81 records" in result.stdout and pq.read_table(out).num_rows == 79
 
 
 def test_cli_needs_features_for_a_model_without_a_config(real_shard, reference_onnx, tmp_path):
-    result = subprocess.run(
-        [
-            BIN / "droughtwatch",
-            "predict",
-            "--model",
-            reference_onnx,
-            "--input",
-            real_shard,
-            "--output",
-            tmp_path / "out.parquet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_predict(reference_onnx, real_shard, tmp_path / "out.parquet")
     assert result.returncode == 2 and "carries no config naming its features; pass --features" in result.stderr
 
 
@@ -135,21 +70,10 @@ def test_cli_skips_bad_records_when_asked(real_shard, reference_onnx, tmp_path):
     data = bytearray(real_shard.read_bytes())
     data[20_000] ^= 0xFF  # record 0's payload
     (tmp_path / "part-r-00000").write_bytes(bytes(data))
-    command = [
-        BIN / "droughtwatch",
-        "predict",
-        "--model",
-        reference_onnx,
-        "--features",
-        "baseline",
-        "--input",
-        tmp_path / "part-r-00000",
-        "--output",
-        tmp_path / "out.parquet",
-    ]
-    failed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    arguments = (reference_onnx, tmp_path / "part-r-00000", tmp_path / "out.parquet", "--features", "baseline")
+    failed = run_predict(*arguments)
     assert failed.returncode == 2 and "part-r-00000: record 0: payload checksum mismatch" in failed.stderr
-    skipped = subprocess.run([*command, "--on-bad-record", "skip"], capture_output=True, text=True, timeout=300)
+    skipped = run_predict(*arguments, "--on-bad-record", "skip")
     assert skipped.returncode == 0, skipped.stderr
     assert "78 predictions from 81 records (2 blank images vetoed, 1 bad records skipped)" in skipped.stdout
 
@@ -194,22 +118,6 @@ def test_cli_reads_the_model_from_s3(real_shard, reference_onnx, tmp_path, s3_en
     client.create_bucket(Bucket="dw-cli-models")
     client.upload_file(str(reference_onnx), "dw-cli-models", "baseline/model.onnx")
     out = tmp_path / "out.parquet"
-    result = subprocess.run(
-        [
-            BIN / "droughtwatch",
-            "predict",
-            "--model",
-            "s3://dw-cli-models/baseline/model.onnx",
-            "--features",
-            "baseline",
-            "--input",
-            real_shard,
-            "--output",
-            out,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_predict("s3://dw-cli-models/baseline/model.onnx", real_shard, out, "--features", "baseline")
     assert result.returncode == 0, result.stderr
     assert pq.read_table(out).num_rows == 79

@@ -15,21 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from droughtwatch_assets.definitions import assets
 from droughtwatch_assets_tests.conftest import REPO_ROOT, free_port, wait_for_http
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "ui"
-ASSETS = [
-    "raw_tfrecords",
-    "processed_tfrecords",
-    "trained_model",
-    "onnx_model",
-    "published_model",
-    "model_evaluation",
-    "predictions",
-    "leaderboard",
-    "champion",
-]
+ASSETS = [asset.key.to_user_string() for asset in assets]
 GROUPS = ["data", "training", "deployment", "evaluation"]
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -2,6 +2,8 @@
 combination tracked as its own run (MLflow child runs on a real server, W&B offline runs in one group)."""
 
 import glob
+import os
+import subprocess
 import time
 
 import dagster as dg
@@ -15,7 +17,15 @@ from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.defs.tracking import TrackingResource
 from droughtwatch_assets.sweep import holdout_mask
 from droughtwatch_assets.training import evaluate_loss_accuracy, tfrecord_dataset
-from droughtwatch_assets_tests.conftest import TINY_SAMPLE, TRAINING_CHAIN, assets_named, run_config, table_rows
+from droughtwatch_assets_tests.conftest import (
+    REPO_ROOT,
+    TINY_SAMPLE,
+    TRAINING_CHAIN,
+    assets_named,
+    materialize_command,
+    run_config,
+    table_rows,
+)
 from droughtwatch_assets_tests.defs.test_tracking import wandb_records
 
 GRID = {"learning_rate": [1e-3, 1e-4], "epochs": [1, 2]}
@@ -66,26 +76,46 @@ def test_every_combination_is_trained_and_the_best_on_a_holdout_from_train_is_ke
 
 
 def test_each_combination_is_an_mlflow_child_run_of_the_training_run(tmp_path, mlflow_server):
+    """Through `dagster asset materialize` (a process per step): onnx_model, in its own process, must find the
+    training run by its Dagster run id, not one of the sweep's child runs."""
     experiment = f"sweep-{time.time_ns()}"
-    tracking = TrackingResource(
-        default_tracker="mlflow", mlflow_tracking_uri=mlflow_server, mlflow_experiment=experiment
-    )
-    result = sweep(tmp_path, tracking, {"sweep": {"learning_rate": [1e-3, 1e-4], "epochs": [1]}})
-    metadata = result.asset_materializations_for_node("trained_model")[0].metadata
-    parent_id = metadata["mlflow_run_id"].value
+    (tmp_path / "home").mkdir()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data"),
+        "DROUGHTWATCH_TRACKER": "mlflow",
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "DROUGHTWATCH_MLFLOW_EXPERIMENT": experiment,
+    }
+    config = {
+        "ops": {
+            "raw_tfrecords": {"config": TINY_SAMPLE},
+            "trained_model": {"config": {"sweep": {"learning_rate": [1e-3, 1e-4], "epochs": [1]}}},
+        }
+    }
+    command = materialize_command(",".join(TRAINING_CHAIN), "baseline", config)
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "home"))
+    [run] = instance.get_runs()
+    event = instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
+    parent_id = event.asset_materialization.metadata["mlflow_run_id"].value
+
     client = MlflowClient(mlflow_server)
-    children = client.search_runs(
-        [client.get_experiment_by_name(experiment).experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
-    )
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert len(children) == 2
     assert sorted(float(c.data.params["learning_rate"]) for c in children) == [1e-4, 1e-3]
     assert sorted(c.data.tags["selected"] for c in children) == ["false", "true"]
     assert all(c.info.status == "FINISHED" and "holdout_accuracy" in c.data.metrics for c in children)
     [chosen] = [c for c in children if c.data.tags["selected"] == "true"]
     parent = client.get_run(parent_id)
-    assert parent.info.status == "FINISHED" and parent.data.tags["dagster_run_id"] == result.run_id
+    assert parent.info.status == "FINISHED" and parent.data.tags["dagster_run_id"] == run.run_id
     assert parent.data.params["learning_rate"] == chosen.data.params["learning_rate"]
     assert {"val_accuracy", "holdout_accuracy"} <= set(parent.data.metrics)
+    logged = {m.name for m in client.search_logged_models([experiment_id]) if m.source_run_id == parent_id}
+    assert "onnx" in logged  # the export joined the training run
 
 
 def test_each_combination_is_a_wandb_run_in_the_training_runs_group(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
 from droughtwatch_assets.defs.failures import bad_record_failure, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import dataset_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore, RawSourceResource
-from droughtwatch_assets.raw_sources import RawSource, gather_shards, locate_error, source_fingerprint
+from droughtwatch_assets.raw_sources import RawSource, gather_shards, list_shards, locate_error, source_fingerprint
 from droughtwatch_assets.records import BadRecordPolicy, RecordError
 from droughtwatch_assets.sample import SampleSpec
 
@@ -70,16 +70,19 @@ def raw_tfrecords(
     refuse_configuration_mismatch(context)
     staging = store.new_staging_dir()
     source = config.to_source(raw_source)
+    s3_client = raw_source.client() if source.kind == "s3" else None
+    listing = list_shards(source, s3_client) if source.kind == "s3" else None  # one listing, used twice below
     # taken before reading, so a shard that changes meanwhile differs from it on the next look: what the daily
     # schedule compares with the source to tell whether anything changed since
-    fingerprint = source_fingerprint(source, raw_source.client() if source.kind == "s3" else None)
+    fingerprint = source_fingerprint(source, s3_client, listing)
     with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:
         shards, description = gather_shards(
             source,
             scratch,
             os.path.join(store.base_dir, "downloads"),
             context.log.info,
-            s3_client=raw_source.client() if source.kind == "s3" else None,
+            s3_client=s3_client,
+            listing=listing,
         )
         try:
             dataset = build_raw_dataset(
