@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DROUGHTWATCH_DATA_DIR ?= $(CURDIR)/.droughtwatch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install browser run lint format test dev materialize bench clean
+.PHONY: install browser run lint format test test-fast dev materialize bench clean
 
 install: $(STAMP)
 
@@ -43,8 +43,14 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Everything, Chromium and servers included: what CI runs. The 25 slowest tests are listed at the end.
 test: install browser lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
+
+# The fast lane: every test not marked integration (no server, subprocess, daemon or browser; no real training).
+# Needs no root and no Chromium. One file: $(BIN)/python -m pytest droughtwatch_assets_tests/test_records.py
+test-fast: install
+	$(BIN)/python -m pytest -m "not integration" -n 2 --durations=10
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -20,7 +20,7 @@ from droughtwatch_assets.defs.schedules import (
     published_model_freshness,
     published_model_freshness_job,
 )
-from droughtwatch_assets.defs.sensors import new_raw_shards
+from droughtwatch_assets.defs.sensors import new_raw_shards_sensor
 
 assets = [
     raw_tfrecords,
@@ -41,7 +41,7 @@ defs = dg.Definitions(
     asset_checks=[*asset_checks, champion_is_sound],
     jobs=[*configuration_jobs.values(), experiments_job, published_model_freshness_job],
     schedules=[baseline_daily, published_model_freshness],
-    sensors=[new_raw_shards],
+    sensors=[new_raw_shards_sensor(deployment.sensor_interval_seconds)],
     resources=resources_for(deployment),
     executor=executor_for(deployment),
 )

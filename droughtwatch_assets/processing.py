@@ -136,6 +136,7 @@ class ShardStats:
     class_counts: list[int] = field(default_factory=lambda: [0] * NUM_CLASSES)
     features: FeatureStats | None = None
     skipped: list[dict] = field(default_factory=list)  # bad records dropped under on_bad_record=skip
+    direct_io: bool = False  # the shard was written with O_DIRECT from start to end
 
 
 # Records per block: small enough that a block's raw rows, bands and output frames (~10 MB) stay in
@@ -182,6 +183,7 @@ def process_shard(
                 write_processed(writer, images, labels, ids)
             stats.records += kept
             stats.class_counts = (np.asarray(stats.class_counts) + np.bincount(labels, minlength=NUM_CLASSES)).tolist()
+    stats.direct_io = writer.direct  # read after close: its last, padded write goes out then
     stats.vetoed = len(stats.vetoed_indices)
     stats.skipped = bad.as_rows()
     return stats

@@ -140,6 +140,11 @@ class RecordWriter:
         self.records += count
         self.bytes += frames.nbytes
 
+    @property
+    def direct(self) -> bool:
+        """Whether every byte so far went to the file with O_DIRECT (False once the filesystem refused it)."""
+        return isinstance(self._file, DirectFile) and self._file.direct
+
     def close(self) -> None:
         try:
             if self._behind:

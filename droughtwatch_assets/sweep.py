@@ -104,6 +104,8 @@ def run_sweep(
             batch_size=hyperparameters.batch_size,
             epochs=hyperparameters.epochs,
             seed=seed,
+            train_records=train_records,
+            val_records=train_records,
             train_select=~holdout,
             val_select=holdout,
             on_epoch=lambda epoch, logs, trial=trial: on_epoch(trial, epoch, _as_holdout(logs)),

@@ -82,8 +82,8 @@ def train(
     batch_size: int = 64,
     epochs: int = 2,
     seed: int = 0,
-    train_records: int | None = None,
-    val_records: int | None = None,
+    train_records: int,
+    val_records: int,
     train_select: np.ndarray | None = None,
     val_select: np.ndarray | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
@@ -91,7 +91,9 @@ def train(
 ) -> TrainingRun:
     """Build, compile and fit the baseline CNN. epochs=0 gives the untrained ('dummy') model.
 
-    `train_select` / `val_select` keep a subset of each file list's records (see `tfrecord_dataset`).
+    `train_records` / `val_records` are the record counts of the files (the manifest's), so Keras counts the steps
+    of each epoch instead of reading past the end; `train_select` / `val_select` keep a subset of each file
+    list's records (see `tfrecord_dataset`), and then the counts are the masks' own.
     """
     if epochs > 0:
         for split, count in (("train", train_records), ("val", val_records)):

@@ -20,6 +20,49 @@ REFERENCE_ONNX = SHARED_DATA / "reference-baseline-b2b3b4b5.onnx"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Markers that follow from the fixtures a test uses; every one of them implies `integration`.
+FIXTURE_MARKERS = {
+    "s3_endpoint": ("s3",),
+    "mlflow_server": ("mlflow",),
+    "dagster_ui": ("browser", "daemon"),
+}
+KIND_MARKERS = ("s3", "mlflow", "daemon", "browser")
+VENV_BIN = Path(sys.executable).parent
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture, markers in FIXTURE_MARKERS.items():
+            if fixture in item.fixturenames:
+                for marker in markers:
+                    item.add_marker(marker)
+        if any(item.get_closest_marker(kind) for kind in KIND_MARKERS):
+            item.add_marker("integration")
+
+
+@pytest.fixture(autouse=True)
+def _fast_lane_starts_no_programs(request, monkeypatch):
+    """A test outside `integration` that starts one of the environment's programs (dagster, dagster-daemon, mlflow,
+    moto_server, droughtwatch, `python -c` / `python -m`) fails, naming it: the fast lane stays fast only while its
+    tests keep to their own process and its process pools. Helpers that libraries start for themselves (a script
+    inside site-packages) are theirs, not the test's."""
+    if request.node.get_closest_marker("integration"):
+        yield
+        return
+    started = []
+    original = subprocess.Popen.__init__
+
+    def record(self, args, *rest, **kwargs):
+        argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else str(args).split()
+        program = Path(argv[0])
+        if program.parent == VENV_BIN and (not program.name.startswith("python") or argv[1:2] in (["-c"], ["-m"])):
+            started.append(" ".join(argv))
+        original(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", record)
+    yield
+    assert not started, f"this test starts {started[0][:200]}: mark it integration (see pyproject.toml's markers)"
+
 
 @pytest.fixture(scope="session")
 def real_shard() -> Path:
@@ -227,14 +270,11 @@ def run_predict(model, shard, output, *options) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
-def daemon_until_runs_end(env: dict, instance, on_poll=lambda statuses: None, timeout: float = 900) -> None:
-    """Run `dagster-daemon` (the project's workspace, this environment) until every run of the instance has
-    succeeded or failed; `on_poll` sees the run statuses every half second."""
-    import dagster as dg
-
-    ended = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+@contextlib.contextmanager
+def dagster_daemon(env: dict):
+    """`dagster-daemon run` on the project's workspace with this environment, stopped when the block ends."""
     daemon = subprocess.Popen(
-        [Path(sys.executable).parent / "dagster-daemon", "run", "-w", "workspace.yaml"],
+        [VENV_BIN / "dagster-daemon", "run", "-w", "workspace.yaml"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -242,6 +282,19 @@ def daemon_until_runs_end(env: dict, instance, on_poll=lambda statuses: None, ti
         start_new_session=True,
     )
     try:
+        yield daemon
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.wait(timeout=60)
+
+
+def daemon_until_runs_end(env: dict, instance, on_poll=lambda statuses: None, timeout: float = 900) -> None:
+    """Run `dagster-daemon` (the project's workspace, this environment) until every run of the instance has
+    succeeded or failed; `on_poll` sees the run statuses every half second."""
+    import dagster as dg
+
+    ended = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+    with dagster_daemon(env):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             statuses = [r.status for r in instance.get_runs()]
@@ -249,6 +302,3 @@ def daemon_until_runs_end(env: dict, instance, on_poll=lambda statuses: None, ti
             if all(s in ended for s in statuses):
                 break
             time.sleep(0.5)
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        daemon.wait(timeout=60)

@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 import onnxruntime as ort
+import pytest
 
 from droughtwatch_assets_tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
 

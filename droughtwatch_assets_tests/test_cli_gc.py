@@ -6,9 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from droughtwatch_assets import s3
 from droughtwatch_assets.s3_store import S3ArtifactStore
 from droughtwatch_assets.storage import LocalArtifactStore
+
+pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
 KEY = ("raw_tfrecords", "__all__")

@@ -25,8 +25,35 @@ def test_definitions_load_with_the_whole_chain():
     }
     partitions = graph.get(dg.AssetKey("processed_tfrecords")).partitions_def.get_partition_keys()
     assert {"baseline", "ndvi", "rgb", "all"} <= set(partitions)
-    for name in ("baseline_job", "useful_job", "dummy_job", "ndvi_job"):
-        assert defs.resolve_job_def(name)
+
+
+# The original's configurations: job -> (its partition, epochs, registered)
+PRESETS = {
+    "baseline_job": ("baseline", 2, True),
+    "useful_job": ("baseline", 100, False),
+    "dummy_job": ("baseline", 0, False),
+    "ndvi_job": ("ndvi", 2, False),
+}
+
+
+@pytest.mark.parametrize("job_name", list(PRESETS))
+def test_each_configuration_job_presets_the_original_training_settings(job_name):
+    feature_set, epochs, registered = PRESETS[job_name]
+    job = defs.resolve_job_def(job_name)
+    config = job.partitioned_config.get_run_config_for_partition_key(feature_set)
+    training = config["ops"]["trained_model"]["config"]
+    name = job_name.removesuffix("_job")
+    assert (training["model_name"], training["epochs"], training["register_model"]) == (name, epochs, registered)
+    assert (training["learning_rate"], training["batch_size"], training["seed"]) == (5e-4, 64, 0)
+    assert training["sweep"]["learning_rate"] == training["sweep"]["batch_size"] == training["sweep"]["epochs"] == []
+    assert job.tags["droughtwatch/configuration"] == name
+    assert f"Launch it for the '{feature_set}' partition" in job.description
+
+
+def test_class_weights_are_the_originals():
+    from droughtwatch_assets.configurations import CLASS_WEIGHTS
+
+    assert CLASS_WEIGHTS == {0: 1.0, 1: 4.0, 2: 4.0, 3: 6.0}
 
 
 def test_daily_schedule_is_stopped_and_runs_the_baseline_partition():
@@ -47,12 +74,14 @@ def test_daily_schedule_is_stopped_and_runs_the_baseline_partition():
     assert freshness.default_status == dg.DefaultScheduleStatus.STOPPED and freshness.cron_schedule == "0 * * * *"
 
 
+@pytest.mark.integration
 def test_loading_definitions_does_not_import_tensorflow():
     code = "import sys, droughtwatch_assets.definitions; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
+@pytest.mark.integration
 def test_the_workspace_loads_the_code_location(tmp_path):
     from droughtwatch_assets_tests.conftest import REPO_ROOT
 
@@ -69,6 +98,7 @@ def test_the_workspace_loads_the_code_location(tmp_path):
     assert "Validation successful for code location droughtwatch_assets" in result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_the_kubernetes_executor_is_chosen_by_env():
     code = (
         "from droughtwatch_assets.definitions import defs; "

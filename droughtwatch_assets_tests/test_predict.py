@@ -34,6 +34,7 @@ def test_a_channel_mismatch_is_refused(real_shard, reference_onnx):
         predict.predict_shards(reference_onnx, ("B4", "B3", "B2"), [real_shard])
 
 
+@pytest.mark.integration
 def test_cli_writes_the_parquet_table(real_shard, reference_onnx, tmp_path):
     out = tmp_path / "out.parquet"
     result = run_predict(reference_onnx, real_shard, out, "--features", "B2,B3,B4,B5")
@@ -42,6 +43,7 @@ def test_cli_writes_the_parquet_table(real_shard, reference_onnx, tmp_path):
     assert pq.read_table(out).num_rows == 79
 
 
+@pytest.mark.integration
 def test_cli_exits_non_zero_on_a_mismatch(real_shard, reference_onnx, tmp_path):
     result = run_predict(reference_onnx, real_shard, tmp_path / "out.parquet", "--features", "ndvi")
     assert result.returncode == 2
@@ -49,6 +51,7 @@ def test_cli_exits_non_zero_on_a_mismatch(real_shard, reference_onnx, tmp_path):
     assert not (tmp_path / "out.parquet").exists()
 
 
+@pytest.mark.integration
 def test_cli_reads_the_features_from_a_published_models_config(real_shard, reference_onnx, tmp_path):
     from droughtwatch_assets.model_registry import LocalModelRegistry
 
@@ -61,11 +64,13 @@ def test_cli_reads_the_features_from_a_published_models_config(real_shard, refer
     assert "79 predictions from 81 records" in result.stdout and pq.read_table(out).num_rows == 79
 
 
+@pytest.mark.integration
 def test_cli_needs_features_for_a_model_without_a_config(real_shard, reference_onnx, tmp_path):
     result = run_predict(reference_onnx, real_shard, tmp_path / "out.parquet")
     assert result.returncode == 2 and "carries no config naming its features; pass --features" in result.stderr
 
 
+@pytest.mark.integration
 def test_cli_skips_bad_records_when_asked(real_shard, reference_onnx, tmp_path):
     data = bytearray(real_shard.read_bytes())
     data[20_000] ^= 0xFF  # record 0's payload
@@ -111,6 +116,7 @@ def test_evaluation_refuses_labels_outside_0_to_3(labels):
         evaluate(np.eye(4)[[0, 1, 3]], np.array(labels))
 
 
+@pytest.mark.integration
 def test_cli_reads_the_model_from_s3(real_shard, reference_onnx, tmp_path, s3_env):
     import boto3
 

@@ -111,3 +111,9 @@ def test_parallel_processing_writes_the_same_bytes_as_one_process(tmp_path):
         )
     assert len(outputs[1][0]) == 8
     assert outputs[1] == outputs[2]
+
+
+@pytest.mark.parametrize("cores, workers", [(None, 1), (1, 1), (2, 2), (8, 8), (64, 8)])
+def test_processing_takes_one_worker_per_core_up_to_eight(cores, workers, monkeypatch):
+    monkeypatch.setattr(processing.os, "cpu_count", lambda: cores)
+    assert processing.default_workers() == workers

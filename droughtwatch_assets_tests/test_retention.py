@@ -107,7 +107,7 @@ class S3Backend:
             assert stored == named
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def backend(request, tmp_path):
     if request.param == "local":
         return LocalBackend(tmp_path)

@@ -97,6 +97,7 @@ def test_an_unreachable_endpoint_fails_fast_naming_endpoint_and_bucket(tmp_path)
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.s3
 def test_wrong_credentials_are_named(tmp_path):
     with moto_server(INITIAL_NO_AUTH_ACTION_COUNT="0") as endpoint:
         store = new_store(

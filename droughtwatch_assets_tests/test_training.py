@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 
 from droughtwatch_assets import training
 from droughtwatch_assets.processing import process_shard
+from droughtwatch_assets.record_writer import RecordWriter, write_processed
 from droughtwatch_assets.records import read_processed
 
 
@@ -28,6 +30,8 @@ def test_one_epoch_records_history(real_shard, tmp_path):
         4,
         epochs=1,
         batch_size=32,
+        train_records=79,
+        val_records=79,
         on_epoch=lambda epoch, logs: epochs.append(epoch),
     )
     assert epochs == [0]
@@ -37,5 +41,25 @@ def test_one_epoch_records_history(real_shard, tmp_path):
 
 def test_zero_epochs_gives_an_untrained_model(real_shard, tmp_path):
     process_shard(real_shard, tmp_path / "shard", ("NDVI",))
-    run = training.train([tmp_path / "shard"], [tmp_path / "shard"], 1, epochs=0)
+    run = training.train([tmp_path / "shard"], [tmp_path / "shard"], 1, epochs=0, train_records=79, val_records=79)
     assert run.history == {} and run.model.count_params() > 0
+
+
+def first_batch_loss(path, monkeypatch, weights=None) -> float:
+    """The training loss of one epoch of one batch: the loss of the initial model (fit updates after it)."""
+    if weights is not None:
+        monkeypatch.setattr(training, "CLASS_WEIGHTS", weights)
+    run = training.train([path], [path], 4, epochs=1, batch_size=128, train_records=79, val_records=79)
+    return run.history["loss"][0]
+
+
+def test_training_weighs_the_rarest_class_six_times(real_shard, tmp_path, monkeypatch):
+    """CLASS_WEIGHTS' values are checked in test_definitions.py; this checks that training applies them."""
+    process_shard(real_shard, tmp_path / "shard", ("B2", "B3", "B4", "B5"))
+    records = read_processed(tmp_path / "shard", 4)
+    with RecordWriter(tmp_path / "class-3") as writer:
+        write_processed(writer, records.images, np.full(len(records.labels), 3), records.ids)
+    weighted = first_batch_loss(tmp_path / "class-3", monkeypatch)
+    # the same seed gives the same initial weights, shuffle and dropout: only the class weight differs
+    unweighted = first_batch_loss(tmp_path / "class-3", monkeypatch, {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0})
+    assert weighted / unweighted == pytest.approx(6.0, rel=1e-4)

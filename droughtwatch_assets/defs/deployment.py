@@ -28,6 +28,7 @@ from droughtwatch_assets.defs.resources import (
     RetrainingPolicy,
     S3Store,
 )
+from droughtwatch_assets.defs.sensors import DEFAULT_INTERVAL_SECONDS
 from droughtwatch_assets.defs.tracking import TrackerName, TrackingResource
 from droughtwatch_assets.download import ARCHIVE_URL
 from droughtwatch_assets.retention import DEFAULT_GRACE, DEFAULT_KEEP
@@ -101,6 +102,7 @@ class Deployment:
     raw_uri: str = ""
     archive_url: str = ARCHIVE_URL
     force_retrain: bool = False  # the daily schedule retrains even when nothing changed
+    sensor_interval_seconds: int = DEFAULT_INTERVAL_SECONDS  # new_raw_shards lists the raw source at most this often
     k8s_namespace: str = "droughtwatch"
     k8s_max_concurrent: int = 8
     k8s_env_secrets: tuple[str, ...] = ("droughtwatch-aws",)
@@ -141,6 +143,7 @@ class Deployment:
             raw_uri=env.get("DROUGHTWATCH_RAW_URI", ""),
             archive_url=env.get("DROUGHTWATCH_ARCHIVE_URL", ARCHIVE_URL),
             force_retrain=env.get("DROUGHTWATCH_FORCE_RETRAIN", "").lower() in ("1", "true", "yes"),
+            sensor_interval_seconds=_number(env, "DROUGHTWATCH_SENSOR_INTERVAL_SECONDS", DEFAULT_INTERVAL_SECONDS, int),
             k8s_namespace=env.get("DROUGHTWATCH_K8S_NAMESPACE", "droughtwatch"),
             k8s_max_concurrent=int(env.get("DROUGHTWATCH_K8S_MAX_CONCURRENT", "8")),
             k8s_env_secrets=tuple(

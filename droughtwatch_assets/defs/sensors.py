@@ -28,6 +28,7 @@ CHANGED_TAG = "droughtwatch/changed_shards"  # new or changed: comma-separated s
 CHANGED_COUNT_TAG = "droughtwatch/changed_shard_count"
 REMOVED_TAG = "droughtwatch/removed_shards"
 TAG_LIMIT = 1000
+DEFAULT_INTERVAL_SECONDS = 60
 RAW_ASSET = dg.AssetKey("raw_tfrecords")
 # The registered configurations (today: the baseline): the ones whose model the data should keep current.
 REGISTERED = [c for c in CONFIGURATIONS.values() if c.register]
@@ -69,16 +70,7 @@ def _cursor(shards: dict[str, ShardStamp], pending: dict[str, ShardStamp]) -> st
     )
 
 
-@dg.sensor(
-    name="new_raw_shards",
-    jobs=[configuration_jobs[c.name] for c in REGISTERED],
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Runs the registered configurations (today: baseline_job) when shards are added, changed or "
-    "removed in the raw source (folder or S3). A shard is picked up once its size holds between two ticks. "
-    "STOPPED by default.",
-)
-def new_raw_shards(context: dg.SensorEvaluationContext, raw_source: RawSourceResource) -> dg.SensorResult:
+def _new_raw_shards(context: dg.SensorEvaluationContext, raw_source: RawSourceResource) -> dg.SensorResult:
     source = raw_source.to_source()
     if source.kind not in LISTABLE:
         return dg.SensorResult(
@@ -167,3 +159,19 @@ def new_raw_shards(context: dg.SensorEvaluationContext, raw_source: RawSourceRes
         for configuration in REGISTERED
     ]
     return dg.SensorResult(run_requests=run_requests, cursor=_cursor(shards, settling))
+
+
+def new_raw_shards_sensor(minimum_interval_seconds: int = DEFAULT_INTERVAL_SECONDS) -> dg.SensorDefinition:
+    """The sensor, ticking at most every `minimum_interval_seconds` (DROUGHTWATCH_SENSOR_INTERVAL_SECONDS)."""
+    return dg.sensor(
+        name="new_raw_shards",
+        jobs=[configuration_jobs[c.name] for c in REGISTERED],
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Runs the registered configurations (today: baseline_job) when shards are added, changed or "
+        "removed in the raw source (folder or S3). A shard is picked up once its size holds between two ticks. "
+        "STOPPED by default.",
+    )(_new_raw_shards)
+
+
+new_raw_shards = new_raw_shards_sensor()

@@ -3,6 +3,7 @@ at least two shards to process, the bad shard in train/ or in val/ (first, where
 
 import os
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -18,7 +19,15 @@ from droughtwatch_assets.processing import default_workers
 from droughtwatch_assets.record_writer import RecordWriter
 from droughtwatch_assets.records import encode_example, encode_raw_example
 from droughtwatch_assets.storage import LocalArtifactStore
-from droughtwatch_assets_tests.conftest import DATA_ASSETS, assets_named, checks_named, run_config, table_rows
+from droughtwatch_assets_tests.conftest import (
+    DATA_ASSETS,
+    REPO_ROOT,
+    assets_named,
+    checks_named,
+    materialize_command,
+    run_config,
+    table_rows,
+)
 
 
 def write_bad_input(kind: str, real_shard: Path, target: Path) -> None:
@@ -100,10 +109,6 @@ def data_dir(committed_data, tmp_path) -> Path:
     return tmp_path / "data"
 
 
-def test_processing_runs_in_several_processes_by_default():
-    assert default_workers() >= 2, "the bad-input tests below are meant to run processing in a process pool"
-
-
 @pytest.mark.parametrize("split", ["train", "val"])
 @pytest.mark.parametrize("kind", list(BAD_INPUTS))
 def test_bad_input_fails_once_naming_file_record_and_reason_and_the_previous_version_stays(
@@ -171,6 +176,50 @@ def test_skip_holds_for_the_preview_and_the_predictions_over_a_bad_val_shard(kin
     kept = BAD_INPUTS[kind][3]
     assert predictions["skipped_records"].value == 1
     assert predictions["rows"].value == REAL_SHARD_KEPT + kept
+
+
+def step_failures(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """step key -> the error message of its failure, from the run's event log."""
+    return {
+        event.step_key: event.dagster_event.step_failure_data.error.to_string()
+        for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    }
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+def test_through_dagster_asset_materialize_bad_input_fails_once_naming_file_record_and_reason(
+    kind, data_dir, tmp_path, real_folder, real_shard
+):
+    """The same table through the default path: `dagster asset materialize` (the multiprocess executor, a process
+    per step), processing with its default workers, the deployment read from the environment."""
+    add_new_shards(kind, "train", real_folder, real_shard)
+    store = LocalArtifactStore(data_dir)
+    before = store.current(("processed_tfrecords", "baseline"))
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DROUGHTWATCH_DATA_DIR": str(data_dir)}
+    raw = {"source": "folder", "folder": str(real_folder)}
+    command = materialize_command(",".join(DATA_ASSETS), "baseline", {"ops": {"raw_tfrecords": {"config": raw}}})
+
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    assert completed.returncode != 0
+    instance = dg.DagsterInstance.from_config(str(home))
+    [run] = instance.get_runs()
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    step, index, words, _ = BAD_INPUTS[kind]
+    failures = step_failures(instance, run.run_id)
+    assert list(failures) == [step], failures
+    assert f"{BAD_SHARD['train']}: record {index}: {words}" in failures[step], failures[step]
+    assert "on_bad_record: fail" in failures[step] and "BrokenProcessPool" not in failures[step]
+    assert instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY) == [], "not retried"
+    assert store.current(("processed_tfrecords", "baseline")) == before
+    if step == "processed_tfrecords":  # the two new shards went to the default pool: one process per core
+        messages = [e.user_message for e in instance.all_logs(run.run_id) if e.step_key == step]
+        processes = min(default_workers(), 2)
+        assert f"2 shards to process in {processes} process{'es' if processes > 1 else ''}" in messages, messages
 
 
 # The S3 raw source, on moto's server: the rows of the table that the raw step catches as it reads the shards.

@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -43,6 +44,7 @@ def compare(data_dir: Path, instance: dg.DagsterInstance, tracking: TrackingReso
     )
 
 
+@pytest.mark.integration
 def test_the_better_feature_set_becomes_champion_and_a_worse_challenger_leaves_it(tmp_path, mlflow_server, real_shard):
     instance = dg.DagsterInstance.ephemeral()
     train(tmp_path, instance, "baseline", epochs=2)  # learns the sample's signal
@@ -88,6 +90,7 @@ def test_the_better_feature_set_becomes_champion_and_a_worse_challenger_leaves_i
     assert "79 predictions from 81 records" in predicted.stdout
 
 
+@pytest.mark.integration
 def test_a_model_that_does_not_beat_the_majority_class_is_never_champion(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     train(tmp_path, instance, "rgb", epochs=0)
@@ -97,6 +100,7 @@ def test_a_model_that_does_not_beat_the_majority_class_is_never_champion(tmp_pat
     assert not (tmp_path / "registry" / "champion").exists()
 
 
+@pytest.mark.integration
 def test_in_s3_the_champion_is_published_as_a_pair_an_inference_client_can_use(tmp_path, s3_env, real_shard):
     import boto3
 

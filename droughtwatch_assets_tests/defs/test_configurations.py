@@ -49,6 +49,7 @@ def test_the_baseline_job_on_its_own_partition_publishes_the_baseline(tmp_path):
     assert "features:\n- B2\n- B3\n- B4\n- B5" in (tmp_path / "registry" / "baseline" / "config.yaml").read_text()
 
 
+@pytest.mark.integration
 def test_a_model_named_after_a_configuration_is_not_trained_on_other_features(tmp_path):
     """The same mismatch without a job: `dagster asset materialize` with the baseline's registered name."""
     config = {

@@ -102,6 +102,7 @@ def test_an_untrained_model_on_an_all_blank_val_split_exports_and_refuses_evalua
     assert "has no val records" in message and "nothing to evaluate on" in message
 
 
+@pytest.mark.integration
 def test_a_new_line_in_the_feature_set_file_is_a_new_partition_that_materialises(tmp_path):
     sets = yaml.safe_load(features.FEATURE_SETS_FILE.read_text())
     sets["swir"] = ["B6", "B7", "NDMI"]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 from droughtwatch_assets_tests.conftest import REPO_ROOT, daemon_until_runs_end, table_rows
@@ -24,7 +25,8 @@ def step_interval(instance: dg.DagsterInstance, run_id: str, step_key: str) -> t
     return min(starts), max(ends)
 
 
-def test_a_backfill_of_experiments_job_ranks_every_partition_and_promotes_the_best(tmp_path):
+@pytest.mark.daemon
+def test_a_backfill_of_experiments_job_runs_partitions_at_once_ranks_them_and_promotes_the_best(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -49,10 +51,13 @@ def test_a_backfill_of_experiments_job_ranks_every_partition_and_promotes_the_be
         str(e.message) for r in runs for e in instance.all_logs(r.run_id) if e.message
     )[-4000:]
     assert sorted(r.tags["dagster/partition"] for r in runs) == ["baseline", "rgb"]
-    # the champion steps of the two runs took turns (the pool in dagster.yaml)
+    # the two runs overlapped (they are different partitions, and dagster.yaml allows 4 at once) ...
+    records = instance.get_run_records()
+    assert max(r.start_time for r in records) < min(r.end_time for r in records), "the runs did not overlap"
+    # ... but their champion steps took turns (the `champion` pool of 1 in dagster.yaml)
     intervals = sorted(step_interval(instance, r.run_id, "champion") for r in runs)
     for earlier, later in itertools.pairwise(intervals):
-        assert earlier[1] <= later[0]
+        assert earlier[1] <= later[0], intervals
 
     # the last leaderboard lists both partitions' models, and the other feature sets as never trained
     [latest] = instance.fetch_materializations(dg.AssetKey("leaderboard"), limit=1).records
@@ -63,9 +68,8 @@ def test_a_backfill_of_experiments_job_ranks_every_partition_and_promotes_the_be
         "ndvi": "not trained",
         "all": "not trained",
     }
-    best = max(("baseline", "rgb"), key=lambda name: rows[name]["val accuracy"])
-    champion = tmp_path / "data" / "registry" / "champion" / "config.yaml"
-    if rows[best]["val accuracy"] > rows[best]["majority class rate"]:
-        assert yaml.safe_load(champion.read_text())["champion"]["feature_set"] == best
-    else:
-        assert not champion.exists()
+    # both learn the sample's signal in the default 2 epochs, so the better one is champion whichever run compared first
+    assert all(rows[name]["val accuracy"] > rows[name]["majority class rate"] for name in ("baseline", "rgb")), rows
+    champion = yaml.safe_load((tmp_path / "data" / "registry" / "champion" / "config.yaml").read_text())["champion"]
+    assert round(champion["val_accuracy"], 4) == max(rows[name]["val accuracy"] for name in ("baseline", "rgb"))
+    assert rows[champion["feature_set"]]["val accuracy"] == round(champion["val_accuracy"], 4)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.definitions import assets
@@ -70,6 +71,7 @@ def run_to_the_end(command: list, env: dict) -> None:
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
 
+@pytest.mark.integration
 def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(tmp_path, s3_env):
     import boto3
 
@@ -112,6 +114,7 @@ def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(
     assert client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read() != before
 
 
+@pytest.mark.integration
 def test_a_run_killed_while_processing_writes_leaves_the_previous_version_current(tmp_path):
     data = tmp_path / "data"
     env = {
@@ -148,6 +151,7 @@ def test_a_run_killed_while_processing_writes_leaves_the_previous_version_curren
     assert store.current(("processed_tfrecords", "baseline")) != before
 
 
+@pytest.mark.integration
 def test_a_run_killed_while_saving_the_trained_model_leaves_the_previous_model_current(tmp_path):
     data = tmp_path / "data"
     env = {
@@ -183,12 +187,13 @@ def test_a_run_killed_while_saving_the_trained_model_leaves_the_previous_model_c
     assert store.current(("trained_model", "baseline")) == before
     import keras
 
-    assert keras.saving.load_model(before / "model.keras").count_params() == 257_022
+    assert keras.saving.load_model(before / "model.keras", compile=False).count_params() == 257_022
 
     run_to_the_end(command(1), env)  # a rerun succeeds
     assert store.current(("trained_model", "baseline")) != before
 
 
+@pytest.mark.integration
 def test_an_unavailable_s3_endpoint_is_retried_then_fails_clearly(tmp_path, monkeypatch):
     endpoint = f"http://127.0.0.1:{free_port()}"
     for name, value in {
@@ -303,6 +308,7 @@ def all_file_bytes(root: Path) -> bytes:
 def test_aws_and_wandb_secrets_never_reach_metadata_logs_files_or_the_published_config(tmp_path, s3_env, monkeypatch):
     secret_key, secret_value = "AKIASECRETKEYID00001", "wJalrXUtnFEMI-not-a-real-secret-value"
     wandb_key = "wandbkey" + "7" * 32  # W&B keys are 40 characters
+    secrets = (secret_key, secret_value, wandb_key)
     for name, value in {
         "DROUGHTWATCH_STORAGE": "s3",
         "DROUGHTWATCH_S3_BUCKET": "dw-secrets",
@@ -338,13 +344,25 @@ def test_aws_and_wandb_secrets_never_reach_metadata_logs_files_or_the_published_
         aws_access_key_id=secret_key,
         aws_secret_access_key=secret_value,
     )
-    objects = client.list_objects_v2(Bucket="dw-secrets")["Contents"]
-    stored = b"\n".join(
-        client.get_object(Bucket="dw-secrets", Key=o["Key"])["Body"].read() for o in objects if o["Size"] < 1 << 20
-    ).decode("latin-1")  # manifests, indexes, configs, values
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket="dw-secrets")
+        for o in page["Contents"]
+    ]
+    assert any("/objects/" in key and "/part-r-" in key for key in keys), "the shards are scanned too"
+    stored = b"\n".join(client.get_object(Bucket="dw-secrets", Key=key)["Body"].read() for key in keys).decode(
+        "latin-1"
+    )  # every object: shards, models, manifests, indexes, configs, values
     published = client.get_object(Bucket="dw-secrets", Key="baseline/config.yaml")["Body"].read().decode()
     run_config_text = str(instance.get_run_by_id(result.run_id).run_config)
-    for text in (logs, metadata, files, stored, published, run_config_text):
-        for secret in (secret_key, secret_value, wandb_key):
-            assert secret not in text
+    places = {
+        "logs": logs,
+        "metadata": metadata,
+        "local files": files,
+        "objects in the bucket": stored,
+        "published config": published,
+        "run config": run_config_text,
+    }
+    leaks = [(place, secret[:8]) for place, text in places.items() for secret in secrets if secret in text]
+    assert leaks == []
     assert "learning_rate" in published and len(logs) > 1000 and "offline-run-" in files

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from mlflow import MlflowClient
 
 from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, daemon_until_runs_end, write_blank_shard
@@ -37,6 +38,7 @@ def launch(job: str, partition: str, config: dict, env: dict) -> None:
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
 
+@pytest.mark.daemon
 def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_ended_mlflow_run(
     tmp_path, mlflow_server, real_folder
 ):

@@ -2,15 +2,16 @@
 requests a run (saying why) after new data, a code_version bump, other training settings, or when forced."""
 
 import shutil
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
 
 from droughtwatch_assets.definitions import asset_checks, assets
+from droughtwatch_assets.defs import checks
 from droughtwatch_assets.defs.assets.training import trained_model
-from droughtwatch_assets.defs.deployment import local_resources
+from droughtwatch_assets.defs.deployment import Deployment, resources_for
 from droughtwatch_assets.defs.jobs import baseline_job
-from droughtwatch_assets.defs.resources import RetrainingPolicy
 from droughtwatch_assets.defs.schedules import (
     REASON_TAG,
     baseline_daily,
@@ -20,19 +21,28 @@ from droughtwatch_assets.defs.schedules import (
 from droughtwatch_assets_tests.conftest import table_rows
 
 
-def definitions(data_dir, raw_folder, chain=assets, force=False) -> dg.Definitions:
-    resources = local_resources(data_dir, tracker="none", raw_source="folder", raw_folder=str(raw_folder))
+def definitions(data_dir, raw_folder, chain=assets, **env) -> dg.Definitions:
+    """The definitions with the resources a deployment reads from these variables, as `definitions.py` builds them."""
+    deployment = Deployment.from_env(
+        {
+            "DROUGHTWATCH_DATA_DIR": str(data_dir),
+            "DROUGHTWATCH_TRACKER": "none",
+            "DROUGHTWATCH_RAW_SOURCE": "folder",
+            "DROUGHTWATCH_RAW_FOLDER": str(raw_folder),
+            **env,
+        }
+    )
     return dg.Definitions(
         assets=chain,
         asset_checks=asset_checks,
         jobs=[baseline_job, published_model_freshness_job],
         schedules=[baseline_daily, published_model_freshness],
-        resources={**resources, "retraining": RetrainingPolicy(force=force)},
+        resources=resources_for(deployment),
     )
 
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance):
-    schedule = defs.get_schedule_def("baseline_daily")
+    schedule = defs.resolve_schedule_def("baseline_daily")
     with dg.build_schedule_context(
         instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
     ) as context:
@@ -55,6 +65,7 @@ def instance():
         yield instance
 
 
+@pytest.mark.integration
 def test_after_a_published_run_a_tick_skips_naming_it_and_force_retrains(tmp_path, real_folder, instance):
     defs = definitions(tmp_path / "data", real_folder)
     assert run_requested(defs, instance) == "no published model yet"
@@ -65,10 +76,17 @@ def test_after_a_published_run_a_tick_skips_naming_it_and_force_retrains(tmp_pat
     assert f"nothing changed since run {published_run.run_id} published the baseline" in skipped.skip_message
     assert "same raw data, same code versions, same training settings" in skipped.skip_message
 
-    [forced] = tick(definitions(tmp_path / "data", real_folder, force=True), instance).run_requests
-    assert forced.tags[REASON_TAG] == "forced (DROUGHTWATCH_FORCE_RETRAIN)"
+    for value in ("true", "1", "yes", "TRUE"):
+        [forced] = tick(
+            definitions(tmp_path / "data", real_folder, DROUGHTWATCH_FORCE_RETRAIN=value), instance
+        ).run_requests
+        assert forced.tags[REASON_TAG] == "forced (DROUGHTWATCH_FORCE_RETRAIN)"
+    for value in ("", "false", "0"):
+        not_forced = tick(definitions(tmp_path / "data", real_folder, DROUGHTWATCH_FORCE_RETRAIN=value), instance)
+        assert not_forced.run_requests == [], value
 
 
+@pytest.mark.integration
 def test_a_new_shard_a_code_version_bump_or_other_settings_request_a_run_saying_why(
     tmp_path, real_folder, real_shard, instance
 ):
@@ -100,17 +118,19 @@ def test_a_new_shard_a_code_version_bump_or_other_settings_request_a_run_saying_
     assert request.tags[REASON_TAG].startswith("config change:")
 
 
-def freshness(defs: dg.Definitions, instance: dg.DagsterInstance, max_age_days: float = 7.0):
+def freshness(defs: dg.Definitions, instance: dg.DagsterInstance, max_age_days: float | None = None):
+    """The freshness job as its schedule runs it (no run config), or with another max_age_days."""
+    config = {"max_age_days": max_age_days} if max_age_days is not None else {}
     result = defs.resolve_job_def("published_model_freshness_job").execute_in_process(
-        instance=instance,
-        run_config={"ops": {"published_model_published_model_is_fresh": {"config": {"max_age_days": max_age_days}}}},
+        instance=instance, run_config={"ops": {"published_model_published_model_is_fresh": {"config": config}}}
     )
     [evaluation] = result.get_asset_check_evaluations()
     return evaluation
 
 
+@pytest.mark.integration
 def test_the_published_model_turns_stale_when_newer_raw_data_exists_or_it_is_too_old(
-    tmp_path, real_folder, real_shard, instance
+    tmp_path, real_folder, real_shard, instance, monkeypatch
 ):
     defs = definitions(tmp_path / "data", real_folder)
     result = defs.resolve_job_def("baseline_job").execute_in_process(partition_key="baseline", instance=instance)
@@ -125,6 +145,15 @@ def test_the_published_model_turns_stale_when_newer_raw_data_exists_or_it_is_too
     old = freshness(defs, instance, max_age_days=0)
     assert not old.passed and old.severity == dg.AssetCheckSeverity.WARN
     assert "days ago, more than 0" in old.metadata["stale"].value
+
+    # the default limit is 7 days: the same publication seen 6.9 and 7.1 days later
+    published_at = instance.get_run_record_by_id(result.run_id).end_time
+    for days, fresh_then in ((6.9, True), (7.1, False)):
+        with monkeypatch.context() as patched:
+            patched.setattr(checks, "time", SimpleNamespace(time=lambda days=days: published_at + days * 86400))
+            later = freshness(defs, instance)
+        assert later.passed is fresh_then, (days, later.metadata)
+    assert f"published {7.1:.1f} days ago, more than 7" in later.metadata["stale"].value
 
     # new raw data, materialised by a run that does not publish (processing another feature set, say)
     shutil.copyfile(real_shard, real_folder / "train" / "part-r-00120")

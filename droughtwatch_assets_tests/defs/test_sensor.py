@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
 import boto3
 import dagster as dg
 import pytest
+from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
 from droughtwatch_assets.defs.deployment import AWS_VARIABLES, local_resources
 from droughtwatch_assets.defs.jobs import configuration_jobs
@@ -22,6 +27,7 @@ from droughtwatch_assets.defs.sensors import (
     names_tag,
     new_raw_shards,
 )
+from droughtwatch_assets_tests.conftest import REPO_ROOT, dagster_daemon
 
 
 class Ticker:
@@ -105,7 +111,7 @@ class S3Source:
         self.client.delete_object(Bucket=self.bucket, Key=f"incoming/{name}")
 
 
-@pytest.fixture(params=["folder", "s3"])
+@pytest.fixture(params=["folder", pytest.param("s3", marks=pytest.mark.s3)])
 def source(request, tmp_path):
     if request.param == "folder":
         return FolderSource(tmp_path / "raw")
@@ -242,3 +248,64 @@ def test_the_sensor_cursor_is_json_of_stable_and_pending_stamps(tmp_path):
     cursor = json.loads(ticker.cursor)
     assert sorted(cursor["shards"]) == ["train/part-r-00000", "val/part-r-00000"]
     assert cursor["pending"]["val/part-r-00001"]["size"] == 5 and "mtime_ns" in cursor["pending"]["val/part-r-00001"]
+
+
+def wait_for(condition, what: str, timeout: float = 600):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"{what}: not within {timeout} s")
+
+
+@pytest.mark.daemon
+def test_turned_on_as_users_do_a_shard_dropped_into_the_folder_starts_a_baseline_run_naming_it(
+    tmp_path, real_folder, real_shard
+):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data"),
+        "DROUGHTWATCH_TRACKER": "none",
+        "DROUGHTWATCH_RAW_SOURCE": "folder",
+        "DROUGHTWATCH_RAW_FOLDER": str(real_folder),
+        "DROUGHTWATCH_SENSOR_INTERVAL_SECONDS": "2",
+    }
+    instance = materialised(dg.DagsterInstance.from_config(str(home)))  # the first tick only starts watching
+    started = subprocess.run(
+        [Path(sys.executable).parent / "dagster", "sensor", "start", "new_raw_shards", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    [state] = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    assert state.instigator_name == "new_raw_shards" and state.status == InstigatorStatus.RUNNING
+
+    def ticks():
+        return instance.get_ticks(state.instigator_origin_id, state.selector_id)
+
+    with dagster_daemon(env):
+        wait_for(ticks, "the daemon's first sensor tick", timeout=300)
+        assert instance.get_runs() == []
+        shutil.copyfile(real_shard, real_folder / "train" / "part-r-00077")
+        [run] = wait_for(instance.get_runs, "a run requested by the sensor", timeout=300)
+        ended = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+        wait_for(lambda: instance.get_run_by_id(run.run_id).status in ended, "the sensor's run to end")
+
+    run = instance.get_run_by_id(run.run_id)
+    assert run.status == dg.DagsterRunStatus.SUCCESS, "\n".join(
+        str(e.message) for e in instance.all_logs(run.run_id) if e.message
+    )[-3000:]
+    assert run.job_name == "baseline_job" and run.tags["dagster/partition"] == "baseline"
+    assert run.tags[CHANGED_TAG] == "train/part-r-00077" and run.tags[TRIGGER_TAG] == "new_raw_shards"
+    assert run.tags["dagster/sensor_name"] == "new_raw_shards"
+    first_tick = ticks()[-1]  # newest first
+    assert first_tick.skip_reason.startswith("first tick: watching 2 shards"), first_tick.skip_reason

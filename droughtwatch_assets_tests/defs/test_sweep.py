@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from droughtwatch_assets.datasets import ShardedDataset
 from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.defs.tracking import TrackingResource
+from droughtwatch_assets.model import compile_model
 from droughtwatch_assets.sweep import holdout_mask
 from droughtwatch_assets.training import evaluate_loss_accuracy, tfrecord_dataset
 from droughtwatch_assets_tests.conftest import (
@@ -40,6 +41,7 @@ def sweep(data_dir, tracking: TrackingResource, training: dict):
     )
 
 
+@pytest.mark.integration
 def test_every_combination_is_trained_and_the_best_on_a_holdout_from_train_is_kept(tmp_path):
     result = sweep(tmp_path, TrackingResource(default_tracker="none"), {"sweep": GRID})
     metadata = result.asset_materializations_for_node("trained_model")[0].metadata
@@ -61,7 +63,7 @@ def test_every_combination_is_trained_and_the_best_on_a_holdout_from_train_is_ke
 
     # the hold-out is the seeded share of *train*: the kept model scores there exactly what the sweep recorded
     processed = ShardedDataset.open(tmp_path / "processed_tfrecords" / "baseline" / "current")
-    model = keras.saving.load_model(model_dir / "model.keras")
+    model = compile_model(keras.saving.load_model(model_dir / "model.keras", compile=False), kept["learning_rate"])
     mask = holdout_mask(processed.records("train"), 0.2, 0)
     holdout = tfrecord_dataset(processed.shards("train"), 4, 256, select=mask)
     assert model.evaluate(holdout, verbose=0, return_dict=True)["accuracy"] == pytest.approx(
@@ -75,6 +77,7 @@ def test_every_combination_is_trained_and_the_best_on_a_holdout_from_train_is_ke
     assert exported["learning_rate"] == kept["learning_rate"] and exported["epochs"] == kept["epochs"]
 
 
+@pytest.mark.integration
 def test_each_combination_is_an_mlflow_child_run_of_the_training_run(tmp_path, mlflow_server):
     """Through `dagster asset materialize` (a process per step): onnx_model, in its own process, must find the
     training run by its Dagster run id, not one of the sweep's child runs."""
@@ -118,6 +121,7 @@ def test_each_combination_is_an_mlflow_child_run_of_the_training_run(tmp_path, m
     assert "onnx" in logged  # the export joined the training run
 
 
+@pytest.mark.integration
 def test_each_combination_is_a_wandb_run_in_the_training_runs_group(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     tracking = TrackingResource(default_tracker="wandb", wandb_project="droughtwatch-test")

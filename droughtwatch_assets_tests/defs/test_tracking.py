@@ -2,6 +2,7 @@
 
 import glob
 import json
+import logging
 import struct
 import time
 from pathlib import Path
@@ -16,13 +17,14 @@ from droughtwatch_assets.defs.tracking import TrackingResource
 from droughtwatch_assets_tests.conftest import TINY_SAMPLE, TRAINING_CHAIN, assets_named, free_port, run_config
 
 
-def materialize(data_dir, training: dict, raise_on_error: bool = True, **tracking):
+def materialize(data_dir, training: dict, raise_on_error: bool = True, instance=None, **tracking):
     return dg.materialize(
         assets_named(*TRAINING_CHAIN),
         partition_key="baseline",
         resources={**local_resources(data_dir), "tracking": TrackingResource(**tracking)},
         run_config=run_config(TINY_SAMPLE, {"epochs": 2, **training}),
         raise_on_error=raise_on_error,
+        instance=instance,
     )
 
 
@@ -63,7 +65,7 @@ def test_mlflow_run_has_metrics_params_artifacts_and_a_registered_version(tmp_pa
     logged = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert {m.name for m in logged} >= {"onnx", "registered_onnx"}
 
-    version = client.get_latest_versions(model_name)[0]
+    [version] = client.search_model_versions(f"name='{model_name}'")
     assert version.run_id == run_id
     assert version.tags["published_uri"].endswith(f"registry/{model_name}/model.onnx")
 
@@ -95,14 +97,25 @@ def test_an_unreachable_mlflow_fails_fast_naming_the_uri(tmp_path):
     assert "secret" not in message  # credentials in the URI stay out of messages
 
 
+@pytest.mark.integration
 def test_tracking_required_false_trains_and_warns(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    instance = dg.DagsterInstance.ephemeral()
     result = materialize(
-        tmp_path,
-        {"tracker": "mlflow", "tracking_required": False},
-        mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}",
+        tmp_path, {"tracker": "mlflow", "tracking_required": False}, instance=instance, mlflow_tracking_uri=uri
     )
     assert result.success
     assert result.asset_materializations_for_node("trained_model")[0].metadata["tracker"].value == "none"
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.level == logging.WARNING and entry.step_key == "trained_model"
+    ]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"MLflow tracker at {uri} is unreachable (")
+    assert warnings[0].endswith(
+        "Connection refused); training without experiment tracking (tracking_required is false)"
+    )
 
 
 def wandb_records(run_dir: str, record_type: str) -> list:
@@ -131,6 +144,7 @@ def wandb_history(run_dir: str) -> list[dict]:
     ]
 
 
+@pytest.mark.integration
 def test_wandb_runs_offline_without_a_key(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     result = materialize(

@@ -236,7 +236,7 @@ def onnx_model(
     from droughtwatch_assets.export import describe_onnx, embed_config, export_onnx, parity_max_abs_diff
     from droughtwatch_assets.records import read_processed_records
 
-    model = keras.saving.load_model(trained_model.keras_path)
+    model = keras.saving.load_model(trained_model.keras_path, compile=False)  # exported, not trained further
     artifact = OnnxArtifact(store.new_staging_dir())
     export_onnx(model, artifact.onnx_path)
     embed_config(artifact.onnx_path, trained_model.config)  # the model file carries its own config

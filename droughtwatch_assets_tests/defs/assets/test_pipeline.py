@@ -71,6 +71,7 @@ def test_baseline_chain_on_a_tiny_sample(tmp_path):
     assert [row["class"] for row in per_class] == [0, 1, 2, 3] and all(0 <= row["F1"] <= 1 for row in per_class)
 
 
+@pytest.mark.integration
 def test_default_sample_trains_a_model_that_beats_the_majority_class(tmp_path):
     chain = assets_named(*DATA_ASSETS, "trained_model", "onnx_model", "model_evaluation")
     result = dg.materialize(
