@@ -14,8 +14,8 @@ import numpy as np
 import onnxruntime as ort
 from common import SCRATCH, header
 
-from droughtwatch_assets.export import export_onnx, onnx_session
-from droughtwatch_assets.model import build_model
+from droughtwatch_assets.model.export import export_onnx, onnx_session
+from droughtwatch_assets.model.network import build_model
 
 
 def timed(function, repeats: int) -> list[float]:

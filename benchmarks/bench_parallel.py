@@ -14,8 +14,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from common import SCRATCH, clean, header, replicated_shard
 
-from droughtwatch_assets.datasets import build_raw_dataset
-from droughtwatch_assets.processing import process_dataset
+from droughtwatch_assets.data.datasets import build_raw_dataset
+from droughtwatch_assets.data.processing import process_dataset
 
 SHARDS, COPIES = 24, 50  # 24 shards x 4,050 records: 97,200, about the size of the real benchmark
 

@@ -14,7 +14,7 @@ BASELINE = ("B2", "B3", "B4", "B5")
 
 
 def ours(source, destination, **options) -> None:
-    from droughtwatch_assets.processing import process_shard
+    from droughtwatch_assets.data.processing import process_shard
 
     process_shard(source, destination, BASELINE, **options)
 
@@ -38,7 +38,7 @@ def peak_rss_mb(copies: int) -> float:
     """Peak RSS of a fresh process that processes `copies` x 81 records."""
     code = (
         "import resource, sys; sys.path.insert(0, 'benchmarks'); from common import replicated_shard, SCRATCH; "
-        "from droughtwatch_assets.processing import process_shard; "
+        "from droughtwatch_assets.data.processing import process_shard; "
         f"src = replicated_shard({copies}, 'rss-{copies}'); "
         f"process_shard(src, SCRATCH / 'rss-out', {BASELINE!r}); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
@@ -53,7 +53,7 @@ def reference_paths(path, records: int) -> dict[str, float]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
-    from droughtwatch_assets.features import BANDS
+    from droughtwatch_assets.core.features import BANDS
 
     rates = {}
     started = time.perf_counter()
@@ -109,7 +109,7 @@ def main() -> None:
     records = 81 * copies
     destination = SCRATCH / "processed-baseline"
     rate, cores = best_rate(records, source, destination)
-    from droughtwatch_assets.records import read_labels
+    from droughtwatch_assets.records.tfrecord import read_labels
 
     kept = len(read_labels(destination))
     per_record_kib = destination.stat().st_size / kept / 1024

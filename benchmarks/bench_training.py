@@ -12,12 +12,12 @@ import numpy as np
 import tensorflow as tf
 from common import SCRATCH, clean, header
 
-from droughtwatch_assets.configurations import CLASS_WEIGHTS
-from droughtwatch_assets.model import build_model, compile_model
-from droughtwatch_assets.processing import process_shard
-from droughtwatch_assets.records import read_processed
-from droughtwatch_assets.sample import SampleSpec, write_sample
-from droughtwatch_assets.training import tfrecord_dataset
+from droughtwatch_assets.core.configurations import CLASS_WEIGHTS
+from droughtwatch_assets.data.processing import process_shard
+from droughtwatch_assets.data.sample import SampleSpec, write_sample
+from droughtwatch_assets.model.network import build_model, compile_model
+from droughtwatch_assets.model.train import tfrecord_dataset
+from droughtwatch_assets.records.tfrecord import read_processed
 
 BATCH, ROUNDS = 64, 7
 FEATURES = ("B2", "B3", "B4", "B5")

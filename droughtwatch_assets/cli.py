@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from droughtwatch_assets.configurations import CONFIGURATIONS
+from droughtwatch_assets.core.configurations import CONFIGURATIONS
 
 
 def _instance():
@@ -81,11 +81,11 @@ def experiments(args: argparse.Namespace) -> int:
 def predict(args: argparse.Namespace) -> int:
     import tempfile
 
-    from droughtwatch_assets.features import load_feature_sets, validate_features
-    from droughtwatch_assets.model_config import embedded_config
-    from droughtwatch_assets.model_registry import fetch_published
-    from droughtwatch_assets.predict import input_shards, predict_shards, write_parquet
-    from droughtwatch_assets.records import RecordError
+    from droughtwatch_assets.core.features import load_feature_sets, validate_features
+    from droughtwatch_assets.core.model_config import embedded_config
+    from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
+    from droughtwatch_assets.records.tfrecord import RecordError
+    from droughtwatch_assets.storage.registry import fetch_published
 
     with tempfile.TemporaryDirectory() as scratch:
         try:
@@ -116,7 +116,7 @@ def gc(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from droughtwatch_assets.defs.deployment import build_resources
-    from droughtwatch_assets.s3 import S3Error
+    from droughtwatch_assets.storage.s3_client import S3Error
 
     try:
         with dg.build_resources({"store": build_resources()["store"]}) as resources:  # resolves EnvVar credentials

@@ -5,13 +5,15 @@ The environment is read here, once: `Deployment.from_env()` picks the resource s
 
 import dagster as dg
 
-from droughtwatch_assets.defs.assets.evaluation import model_evaluation
-from droughtwatch_assets.defs.assets.experiments import champion, champion_is_sound, leaderboard
+from droughtwatch_assets.defs.assets.champion import champion, champion_is_sound
+from droughtwatch_assets.defs.assets.leaderboard import leaderboard
+from droughtwatch_assets.defs.assets.model_evaluation import model_evaluation
+from droughtwatch_assets.defs.assets.onnx_model import onnx_model
 from droughtwatch_assets.defs.assets.predictions import predictions
-from droughtwatch_assets.defs.assets.processed import processed_tfrecords
-from droughtwatch_assets.defs.assets.publishing import published_model
-from droughtwatch_assets.defs.assets.raw import raw_tfrecords
-from droughtwatch_assets.defs.assets.training import onnx_model, trained_model
+from droughtwatch_assets.defs.assets.processed_tfrecords import processed_tfrecords
+from droughtwatch_assets.defs.assets.published_model import published_model
+from droughtwatch_assets.defs.assets.raw_tfrecords import raw_tfrecords
+from droughtwatch_assets.defs.assets.trained_model import trained_model
 from droughtwatch_assets.defs.checks import asset_checks
 from droughtwatch_assets.defs.deployment import Deployment, executor_for, resources_for
 from droughtwatch_assets.defs.jobs import configuration_jobs, experiments_job

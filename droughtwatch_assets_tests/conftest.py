@@ -246,8 +246,8 @@ def write_blank_shard(path: Path, records: int = 10) -> None:
     """Records whose bands are all 0: each one is vetoed as blank."""
     import numpy as np
 
-    from droughtwatch_assets.record_writer import RecordWriter
-    from droughtwatch_assets.records import encode_raw_example
+    from droughtwatch_assets.records.tfrecord import encode_raw_example
+    from droughtwatch_assets.records.writer import RecordWriter
 
     with RecordWriter(path) as writer:
         for i in range(records):

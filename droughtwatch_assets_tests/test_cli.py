@@ -75,7 +75,7 @@ def test_droughtwatch_run_in_s3_mode_prints_where_the_model_is_in_the_bucket(tmp
 
     env = {
         **cli_env(tmp_path),
-        "DROUGHTWATCH_STORAGE": "s3",
+        "DROUGHTWATCH_DEPLOYMENT": "s3",
         "DROUGHTWATCH_S3_BUCKET": "dw-cli-run",
         "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
         "DROUGHTWATCH_TRACKER": "none",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from droughtwatch_assets import s3
-from droughtwatch_assets.s3_store import S3ArtifactStore
-from droughtwatch_assets.storage import LocalArtifactStore
+from droughtwatch_assets.storage import s3_client as s3
+from droughtwatch_assets.storage.local import LocalArtifactStore
+from droughtwatch_assets.storage.s3 import S3ArtifactStore
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from droughtwatch_assets import datasets
+from droughtwatch_assets.data import datasets
 
 
 def test_build_raw_dataset_counts_and_hashes(real_folder, tmp_path):

@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 
 from droughtwatch_assets.definitions import defs
+from droughtwatch_assets_tests.conftest import REPO_ROOT
 
 
 def test_definitions_load_with_the_whole_chain():
@@ -51,7 +52,7 @@ def test_each_configuration_job_presets_the_original_training_settings(job_name)
 
 
 def test_class_weights_are_the_originals():
-    from droughtwatch_assets.configurations import CLASS_WEIGHTS
+    from droughtwatch_assets.core.configurations import CLASS_WEIGHTS
 
     assert CLASS_WEIGHTS == {0: 1.0, 1: 4.0, 2: 4.0, 3: 6.0}
 
@@ -104,7 +105,7 @@ def test_the_kubernetes_executor_is_chosen_by_env():
         "from droughtwatch_assets.definitions import defs; "
         "print(defs.resolve_job_def('baseline_job').executor_def.name)"
     )
-    env = {**os.environ, "DROUGHTWATCH_EXECUTOR": "k8s", "DROUGHTWATCH_STORAGE": "s3"}
+    env = {**os.environ, "DROUGHTWATCH_DEPLOYMENT": "k8s"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip().splitlines()[-1] == "k8s"
 
@@ -127,14 +128,15 @@ def test_only_the_steps_that_track_require_the_tracker():
     assert requiring == {"trained_model", "onnx_model", "published_model", "champion"}
 
 
-def test_the_deployment_switch_and_the_older_variables_pick_the_same_resource_sets():
+def test_the_deployment_switch_picks_the_resource_set():
     from droughtwatch_assets.defs.deployment import Deployment, resources_for
     from droughtwatch_assets.defs.resources import LocalStore, S3Store
 
     assert Deployment.from_env({}).name == "local"
-    assert Deployment.from_env({"DROUGHTWATCH_STORAGE": "s3"}).name == "s3"
-    assert Deployment.from_env({"DROUGHTWATCH_EXECUTOR": "k8s"}).name == "k8s"
-    assert Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "s3", "DROUGHTWATCH_STORAGE": "local"}).name == "s3"
+    assert Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "s3"}).name == "s3"
+    assert Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "k8s"}).name == "k8s"
+    # the aliases of 0.1.0's first releases are gone: they no longer pick a deployment
+    assert Deployment.from_env({"DROUGHTWATCH_STORAGE": "s3", "DROUGHTWATCH_EXECUTOR": "k8s"}).name == "local"
     assert isinstance(resources_for(Deployment.from_env({}))["store"], LocalStore)
     s3 = resources_for(Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "k8s", "DROUGHTWATCH_S3_BUCKET": "b"}))
     assert isinstance(s3["store"], S3Store) and s3["store"].bucket == "b"
@@ -161,3 +163,37 @@ def test_the_s3_raw_source_comes_from_env_with_storage_credentials_as_env_vars()
     assert {"DROUGHTWATCH_RAW_SOURCE", "DROUGHTWATCH_RAW_URI"} <= set(deployment.k8s_env_vars)
     with pytest.raises(ValueError, match="DROUGHTWATCH_RAW_SOURCE='ftp' is not one of sample, folder, archive, s3"):
         Deployment.from_env({"DROUGHTWATCH_RAW_SOURCE": "ftp"})
+
+
+@pytest.mark.integration
+def test_dg_lists_and_checks_the_same_definitions_as_dagster(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "VIRTUAL_ENV": sys.exec_prefix}
+    dg_cli = f"{sys.exec_prefix}/bin/dg"
+    listed = subprocess.run(
+        [dg_cli, "list", "defs", "--json"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    found = json.loads(listed.stdout)
+    graph = defs.resolve_asset_graph()
+    assert {a["asset_key"] for a in found["assets"]} == {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {j["name"] for j in found["jobs"]} >= {"baseline_job", "experiments_job", "published_model_freshness_job"}
+    assert [s["name"] for s in found["sensors"]] == ["new_raw_shards"]
+    assert {s["name"] for s in found["schedules"]} == {"baseline_daily", "published_model_freshness"}
+    checked = subprocess.run(
+        [dg_cli, "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+
+
+def test_every_environment_variable_the_code_reads_is_documented_and_every_documented_one_is_read():
+    import re
+
+    code = "\n".join(p.read_text() for p in (REPO_ROOT / "droughtwatch_assets").rglob("*.py"))
+    code += (REPO_ROOT / "droughtwatch_assets_tests" / "conftest.py").read_text()  # the tests' own: the shared data
+    read = set(re.findall(r"\"(DROUGHTWATCH_[A-Z0-9_]+)\"", code))
+    documented = set(re.findall(r"`(DROUGHTWATCH_[A-Z0-9_]+)`", (REPO_ROOT / "docs" / "configuration.md").read_text()))
+    retired = {"DROUGHTWATCH_STORAGE", "DROUGHTWATCH_EXECUTOR"}  # documented as retired, read nowhere
+    assert read - documented == set(), "read by the code but not documented in docs/configuration.md"
+    assert documented - retired - read == set(), "documented but read nowhere"
+    assert read & retired == set()

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from droughtwatch_assets.direct_io import ALIGNMENT, DirectFile, aligned_buffer
+from droughtwatch_assets.records.direct_io import ALIGNMENT, DirectFile, aligned_buffer
 
 
 def _pieces(seed: int) -> list[bytes]:
@@ -103,7 +103,7 @@ def test_where_the_filesystem_takes_o_direct_the_bytes_go_out_with_it(direct_fol
 
 
 def test_processing_writes_its_shards_with_o_direct_where_the_filesystem_takes_it(direct_folder, real_shard):
-    from droughtwatch_assets.processing import process_shard
+    from droughtwatch_assets.data.processing import process_shard
 
     stats = process_shard(real_shard, direct_folder / "shard", ("B2", "B3", "B4", "B5"))
     assert stats.records == 79 and stats.direct_io

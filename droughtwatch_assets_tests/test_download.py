@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pytest
 
-from droughtwatch_assets import download
+from droughtwatch_assets.sources import download
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):

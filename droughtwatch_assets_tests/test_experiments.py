@@ -1,6 +1,6 @@
 """Choosing a champion among the feature sets' candidates."""
 
-from droughtwatch_assets.experiments import Candidate, candidate, choose, ranked
+from droughtwatch_assets.model.selection import Candidate, candidate, choose, ranked
 
 
 def evaluation(accuracy: float, version: str = "v1", md5: str = "m", majority: float = 0.6) -> dict:

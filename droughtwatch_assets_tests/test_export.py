@@ -1,7 +1,8 @@
 import numpy as np
 
-from droughtwatch_assets import export, model
-from droughtwatch_assets.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.model import export
+from droughtwatch_assets.model import network as model
 
 
 def test_untrained_model_exports_and_agrees_with_keras(tmp_path):
@@ -14,7 +15,7 @@ def test_untrained_model_exports_and_agrees_with_keras(tmp_path):
 
 
 def test_the_exported_model_carries_its_config(tmp_path):
-    from droughtwatch_assets.model_config import embedded_config
+    from droughtwatch_assets.core.model_config import embedded_config
 
     keras_model = model.build_model(4, seed=0)
     export.export_onnx(keras_model, tmp_path / "model.onnx")

@@ -1,6 +1,6 @@
 import pytest
 
-from droughtwatch_assets import features
+from droughtwatch_assets.core import features
 
 
 def test_registry_has_11_bands_and_3_indices():

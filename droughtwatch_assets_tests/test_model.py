@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 
-from droughtwatch_assets import model
+from droughtwatch_assets.model import network as model
 
 
 def test_baseline_cnn_has_the_original_size():

@@ -6,16 +6,16 @@ import threading
 import pytest
 import yaml
 
-from droughtwatch_assets import s3
-from droughtwatch_assets.datasets import md5_of
-from droughtwatch_assets.model_registry import (
+from droughtwatch_assets.data.datasets import md5_of
+from droughtwatch_assets.storage import s3_client as s3
+from droughtwatch_assets.storage.registry import (
     LocalModelRegistry,
     S3ModelRegistry,
     TornPair,
     check_pair,
     fetch_published,
 )
-from droughtwatch_assets.s3_store import S3ArtifactStore
+from droughtwatch_assets.storage.s3 import S3ArtifactStore
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from droughtwatch_assets import predict
-from droughtwatch_assets.record_writer import RecordWriter
-from droughtwatch_assets.records import encode_raw_example
+from droughtwatch_assets.model import predict
+from droughtwatch_assets.records.tfrecord import encode_raw_example
+from droughtwatch_assets.records.writer import RecordWriter
 from droughtwatch_assets_tests.conftest import run_predict
 
 
@@ -53,7 +53,7 @@ def test_cli_exits_non_zero_on_a_mismatch(real_shard, reference_onnx, tmp_path):
 
 @pytest.mark.integration
 def test_cli_reads_the_features_from_a_published_models_config(real_shard, reference_onnx, tmp_path):
-    from droughtwatch_assets.model_registry import LocalModelRegistry
+    from droughtwatch_assets.storage.registry import LocalModelRegistry
 
     LocalModelRegistry(tmp_path / "registry").publish(
         "baseline", reference_onnx, {"features": ["B2", "B3", "B4", "B5"]}
@@ -94,7 +94,7 @@ def test_input_shards_finds_part_files(tmp_path):
 
 
 def test_evaluation_metrics_on_known_predictions():
-    from droughtwatch_assets.evaluation import evaluate, pr_curve
+    from droughtwatch_assets.model.evaluate import evaluate, pr_curve
 
     labels = np.array([0, 0, 0, 1, 2, 3])
     probabilities = np.eye(4)[[0, 0, 1, 1, 2, 0]]
@@ -110,7 +110,7 @@ def test_evaluation_metrics_on_known_predictions():
 
 @pytest.mark.parametrize("labels", [[0, 1, -1], [0, 4, 1]])
 def test_evaluation_refuses_labels_outside_0_to_3(labels):
-    from droughtwatch_assets.evaluation import evaluate
+    from droughtwatch_assets.model.evaluate import evaluate
 
     with pytest.raises(ValueError, match=r"label\(s\) outside 0\.\.3"):
         evaluate(np.eye(4)[[0, 1, 3]], np.array(labels))

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from droughtwatch_assets import processing
-from droughtwatch_assets.features import BAND_INDEX, BANDS, FEATURES
-from droughtwatch_assets.records import read_processed, read_raw
+from droughtwatch_assets.core.features import BAND_INDEX, BANDS, FEATURES
+from droughtwatch_assets.data import processing
+from droughtwatch_assets.records.tfrecord import read_processed, read_raw
 
 
 def bands_with(values: dict[str, int], fill: int = 0, n: int = 1) -> np.ndarray:
@@ -57,7 +57,7 @@ def test_evi_is_finite_everywhere_and_equals_the_original_where_it_is_finite():
             * (bands["B5"] - bands["B4"])
             / (bands["B5"] + np.float32(6) * bands["B4"] - np.float32(7.5) * bands["B2"] + np.float32(1))
         )
-    from droughtwatch_assets.features import evi
+    from droughtwatch_assets.core.features import evi
 
     ours = evi(bands)
     assert n == 256**3
@@ -97,8 +97,8 @@ def test_all_features_are_finite_on_the_real_shard(real_shard, tmp_path):
 
 
 def test_parallel_processing_writes_the_same_bytes_as_one_process(tmp_path):
-    from droughtwatch_assets.datasets import build_raw_dataset, md5_of
-    from droughtwatch_assets.sample import SampleSpec, write_sample
+    from droughtwatch_assets.data.datasets import build_raw_dataset, md5_of
+    from droughtwatch_assets.data.sample import SampleSpec, write_sample
 
     shards = write_sample(tmp_path / "sample", SampleSpec(train_records=1200, val_records=400, records_per_shard=200))
     raw = build_raw_dataset(shards, tmp_path / "raw", {"type": "sample"})

@@ -7,7 +7,8 @@ import uuid
 import boto3
 import pytest
 
-from droughtwatch_assets.raw_sources import (
+from droughtwatch_assets.records.tfrecord import RecordError
+from droughtwatch_assets.sources.raw import (
     RawSource,
     ShardStamp,
     gather_shards,
@@ -15,8 +16,7 @@ from droughtwatch_assets.raw_sources import (
     locate_error,
     split_prefix_uri,
 )
-from droughtwatch_assets.records import RecordError
-from droughtwatch_assets.s3 import S3Error
+from droughtwatch_assets.storage.s3_client import S3Error
 
 
 @pytest.fixture

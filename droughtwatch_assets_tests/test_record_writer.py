@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from droughtwatch_assets import records
-from droughtwatch_assets.record_writer import RecordWriter, write_processed
+from droughtwatch_assets.records import tfrecord as records
+from droughtwatch_assets.records.writer import RecordWriter, write_processed
 
 
 def _per_record(path, images, labels, ids) -> None:

@@ -4,9 +4,9 @@ import struct
 import numpy as np
 import pytest
 
-from droughtwatch_assets import records
-from droughtwatch_assets.features import BANDS
-from droughtwatch_assets.record_writer import RecordWriter
+from droughtwatch_assets.core.features import BANDS
+from droughtwatch_assets.records import tfrecord as records
+from droughtwatch_assets.records.writer import RecordWriter
 
 
 def test_real_shard_reads_as_81_records(real_shard):
@@ -107,7 +107,7 @@ def test_a_label_out_of_range_on_the_fast_path_names_file_and_record(tmp_path):
 def test_a_record_error_survives_pickling_as_from_a_worker_process():
     import pickle
 
-    from droughtwatch_assets.records import RecordError
+    from droughtwatch_assets.records.tfrecord import RecordError
 
     error = RecordError("/data/train/part-r-00099", 1, "missing band B4")
     copy = pickle.loads(pickle.dumps(error))

@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from droughtwatch_assets.export import onnx_session
-from droughtwatch_assets.features import feature_set
-from droughtwatch_assets.processing import process_shard
-from droughtwatch_assets.records import read_processed
+from droughtwatch_assets.core.features import feature_set
+from droughtwatch_assets.data.processing import process_shard
+from droughtwatch_assets.model.export import onnx_session
+from droughtwatch_assets.records.tfrecord import read_processed
 
 
 def test_reference_model_scores_39_of_79_and_predicts_every_class(real_shard, reference_onnx, tmp_path):

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from droughtwatch_assets import retention, s3
-from droughtwatch_assets.datasets import md5_of
-from droughtwatch_assets.model_registry import LocalModelRegistry, S3ModelRegistry
-from droughtwatch_assets.retention import RetentionPolicy, with_source_version
-from droughtwatch_assets.s3_store import S3ArtifactStore
-from droughtwatch_assets.storage import LocalArtifactStore
+from droughtwatch_assets.data.datasets import md5_of
+from droughtwatch_assets.storage import retention
+from droughtwatch_assets.storage import s3_client as s3
+from droughtwatch_assets.storage.local import LocalArtifactStore
+from droughtwatch_assets.storage.registry import LocalModelRegistry, S3ModelRegistry
+from droughtwatch_assets.storage.retention import RetentionPolicy, with_source_version
+from droughtwatch_assets.storage.s3 import S3ArtifactStore
 
 DATA = ("processed_tfrecords", "baseline")
 ONNX = ("onnx_model", "baseline")

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from droughtwatch_assets import s3
-from droughtwatch_assets.s3_store import S3ArtifactStore
+from droughtwatch_assets.storage import s3_client as s3
+from droughtwatch_assets.storage.s3 import S3ArtifactStore
 from droughtwatch_assets_tests.conftest import free_port, moto_server
 
 

@@ -1,4 +1,5 @@
-from droughtwatch_assets import processing, records, sample
+from droughtwatch_assets.data import processing, sample
+from droughtwatch_assets.records import tfrecord as records
 
 
 def test_sample_is_deterministic_and_in_the_benchmark_layout(tmp_path):

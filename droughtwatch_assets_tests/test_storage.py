@@ -1,6 +1,6 @@
 import pytest
 
-from droughtwatch_assets.storage import LocalArtifactStore
+from droughtwatch_assets.storage.local import LocalArtifactStore
 
 
 def test_commit_swaps_the_current_version_and_keeps_the_previous_ones(tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from droughtwatch_assets.sweep import Hyperparameters, Trial, best, grid, holdout_mask
+from droughtwatch_assets.model.sweep import Hyperparameters, Trial, best, grid, holdout_mask
 
 
 def test_grid_is_every_combination_in_a_stable_order_without_repeats():
@@ -36,7 +36,7 @@ def test_best_is_the_highest_holdout_accuracy_then_the_lowest_loss_then_the_firs
 
 
 def test_the_default_training_config_is_a_single_combination():
-    from droughtwatch_assets.defs.assets.training import TrainingConfig
+    from droughtwatch_assets.defs.assets.trained_model import TrainingConfig
 
     assert TrainingConfig().combinations() == [Hyperparameters(5e-4, 64, 2)]
     swept = TrainingConfig(epochs=3, sweep={"learning_rate": [1e-3, 1e-4]}).combinations()

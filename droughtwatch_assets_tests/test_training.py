@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from droughtwatch_assets import training
-from droughtwatch_assets.processing import process_shard
-from droughtwatch_assets.record_writer import RecordWriter, write_processed
-from droughtwatch_assets.records import read_processed
+from droughtwatch_assets.data.processing import process_shard
+from droughtwatch_assets.model import train as training
+from droughtwatch_assets.records.tfrecord import read_processed
+from droughtwatch_assets.records.writer import RecordWriter, write_processed
 
 
 def test_input_pipeline_keeps_images_and_labels_aligned(real_shard, tmp_path):

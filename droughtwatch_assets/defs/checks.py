@@ -6,17 +6,17 @@ import time
 
 import dagster as dg
 
-from droughtwatch_assets.artifacts import OnnxArtifact
-from droughtwatch_assets.configurations import PARITY_TOLERANCE
-from droughtwatch_assets.datasets import SPLITS, ShardedDataset
-from droughtwatch_assets.defs.assets.evaluation import model_evaluation
-from droughtwatch_assets.defs.assets.processed import processed_tfrecords
-from droughtwatch_assets.defs.assets.publishing import published_model
-from droughtwatch_assets.defs.assets.training import onnx_model
+from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.core.features import feature_range
+from droughtwatch_assets.data.datasets import SPLITS, ShardedDataset
+from droughtwatch_assets.defs.assets.model_evaluation import model_evaluation
+from droughtwatch_assets.defs.assets.onnx_model import onnx_model
+from droughtwatch_assets.defs.assets.processed_tfrecords import processed_tfrecords
+from droughtwatch_assets.defs.assets.published_model import published_model
 from droughtwatch_assets.defs.metadata import table
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.defs.provenance import last_publication, latest_raw_data_version
-from droughtwatch_assets.features import feature_range
+from droughtwatch_assets.model.artifacts import OnnxArtifact
 
 CLASS_DRIFT_LIMIT = 0.10  # largest tolerated gap between train and val class shares
 

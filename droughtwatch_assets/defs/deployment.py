@@ -5,7 +5,6 @@ DROUGHTWATCH_DEPLOYMENT picks a named set:
     local   files under DROUGHTWATCH_DATA_DIR, steps as processes on this machine (the default)
     s3      assets and published models in S3, steps as processes on this machine
     k8s     assets and published models in S3, each step a Kubernetes job
-Without it, DROUGHTWATCH_EXECUTOR=k8s means k8s and DROUGHTWATCH_STORAGE=s3 means s3, as before.
 DROUGHTWATCH_KEEP_VERSIONS (default 5; 0: only `droughtwatch gc` removes) and DROUGHTWATCH_GRACE_MINUTES
 (default 60) set retention after each commit (see retention.py).
 """
@@ -27,11 +26,12 @@ from droughtwatch_assets.defs.resources import (
     RawSourceResource,
     RetrainingPolicy,
     S3Store,
+    TrackerName,
+    TrackingResource,
 )
 from droughtwatch_assets.defs.sensors import DEFAULT_INTERVAL_SECONDS
-from droughtwatch_assets.defs.tracking import TrackerName, TrackingResource
-from droughtwatch_assets.download import ARCHIVE_URL
-from droughtwatch_assets.retention import DEFAULT_GRACE, DEFAULT_KEEP
+from droughtwatch_assets.sources.download import ARCHIVE_URL
+from droughtwatch_assets.storage.retention import DEFAULT_GRACE, DEFAULT_KEEP
 
 DeploymentName = Literal["local", "s3", "k8s"]
 RawSourceName = Literal["sample", "folder", "archive", "s3"]
@@ -47,7 +47,6 @@ AWS_VARIABLES = (
 # Settings the Kubernetes step pods need from the code location's environment (credentials come from secrets).
 K8S_ENV_VARS = (
     "DROUGHTWATCH_DEPLOYMENT",
-    "DROUGHTWATCH_STORAGE",
     "DROUGHTWATCH_S3_BUCKET",
     "DROUGHTWATCH_S3_PREFIX",
     "DROUGHTWATCH_REGISTRY_BUCKET",
@@ -114,15 +113,10 @@ class Deployment:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Deployment:
-        name = env.get("DROUGHTWATCH_DEPLOYMENT") or (
-            "k8s"
-            if env.get("DROUGHTWATCH_EXECUTOR") == "k8s"
-            else "s3"
-            if env.get("DROUGHTWATCH_STORAGE") == "s3"
-            else "local"
-        )
         return cls(
-            name=_choice(name, get_args(DeploymentName), "DROUGHTWATCH_DEPLOYMENT"),
+            name=_choice(
+                env.get("DROUGHTWATCH_DEPLOYMENT") or "local", get_args(DeploymentName), "DROUGHTWATCH_DEPLOYMENT"
+            ),
             data_dir=str(Path(env.get("DROUGHTWATCH_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().absolute()),
             bucket=env.get("DROUGHTWATCH_S3_BUCKET", ""),
             prefix=env.get("DROUGHTWATCH_S3_PREFIX", "droughtwatch"),

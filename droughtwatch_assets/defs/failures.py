@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from droughtwatch_assets.configurations import CONFIGURATION_TAG, configuration_mismatch
-from droughtwatch_assets.records import RecordError
+from droughtwatch_assets.core.configurations import CONFIGURATION_TAG, configuration_mismatch
+from droughtwatch_assets.records.tfrecord import RecordError
 
 
 def bad_record_failure(error: RecordError, policy: str) -> dg.Failure:

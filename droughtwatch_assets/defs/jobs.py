@@ -7,8 +7,8 @@ partition to launch, and a launch on another partition is refused at the first s
 
 import dagster as dg
 
-from droughtwatch_assets.configurations import CONFIGURATION_TAG, CONFIGURATIONS, ModelConfiguration
-from droughtwatch_assets.defs.assets.training import TrainingConfig
+from droughtwatch_assets.core.configurations import CONFIGURATION_TAG, CONFIGURATIONS, ModelConfiguration
+from droughtwatch_assets.defs.assets.trained_model import TrainingConfig
 
 # A configuration's chain, one feature set: comparing feature sets is the leaderboard's and champion's job.
 CHAIN = dg.AssetSelection.all() - dg.AssetSelection.assets("leaderboard", "champion")

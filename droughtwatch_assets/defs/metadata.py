@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from droughtwatch_assets.datasets import SPLITS, ShardedDataset
-from droughtwatch_assets.features import NUM_CLASSES
+from droughtwatch_assets.core.features import NUM_CLASSES
+from droughtwatch_assets.data.datasets import SPLITS, ShardedDataset
 
 Column = tuple[str, str]  # (name, type: string | int | float)
 
@@ -30,7 +30,7 @@ def class_balance_table(dataset: ShardedDataset) -> dg.TableMetadataValue:
 
 
 def dataset_metadata(dataset: ShardedDataset) -> dict:
-    from droughtwatch_assets.visuals import markdown_image, processed_preview, raw_preview
+    from droughtwatch_assets.model.plots import markdown_image, processed_preview, raw_preview
 
     splits = dataset.manifest["splits"]
     metadata: dict = {f"{split}_records": splits[split]["records"] for split in SPLITS}

@@ -1,5 +1,5 @@
 import dagster as dg
 
-from droughtwatch_assets.features import load_feature_sets
+from droughtwatch_assets.core.features import load_feature_sets
 
 feature_set_partitions = dg.StaticPartitionsDefinition(list(load_feature_sets()))

@@ -1,5 +1,9 @@
-"""Storage resources: one ArtifactStore interface with a local-disk and an S3 implementation, and the IO
-manager that commits asset outputs to the store and loads them back."""
+"""The resources: one ArtifactStore interface with a local-disk and an S3 implementation, the IO manager that
+commits asset outputs to the store and loads them back, the raw source, the retraining policy, and the tracker.
+
+MLflow goes through its own client rather than dagster-mlflow's `mlflow_tracking` resource: that legacy resource
+needs its end-of-run hook on every op of a job, so every step opened an MLflow run, and the hook ends the run only
+when the job's topologically last op succeeds, which a partial selection or a skipped check never runs."""
 
 from __future__ import annotations
 
@@ -12,10 +16,14 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
-from droughtwatch_assets import retention, s3, s3_store, storage
-from droughtwatch_assets.download import ARCHIVE_URL
-from droughtwatch_assets.model_registry import LocalModelRegistry, Publication, S3ModelRegistry
-from droughtwatch_assets.raw_sources import RawSource
+from droughtwatch_assets.sources.download import ARCHIVE_URL
+from droughtwatch_assets.sources.raw import RawSource
+from droughtwatch_assets.storage import local as storage
+from droughtwatch_assets.storage import retention
+from droughtwatch_assets.storage import s3 as s3_store
+from droughtwatch_assets.storage import s3_client as s3
+from droughtwatch_assets.storage.registry import LocalModelRegistry, Publication, S3ModelRegistry
+from droughtwatch_assets.tracking import NullTracker, Tracker, TrackingUnavailable
 
 REGISTRY = "registry"
 Key = tuple[str, ...]  # (asset, partition)
@@ -233,15 +241,50 @@ class RawSourceResource(dg.ConfigurableResource):
         return RawSource(self.source, self.folder, self.archive_url, uri=self.uri)
 
 
-def build_resources(data_dir: str | None = None) -> dict:
-    """Resources for the deployment the environment describes (see deployment.py), with another data directory
-    if given; kept here for scripts written against earlier releases."""
-    from droughtwatch_assets.defs.deployment import build_resources as for_environment
-
-    return for_environment(data_dir)
-
-
 class RetrainingPolicy(dg.ConfigurableResource):
     """What the daily schedule does when nothing changed since the last published model."""
 
     force: bool = False  # retrain anyway (DROUGHTWATCH_FORCE_RETRAIN)
+
+
+TrackerName = Literal["wandb", "mlflow", "none"]
+
+
+class TrackingResource(dg.ConfigurableResource):
+    """Where runs report. `default_tracker` is the deployment's choice; a run may pick another."""
+
+    default_tracker: TrackerName = "wandb"
+    mlflow_tracking_uri: str | None = None  # None: MLflow's own default (./mlruns)
+    mlflow_experiment: str = "droughtwatch"
+    wandb_project: str = "droughtwatch"
+    wandb_dir: str = ""  # empty: <data dir>/wandb
+
+    def resolve(self, choice: str) -> str:
+        return self.default_tracker if choice == "deployment" else choice
+
+    def tracker(
+        self, context: dg.AssetExecutionContext, choice: str, data_dir: str, required: bool, job_type: str = "train"
+    ) -> Tracker:
+        """The tracker a step reports to; when it cannot be reached: fail (required) or warn and track nothing."""
+        kind = self.resolve(choice)
+        try:
+            if kind == "wandb":
+                from droughtwatch_assets.tracking.wandb_backend import WandbTracker
+
+                return WandbTracker(self.wandb_project, self.wandb_dir or str(Path(data_dir, "wandb")), job_type)
+            if kind == "mlflow":
+                from droughtwatch_assets.tracking.mlflow_backend import MlflowTracker
+
+                tracker = MlflowTracker(self.mlflow_tracking_uri, self.mlflow_experiment, context.run.run_id)
+                tracker.check_reachable()
+                return tracker
+            return NullTracker()
+        except TrackingUnavailable as exc:
+            return fallback(context, exc, required)
+
+
+def fallback(context: dg.AssetExecutionContext, exc: TrackingUnavailable, required: bool) -> Tracker:
+    if required:
+        raise dg.Failure(f"{exc}. Fix the tracker, or set tracking_required: false to train without it.") from None
+    context.log.warning(f"{exc}; training without experiment tracking (tracking_required is false)")
+    return NullTracker()

@@ -18,10 +18,10 @@ import json
 
 import dagster as dg
 
-from droughtwatch_assets.configurations import CONFIGURATIONS
+from droughtwatch_assets.core.configurations import CONFIGURATIONS
 from droughtwatch_assets.defs.jobs import configuration_jobs
 from droughtwatch_assets.defs.resources import RawSourceResource
-from droughtwatch_assets.raw_sources import LISTABLE, ShardStamp, list_shards
+from droughtwatch_assets.sources.raw import LISTABLE, ShardStamp, list_shards
 
 TRIGGER_TAG = "droughtwatch/trigger"
 CHANGED_TAG = "droughtwatch/changed_shards"  # new or changed: comma-separated split/name, cut at TAG_LIMIT

@@ -12,13 +12,13 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.core.features import BANDS
+from droughtwatch_assets.data.datasets import ShardedDataset
+from droughtwatch_assets.data.processing import default_workers
 from droughtwatch_assets.defs.deployment import AWS_VARIABLES, local_resources
-from droughtwatch_assets.features import BANDS
-from droughtwatch_assets.processing import default_workers
-from droughtwatch_assets.record_writer import RecordWriter
-from droughtwatch_assets.records import encode_example, encode_raw_example
-from droughtwatch_assets.storage import LocalArtifactStore
+from droughtwatch_assets.records.tfrecord import encode_example, encode_raw_example
+from droughtwatch_assets.records.writer import RecordWriter
+from droughtwatch_assets.storage.local import LocalArtifactStore
 from droughtwatch_assets_tests.conftest import (
     DATA_ASSETS,
     REPO_ROOT,

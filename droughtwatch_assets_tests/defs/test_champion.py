@@ -8,9 +8,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from droughtwatch_assets.defs.assets.experiments import champion_is_sound
+from droughtwatch_assets.defs.assets.champion import champion_is_sound
 from droughtwatch_assets.defs.deployment import local_resources
-from droughtwatch_assets.defs.tracking import TrackingResource
+from droughtwatch_assets.defs.resources import TrackingResource
 from droughtwatch_assets_tests.conftest import (
     DATA_ASSETS,
     assets_named,

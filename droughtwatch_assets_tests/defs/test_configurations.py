@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from droughtwatch_assets.configurations import CONFIGURATIONS
+from droughtwatch_assets.core.configurations import CONFIGURATIONS
 from droughtwatch_assets.definitions import asset_checks, assets, defs
 from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.defs.jobs import configuration_jobs

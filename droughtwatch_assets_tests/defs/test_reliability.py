@@ -10,12 +10,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.definitions import assets
 from droughtwatch_assets.defs.checks import asset_checks
 from droughtwatch_assets.defs.deployment import build_resources, local_resources
-from droughtwatch_assets.records import read_processed
-from droughtwatch_assets.storage import LocalArtifactStore
+from droughtwatch_assets.records.tfrecord import read_processed
+from droughtwatch_assets.storage.local import LocalArtifactStore
 from droughtwatch_assets_tests.conftest import (
     DATA_ASSETS,
     REPO_ROOT,
@@ -80,7 +80,7 @@ def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(
         "DROUGHTWATCH_DATA_DIR": str(tmp_path / "cache"),
         "DAGSTER_HOME": str(tmp_path),
         "DROUGHTWATCH_TRACKER": "none",
-        "DROUGHTWATCH_STORAGE": "s3",
+        "DROUGHTWATCH_DEPLOYMENT": "s3",
         "DROUGHTWATCH_S3_BUCKET": "dw-kill",
         "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
     }
@@ -97,8 +97,8 @@ def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(
     command = materialize_data_command(seed=5, records=6000, per_shard=1000)  # new data: new objects to upload
     run_until_then_kill(command, env, lambda: processed_objects() > known)
     assert client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read() == before
-    from droughtwatch_assets import s3
-    from droughtwatch_assets.s3_store import S3ArtifactStore
+    from droughtwatch_assets.storage import s3_client as s3
+    from droughtwatch_assets.storage.s3 import S3ArtifactStore
 
     reader = S3ArtifactStore(
         s3.client(
@@ -270,7 +270,7 @@ def test_a_model_failing_the_onnx_parity_check_is_never_published(tmp_path, monk
     import onnx
     from onnx import numpy_helper
 
-    from droughtwatch_assets import export
+    from droughtwatch_assets.model import export
 
     real_export = export.export_onnx
 
@@ -310,7 +310,7 @@ def test_aws_and_wandb_secrets_never_reach_metadata_logs_files_or_the_published_
     wandb_key = "wandbkey" + "7" * 32  # W&B keys are 40 characters
     secrets = (secret_key, secret_value, wandb_key)
     for name, value in {
-        "DROUGHTWATCH_STORAGE": "s3",
+        "DROUGHTWATCH_DEPLOYMENT": "s3",
         "DROUGHTWATCH_S3_BUCKET": "dw-secrets",
         "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
         "AWS_ACCESS_KEY_ID": secret_key,

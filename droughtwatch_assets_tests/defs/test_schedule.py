@@ -9,7 +9,7 @@ import pytest
 
 from droughtwatch_assets.definitions import asset_checks, assets
 from droughtwatch_assets.defs import checks
-from droughtwatch_assets.defs.assets.training import trained_model
+from droughtwatch_assets.defs.assets.trained_model import trained_model
 from droughtwatch_assets.defs.deployment import Deployment, resources_for
 from droughtwatch_assets.defs.jobs import baseline_job
 from droughtwatch_assets.defs.schedules import (

@@ -12,12 +12,12 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.defs.deployment import local_resources
-from droughtwatch_assets.defs.tracking import TrackingResource
-from droughtwatch_assets.model import compile_model
-from droughtwatch_assets.sweep import holdout_mask
-from droughtwatch_assets.training import evaluate_loss_accuracy, tfrecord_dataset
+from droughtwatch_assets.defs.resources import TrackingResource
+from droughtwatch_assets.model.network import compile_model
+from droughtwatch_assets.model.sweep import holdout_mask
+from droughtwatch_assets.model.train import evaluate_loss_accuracy, tfrecord_dataset
 from droughtwatch_assets_tests.conftest import (
     REPO_ROOT,
     TINY_SAMPLE,

@@ -1,15 +1,15 @@
 import dagster as dg
 from pydantic import Field
 
-from droughtwatch_assets.artifacts import OnnxArtifact, PredictionsArtifact
-from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.core.features import NUM_CLASSES
+from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.defs.failures import bad_record_failure
 from droughtwatch_assets.defs.metadata import table
 from droughtwatch_assets.defs.resources import ArtifactStore
-from droughtwatch_assets.features import NUM_CLASSES
-from droughtwatch_assets.predict import input_shards, predict_shards, write_parquet
-from droughtwatch_assets.records import RecordError
+from droughtwatch_assets.model.artifacts import OnnxArtifact, PredictionsArtifact
+from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
+from droughtwatch_assets.records.tfrecord import RecordError
 
 
 class PredictionsConfig(dg.Config):

@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from droughtwatch_assets.datasets import ShardedDataset
+from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.definitions import assets
 from droughtwatch_assets.defs.deployment import local_resources
-from droughtwatch_assets.storage import LocalArtifactStore
+from droughtwatch_assets.storage.local import LocalArtifactStore
 from droughtwatch_assets_tests.conftest import DATA_ASSETS, TINY_SAMPLE, assets_named, run_config, table_rows
 
 
@@ -117,9 +117,9 @@ def test_a_stray_non_tfrecord_file_fails_naming_file_and_record(tmp_path, real_f
 
 
 def test_a_band_of_the_wrong_length_fails_processing_naming_file_and_record(tmp_path, real_folder):
-    from droughtwatch_assets.features import BANDS
-    from droughtwatch_assets.record_writer import RecordWriter
-    from droughtwatch_assets.records import encode_example
+    from droughtwatch_assets.core.features import BANDS
+    from droughtwatch_assets.records.tfrecord import encode_example
+    from droughtwatch_assets.records.writer import RecordWriter
 
     with RecordWriter(real_folder / "val" / "part-r-00013") as writer:
         writer.write(encode_example({**{b: bytes(4225) for b in BANDS}, "label": 0}))

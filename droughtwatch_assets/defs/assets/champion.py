@@ -1,0 +1,142 @@
+"""The feature sets' models compared (leaderboard) and the best one promoted (champion)."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+from pydantic import Field
+
+from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.data.datasets import md5_of
+from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
+from droughtwatch_assets.defs.metadata import table
+from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
+from droughtwatch_assets.model.artifacts import OnnxArtifact
+from droughtwatch_assets.model.selection import Candidate, Metric, choose
+from droughtwatch_assets.storage.retention import with_source_version
+from droughtwatch_assets.tracking.base import tracked
+
+CHAMPION = "champion"
+
+
+class ChampionConfig(dg.Config):
+    metric: Metric = Field(default="val_accuracy", description="what the best model is chosen by")
+    margin: float = Field(default=0.0, description="how much a challenger must beat the champion by (same data)")
+    registered_model: str = Field(default="droughtwatch", description="the tracker's registered model name")
+
+
+@dg.asset(
+    **CHAIN_STEP,
+    # one champion step at a time across runs (dagster.yaml's pool limit): each compares against the champion
+    # the previous one promoted, so concurrent experiment runs end with the best model, whatever their order
+    pool="champion",
+    group_name="deployment",
+    kinds={"onnx"},
+    io_manager_key="value_io_manager",
+    description="The best model of the leaderboard, published as champion/model.onnx + config.yaml (a pair, as "
+    "every published model) when it beats the majority class and the current champion by the margin; its "
+    "config names the feature set and the features an inference client feeds it.",
+)
+def champion(
+    context: dg.AssetExecutionContext,
+    config: ChampionConfig,
+    store: ArtifactStore,
+    tracking: TrackingResource,
+    leaderboard: list[dict],
+) -> dg.Output[dict]:
+    candidates = [Candidate(**row) for row in leaderboard]
+    current = store.published(CHAMPION)
+    current_record = current[1]["champion"] if current else None
+    decision = choose(candidates, config.metric, config.margin, current_record)
+    history = current[1].get("history", []) if current else []
+    metadata = {"decision": decision.reason, "previous_champion": current_record["feature_set"] if current else "none"}
+    if decision.winner is not None:
+        winner = decision.winner
+        onnx = OnnxArtifact.open(store.current(("onnx_model", winner.feature_set)))
+        if md5_of(onnx.onnx_path) != winner.model_md5:
+            raise dg.Failure(
+                f"onnx_model {winner.feature_set} changed after it was evaluated; materialise "
+                f"model_evaluation for {winner.feature_set} again",
+                allow_retries=False,
+            )
+        record = {
+            "feature_set": winner.feature_set,
+            "features": onnx.config["features"],
+            "metric": config.metric,
+            "val_accuracy": winner.val_accuracy,
+            "macro_f1": winner.macro_f1,
+            "data_version": winner.data_version,
+            "model_md5": winner.model_md5,
+            "won_by": decision.won_by,
+            "parity": onnx.parity["max_abs_diff"],
+            "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        history = [
+            *history,
+            {k: record[k] for k in ("promoted_at", "feature_set", "metric", config.metric, "model_md5")},
+        ]
+        source = with_source_version(onnx.config, ("onnx_model", winner.feature_set), onnx.root)
+        publication = store.publish(CHAMPION, onnx.onnx_path, {**source, "champion": record, "history": history})
+        store.retain_after_commit(context.log, models=[CHAMPION])
+        context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
+        tracker = tracking.tracker(context, "deployment", store.base_dir, required=True, job_type="promote")
+        tracker.start(f"{config.registered_model}_champion", record)
+        with tracked(tracker):
+            metadata.update(
+                tracker.promote(
+                    config.registered_model,
+                    onnx.onnx_path,
+                    {"feature_set": winner.feature_set, "data_version": winner.data_version},
+                )
+            )
+        metadata.update(
+            {"champion": winner.feature_set, "won_by": decision.won_by or 0.0, "version_uri": publication.version_uri}
+        )
+        current_record = record
+    else:
+        context.log.info(f"no new champion: {decision.reason}")
+        metadata["champion"] = current_record["feature_set"] if current_record else "none"
+    metadata["history"] = table(
+        [
+            ("promoted at", "string"),
+            ("feature set", "string"),
+            ("metric", "string"),
+            ("value", "float"),
+            ("model md5", "string"),
+        ],
+        [[h["promoted_at"], h["feature_set"], h["metric"], h.get(h["metric"]), h["model_md5"]] for h in history],
+    )
+    return dg.Output(
+        {
+            "promoted": decision.winner is not None,
+            "reason": decision.reason,
+            "champion": current_record,
+            "history": history,
+        },
+        metadata=metadata,
+    )
+
+
+@dg.asset_check(
+    asset=champion,
+    blocking=True,
+    description="The published champion's ONNX export agreed with Keras, and its input takes as many "
+    "channels as its config has features.",
+)
+def champion_is_sound(store: ArtifactStore) -> dg.AssetCheckResult:
+    import onnxruntime as ort
+
+    published = store.published(CHAMPION)
+    if published is None:
+        return dg.AssetCheckResult(passed=True, metadata={"champion": "none published"})
+    model, config = published
+    channels = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[3]
+    parity = config["champion"]["parity"]
+    problems = []
+    if channels != len(config["features"]):
+        problems.append(f"the model takes {channels} channels; its config lists {len(config['features'])} features")
+    if not parity <= PARITY_TOLERANCE:
+        problems.append(f"ONNX/Keras max abs diff {parity} > {PARITY_TOLERANCE}")
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={"problems": dg.MetadataValue.json(problems), "feature_set": config["champion"]["feature_set"]},
+    )

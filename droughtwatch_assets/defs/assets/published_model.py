@@ -1,0 +1,86 @@
+import dagster as dg
+
+from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
+from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
+from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
+from droughtwatch_assets.model.artifacts import OnnxArtifact
+from droughtwatch_assets.storage.retention import with_source_version
+from droughtwatch_assets.tracking.base import tracked
+
+
+@dg.asset(
+    **PER_FEATURE_SET,
+    group_name="deployment",
+    kinds={"s3", "onnx"},
+    io_manager_key="value_io_manager",
+    description="The ONNX model and its config.yaml published as <model name>/model.onnx and <model name>/config.yaml "
+    "in the registry (s3://<registry bucket>/ in S3 mode), for configurations with register_model set "
+    "(the baseline). Each publication also lands whole in <model name>/versions/<version>/ before "
+    "<model name>/CURRENT names it, so a reader never pairs a model with another model's config. "
+    "Other configurations are not published.",
+)
+def published_model(
+    context: dg.AssetExecutionContext, store: ArtifactStore, tracking: TrackingResource, onnx_model: OnnxArtifact
+) -> dg.Output[dict]:
+    config = onnx_model.config
+    name = config["model_name"]
+    refuse_configuration_mismatch(context, name)
+    if config.get("feature_set") != context.partition_key:
+        raise refusal(
+            f"onnx_model partition '{context.partition_key}' holds a model trained on feature set "
+            f"'{config.get('feature_set')}'; materialise the chain again for this partition"
+        )
+    if not config.get("register_model"):
+        context.log.info(f"model {name!r} is not a registered configuration; nothing published")
+        return dg.Output(
+            {"model_name": name, "published": False, "uris": []}, metadata={"model_name": name, "published": False}
+        )
+    # the onnx_model version published stays as long as the publication does (retention.py)
+    source = with_source_version(config, ("onnx_model", context.partition_key), onnx_model.root)
+    publication = store.publish(name, onnx_model.onnx_path, source)
+    store.retain_after_commit(context.log, models=[name])
+    uris = [publication.model_uri, publication.config_uri]
+    context.log.info(
+        f"published {name} version {publication.version}: {publication.version_uri} (and {', '.join(uris)})"
+    )
+    registry = register(context, store, tracking, onnx_model, name, publication.model_uri)
+    return dg.Output(
+        {
+            "model_name": name,
+            "published": True,
+            "uris": uris,
+            "version": publication.version,
+            "version_uri": publication.version_uri,
+            **registry,
+        },
+        metadata={
+            "model_name": name,
+            "published": True,
+            "model_uri": uris[0],
+            "config_uri": uris[1],
+            "version": publication.version,
+            "version_uri": publication.version_uri,
+            **registry,
+        },
+    )
+
+
+def register(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    tracking: TrackingResource,
+    onnx_model: OnnxArtifact,
+    name: str,
+    uri: str,
+) -> dict:
+    """Promote the published model in the run's tracker: an MLflow model version, or a W&B model artifact."""
+    kind = onnx_model.config.get("tracker", "none")
+    tracker = tracking.tracker(context, kind, store.base_dir, required=True, job_type="publish")
+    if kind == "wandb":
+        tracker.start(f"{name}_publish", onnx_model.config)
+        with tracked(tracker):
+            tracker.log_model_reference(name, uri, register=True)
+        return tracker.metadata()
+    tracker.resume()
+    with tracked(tracker):
+        return tracker.register(name, onnx_model.onnx_path, uri)

@@ -1,0 +1,67 @@
+"""Keras -> ONNX, and the check that onnxruntime agrees with Keras."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tensorflow as tf
+
+from droughtwatch_assets.core.features import IMAGE_SIZE
+from droughtwatch_assets.core.model_config import CONFIG_METADATA_KEY, config_to_yaml
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    input_name: str
+    input_shape: list[int | str]
+    output_name: str
+    opset: int
+    size_bytes: int
+
+
+def export_onnx(model: keras.Model, path: str | os.PathLike) -> OnnxInfo:
+    """Export through Keras' own ONNX path (tf2onnx.from_keras fails on Keras 3 models).
+
+    The explicit signature lets an untrained model, never called, export too.
+    """
+    channels = model.input_shape[-1]
+    signature = [tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, channels], tf.float32, name="input")]
+    model.export(os.fspath(path), format="onnx", input_signature=signature, verbose=False)
+    return describe_onnx(path)
+
+
+def describe_onnx(path: str | os.PathLike) -> OnnxInfo:
+    graph_model = onnx.load(os.fspath(path))
+    tensor = graph_model.graph.input[0]
+    shape = [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "N") for d in tensor.type.tensor_type.shape.dim
+    ]
+    opset = next(o.version for o in graph_model.opset_import if o.domain in ("", "ai.onnx"))
+    return OnnxInfo(tensor.name, shape, graph_model.graph.output[0].name, int(opset), Path(path).stat().st_size)
+
+
+def embed_config(path: str | os.PathLike, config: dict) -> None:
+    """Store the training config in the ONNX file's metadata_props: a model that names its own features."""
+    graph_model = onnx.load(os.fspath(path))
+    del graph_model.metadata_props[:]
+    entry = graph_model.metadata_props.add()
+    entry.key, entry.value = CONFIG_METADATA_KEY, config_to_yaml(config)
+    onnx.save(graph_model, os.fspath(path))
+
+
+def onnx_session(path: str | os.PathLike) -> ort.InferenceSession:
+    return ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+
+
+def parity_max_abs_diff(model: keras.Model, onnx_path: str | os.PathLike, images: np.ndarray) -> float:
+    """Largest |Keras - onnxruntime| over the output probabilities of a batch."""
+    session = onnx_session(onnx_path)
+    expected = model.predict(images, batch_size=len(images), verbose=0)
+    actual = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+    return float(np.max(np.abs(expected - actual))) if len(images) else 0.0
