@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from droughtwatch_assets.defs.asset_defaults import TRAINING_CHAIN  # noqa: F401 (tests import it from here)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DROUGHTWATCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 REAL_SHARD = SHARED_DATA / "droughtwatch-real-part-r-00012.tfrecord"
@@ -203,7 +205,6 @@ def checks_named(*names: str) -> list:
 
 
 DATA_ASSETS = ("raw_tfrecords", "processed_tfrecords")
-TRAINING_CHAIN = (*DATA_ASSETS, "trained_model", "onnx_model", "published_model")
 
 
 def table_rows(metadata_value) -> list[dict]:

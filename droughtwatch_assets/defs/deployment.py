@@ -26,6 +26,7 @@ from droughtwatch_assets.defs.resources import (
     RawSourceResource,
     RetrainingPolicy,
     S3Store,
+    ScratchSpace,
     TrackerName,
     TrackingResource,
 )
@@ -159,7 +160,7 @@ def resources_for(deployment: Deployment) -> dict:
         mlflow_tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI") if deployment.mlflow_tracking_uri_set else None,
         mlflow_experiment=deployment.mlflow_experiment,
         wandb_project=deployment.wandb_project,
-        wandb_dir=deployment.wandb_dir,
+        wandb_dir=deployment.wandb_dir or str(Path(deployment.data_dir, "wandb")),
     )
     # One S3 resource, for storage and the S3 raw source alike (the raw source may be in S3 while storage is local).
     s3_resource = S3Resource(
@@ -202,6 +203,7 @@ def resources_for(deployment: Deployment) -> dict:
         "value_io_manager": values,
         "tracking": tracking,
         "raw_source": raw_source,
+        "scratch": ScratchSpace(base_dir=deployment.data_dir),
         "retraining": RetrainingPolicy(force=deployment.force_retrain),
     }
 

@@ -10,8 +10,9 @@ import dagster as dg
 from droughtwatch_assets.core.configurations import CONFIGURATION_TAG, CONFIGURATIONS, ModelConfiguration
 from droughtwatch_assets.defs.assets.trained_model import TrainingConfig
 
-# A configuration's chain, one feature set: comparing feature sets is the leaderboard's and champion's job.
-CHAIN = dg.AssetSelection.all() - dg.AssetSelection.assets("leaderboard", "champion")
+# What a configuration job materialises: every asset of one feature set. Comparing feature sets is the
+# leaderboard's and the champion's job.
+ONE_FEATURE_SET = dg.AssetSelection.all() - dg.AssetSelection.assets("leaderboard", "champion")
 
 
 def preset(configuration: ModelConfiguration) -> dg.RunConfig:
@@ -25,7 +26,7 @@ def preset(configuration: ModelConfiguration) -> dg.RunConfig:
 def configuration_job(configuration: ModelConfiguration):
     return dg.define_asset_job(
         f"{configuration.name}_job",
-        selection=CHAIN,
+        selection=ONE_FEATURE_SET,
         description=f"{configuration.description}. Launch it for the '{configuration.feature_set}' partition.",
         config=preset(configuration),
         tags={CONFIGURATION_TAG: configuration.name},

@@ -103,3 +103,120 @@ def sweep_table(trials) -> dg.TableMetadataValue:
     ]
     rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in trial.row().items()} for trial in trials]
     return table(columns, [[row[name] for name, _ in columns] for row in rows])
+
+
+def export_metadata(info, parity: float, batch) -> dict:
+    """onnx_model's metadata: the ONNX graph's interface (export.OnnxInfo) and the parity measured on `batch`."""
+    return {
+        "input_name": info.input_name,
+        "input_shape": str(info.input_shape),
+        "output_name": info.output_name,
+        "opset": info.opset,
+        "size_bytes": info.size_bytes,
+        "max_abs_diff_vs_keras": parity,
+        "parity_batch": len(batch.images),
+        "parity_split": batch.split,
+    }
+
+
+def evaluation_metadata(result, probabilities, labels, data_version: str, model_md5: str) -> dict:
+    """model_evaluation's metadata: the headline figures, what the leaderboard compares, tables and pictures."""
+    from droughtwatch_assets.model.plots import confusion_matrix, markdown_image, pr_curves
+
+    confusion_rows = [[k, *result.confusion[k].tolist()] for k in range(NUM_CLASSES)]
+    class_rows = [
+        [
+            k,
+            *(round(float(m[k]), 4) for m in (result.precision, result.recall, result.f1)),
+            int(result.confusion[k].sum()),
+        ]
+        for k in range(NUM_CLASSES)
+    ]
+    return {
+        "val_accuracy": result.accuracy,
+        "majority_class_rate": result.majority_rate,
+        "beats_majority_by": result.accuracy - result.majority_rate,
+        "val_records": len(labels),
+        "macro_f1": float(result.f1.mean()),
+        "recall": dg.MetadataValue.json([round(float(r), 4) for r in result.recall]),
+        # what the leaderboard compares: which model, on which raw data
+        "data_version": data_version,
+        "model_md5": model_md5,
+        "confusion_matrix": table(
+            [("true class", "int"), *((f"predicted {k}", "int") for k in range(NUM_CLASSES))], confusion_rows
+        ),
+        "confusion_matrix_plot": dg.MetadataValue.md(markdown_image(confusion_matrix(result), "confusion matrix")),
+        "per_class": table(
+            [("class", "int"), ("precision", "float"), ("recall", "float"), ("F1", "float"), ("support", "int")],
+            class_rows,
+        ),
+        "pr_curves": dg.MetadataValue.md(markdown_image(pr_curves(probabilities, labels), "precision-recall curves")),
+    }
+
+
+def predictions_metadata(result, shards: int, training_counts: list[int]) -> dict:
+    """predictions' metadata: counts, the predicted class distribution beside the training one, and a preview."""
+    predicted = result.class_distribution()
+    rows = [
+        [
+            k,
+            predicted[k],
+            round(predicted[k] / max(1, sum(predicted)), 4),
+            round(training_counts[k] / max(1, sum(training_counts)), 4),
+        ]
+        for k in range(NUM_CLASSES)
+    ]
+    kinds = {
+        name: "string" if name == "ID" else "int" if name in ("P_label", "label") else "float"
+        for name in result.table.column_names
+    }
+    return {
+        "rows": result.table.num_rows,
+        "records_read": result.records,
+        "vetoed": result.vetoed,
+        "skipped_records": len(result.skipped),
+        "shards": shards,
+        "prediction_distribution": table(
+            [("class", "int"), ("predicted", "int"), ("predicted share", "float"), ("training share", "float")], rows
+        ),
+        "preview": table(list(kinds.items()), [list(row.values()) for row in result.table.slice(0, 5).to_pylist()]),
+    }
+
+
+def champion_history_table(history: list[dict]) -> dg.TableMetadataValue:
+    columns = [
+        ("promoted at", "string"),
+        ("feature set", "string"),
+        ("metric", "string"),
+        ("value", "float"),
+        ("model md5", "string"),
+    ]
+    rows = [[h["promoted_at"], h["feature_set"], h["metric"], h.get(h["metric"]), h["model_md5"]] for h in history]
+    return table(columns, rows)
+
+
+def training_metadata(run, resolved: dict, val_counts: list[int], trials, val_scores: dict, tracker) -> dict:
+    """trained_model's metadata: the settings used, the history (a table and curves), the sweep if any, and where
+    the tracker holds the run."""
+    metadata = {
+        "parameters": run.model.count_params(),
+        "learning_rate": resolved["learning_rate"],
+        "batch_size": resolved["batch_size"],
+        "epochs": resolved["epochs"],
+        "majority_class_rate": max(val_counts) / max(1, sum(val_counts)),
+        "tracker": tracker.name,
+        **tracker.metadata(),
+    }
+    if run.history:
+        from droughtwatch_assets.model.plots import markdown_image, training_curves
+
+        metadata["history"] = history_table(run.history)
+        metadata["training_curves"] = dg.MetadataValue.md(markdown_image(training_curves(run.history), "curves"))
+    if "val_accuracy" in run.history:
+        metadata["val_accuracy"] = run.history["val_accuracy"][-1]
+        metadata["val_loss"] = run.history["val_loss"][-1]
+    metadata.update(val_scores)
+    if trials:
+        metadata["sweep"] = sweep_table(trials)
+        metadata["selected_trial"] = next(t.number for t in trials if t.selected)
+    return metadata

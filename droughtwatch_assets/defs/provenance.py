@@ -8,14 +8,16 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-CHAIN = ("raw_tfrecords", "processed_tfrecords", "trained_model", "onnx_model", "published_model")
+from droughtwatch_assets.defs.asset_defaults import TRAINING_CHAIN
+
 CODE_VERSION_TAG = "dagster/code_version"
 DATA_VERSION_TAG = "dagster/data_version"
 
 
 @dataclass(frozen=True)
-class Publication:
-    """The last materialisation of published_model for one feature set, and what its run recorded."""
+class PublishedRun:
+    """The run that last materialised published_model for one feature set, and what it recorded (the model
+    itself, once published, is a storage.registry.Publication)."""
 
     run_id: str
     published_at: float  # unix seconds
@@ -25,7 +27,7 @@ class Publication:
     training_config: dict
 
 
-def last_publication(instance: dg.DagsterInstance, feature_set: str) -> Publication | None:
+def last_publication(instance: dg.DagsterInstance, feature_set: str) -> PublishedRun | None:
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("published_model"), asset_partitions=[feature_set]), limit=1
     ).records
@@ -40,13 +42,15 @@ def last_publication(instance: dg.DagsterInstance, feature_set: str) -> Publicat
     fingerprint = raw.metadata.get("source_fingerprint") if raw else None
     run = instance.get_run_by_id(record.run_id)
     training = ((run.run_config if run else {}).get("ops", {}).get("trained_model") or {}).get("config", {})
-    return Publication(
+    return PublishedRun(
         run_id=record.run_id,
         published_at=record.timestamp,
         raw_data_version=(raw.tags or {}).get(DATA_VERSION_TAG) if raw else None,
         source_fingerprint=fingerprint.value if fingerprint else None,
         code_versions={
-            name: (event.tags or {}).get(CODE_VERSION_TAG, "") for name, event in materialized.items() if name in CHAIN
+            name: (event.tags or {}).get(CODE_VERSION_TAG, "")
+            for name, event in materialized.items()
+            if name in TRAINING_CHAIN
         },
         training_config=training,
     )

@@ -7,7 +7,10 @@ when the job's topologically last op succeeds, which a partial selection or a sk
 
 from __future__ import annotations
 
+import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -24,6 +27,7 @@ from droughtwatch_assets.storage import s3 as s3_store
 from droughtwatch_assets.storage import s3_client as s3
 from droughtwatch_assets.storage.registry import LocalModelRegistry, Publication, S3ModelRegistry
 from droughtwatch_assets.tracking import NullTracker, Tracker, TrackingUnavailable
+from droughtwatch_assets.tracking.base import tracked
 
 REGISTRY = "registry"
 Key = tuple[str, ...]  # (asset, partition)
@@ -241,6 +245,23 @@ class RawSourceResource(dg.ConfigurableResource):
         return RawSource(self.source, self.folder, self.archive_url, uri=self.uri)
 
 
+class ScratchSpace(dg.ConfigurableResource):
+    """Local disk a step may use for itself: caches that outlive a run (the archive, the S3 source's shards) and
+    temporary folders. Nothing here is shared with another step: what a later step needs goes through the store."""
+
+    base_dir: str
+
+    def directory(self, name: str) -> Path:
+        path = Path(self.base_dir, name)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextmanager
+    def temporary(self) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(dir=self.directory(".scratch")) as path:
+            yield Path(path)
+
+
 class RetrainingPolicy(dg.ConfigurableResource):
     """What the daily schedule does when nothing changed since the last published model."""
 
@@ -251,40 +272,56 @@ TrackerName = Literal["wandb", "mlflow", "none"]
 
 
 class TrackingResource(dg.ConfigurableResource):
-    """Where runs report. `default_tracker` is the deployment's choice; a run may pick another."""
+    """Where runs report. `default_tracker` is the deployment's choice; a run may pick another.
+
+    A step that tracks opens one context with `step(...)`; which calls each backend makes (an MLflow run joined
+    by a later step, a W&B run per step) is the backend's business, never the asset's.
+    """
 
     default_tracker: TrackerName = "wandb"
     mlflow_tracking_uri: str | None = None  # None: MLflow's own default (./mlruns)
     mlflow_experiment: str = "droughtwatch"
     wandb_project: str = "droughtwatch"
-    wandb_dir: str = ""  # empty: <data dir>/wandb
+    wandb_dir: str = "wandb"  # where offline W&B runs are written (the deployment's: <data dir>/wandb)
 
-    def resolve(self, choice: str) -> str:
+    def resolve(self, choice: str) -> TrackerName:
         return self.default_tracker if choice == "deployment" else choice
 
-    def tracker(
-        self, context: dg.AssetExecutionContext, choice: str, data_dir: str, required: bool, job_type: str = "train"
-    ) -> Tracker:
-        """The tracker a step reports to; when it cannot be reached: fail (required) or warn and track nothing."""
-        kind = self.resolve(choice)
+    @contextmanager
+    def step(
+        self,
+        context: dg.AssetExecutionContext,
+        choice: str = "deployment",
+        *,
+        required: bool = True,
+        job_type: str = "train",
+        start: tuple[str, dict] | None = None,
+    ) -> Iterator[Tracker]:
+        """The step's tracker: a run started as `start` (name, config), or the Dagster run's run joined. It is
+        finished when the block ends, failed when it raises. When the tracker cannot be reached: fail (required)
+        or warn and track nothing."""
         try:
-            if kind == "wandb":
-                from droughtwatch_assets.tracking.wandb_backend import WandbTracker
-
-                return WandbTracker(self.wandb_project, self.wandb_dir or str(Path(data_dir, "wandb")), job_type)
-            if kind == "mlflow":
-                from droughtwatch_assets.tracking.mlflow_backend import MlflowTracker
-
-                tracker = MlflowTracker(self.mlflow_tracking_uri, self.mlflow_experiment, context.run.run_id)
-                tracker.check_reachable()
-                return tracker
-            return NullTracker()
+            tracker = self._backend(self.resolve(choice), context.run.run_id, job_type)
+            tracker.start(*start) if start else tracker.resume()
         except TrackingUnavailable as exc:
-            return fallback(context, exc, required)
+            if required:
+                raise dg.Failure(
+                    f"{exc}. Fix the tracker, or set tracking_required: false to train without it."
+                ) from None
+            context.log.warning(f"{exc}; training without experiment tracking (tracking_required is false)")
+            tracker = NullTracker()
+        with tracked(tracker):
+            yield tracker
 
+    def _backend(self, kind: TrackerName, dagster_run_id: str, job_type: str) -> Tracker:
+        if kind == "wandb":
+            from droughtwatch_assets.tracking.wandb_backend import WandbTracker
 
-def fallback(context: dg.AssetExecutionContext, exc: TrackingUnavailable, required: bool) -> Tracker:
-    if required:
-        raise dg.Failure(f"{exc}. Fix the tracker, or set tracking_required: false to train without it.") from None
-    context.log.warning(f"{exc}; training without experiment tracking (tracking_required is false)")
-    return NullTracker()
+            return WandbTracker(self.wandb_project, self.wandb_dir, job_type)
+        if kind == "mlflow":
+            from droughtwatch_assets.tracking.mlflow_backend import MlflowTracker
+
+            tracker = MlflowTracker(self.mlflow_tracking_uri, self.mlflow_experiment, dagster_run_id)
+            tracker.check_reachable()
+            return tracker
+        return NullTracker()

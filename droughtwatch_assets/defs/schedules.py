@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from droughtwatch_assets.core.configurations import CONFIGURATIONS
+from droughtwatch_assets.defs.asset_defaults import TRAINING_CHAIN
 from droughtwatch_assets.defs.assets.raw_tfrecords import RawDataConfig
 from droughtwatch_assets.defs.assets.trained_model import TrainingConfig
 from droughtwatch_assets.defs.checks import published_model_is_fresh
 from droughtwatch_assets.defs.jobs import baseline_job, preset
-from droughtwatch_assets.defs.provenance import CHAIN, Publication, last_publication
+from droughtwatch_assets.defs.provenance import PublishedRun, last_publication
 from droughtwatch_assets.defs.resources import RawSourceResource, RetrainingPolicy
 from droughtwatch_assets.sources.raw import source_fingerprint
 
@@ -27,7 +28,7 @@ def training_settings(config: dict) -> dict:
 
 
 def reasons_to_retrain(
-    last: Publication | None, fingerprint: str, code_versions: dict[str, str], training: dict
+    last: PublishedRun | None, fingerprint: str, code_versions: dict[str, str], training: dict
 ) -> list[str]:
     """Why a run now would give another model than the last published one; empty when it would not."""
     if last is None:
@@ -35,7 +36,7 @@ def reasons_to_retrain(
     reasons = []
     if last.source_fingerprint != fingerprint:
         reasons.append("new data: the raw source changed since the last published model")
-    changed = sorted(name for name in CHAIN if last.code_versions.get(name) != code_versions.get(name))
+    changed = sorted(name for name in TRAINING_CHAIN if last.code_versions.get(name) != code_versions.get(name))
     if changed:
         reasons.append(
             "code change: "
@@ -62,7 +63,7 @@ def baseline_daily(
     source = RawDataConfig().to_source(raw_source)  # what the scheduled run reads: the job sets no raw config
     fingerprint = source_fingerprint(source, raw_source.client() if source.kind == "s3" else None)
     graph = context.repository_def.asset_graph
-    code_versions = {name: graph.get(dg.AssetKey(name)).code_version or "" for name in CHAIN}
+    code_versions = {name: graph.get(dg.AssetKey(name)).code_version or "" for name in TRAINING_CHAIN}
     training = preset(BASELINE).to_config_dict()["ops"]["trained_model"]["config"]
     last = last_publication(context.instance, BASELINE.feature_set)
     reasons = reasons_to_retrain(last, fingerprint, code_versions, training)

@@ -65,3 +65,18 @@ def parity_max_abs_diff(model: keras.Model, onnx_path: str | os.PathLike, images
     expected = model.predict(images, batch_size=len(images), verbose=0)
     actual = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
     return float(np.max(np.abs(expected - actual))) if len(images) else 0.0
+
+
+@dataclass(frozen=True)
+class ParityBatch:
+    images: np.ndarray
+    split: str
+
+
+def parity_batch(dataset, size: int = 64) -> ParityBatch:
+    """The records an export is checked on: the first `size` of val, or of train when every val record was
+    vetoed. Empty when the dataset holds no records at all."""
+    from droughtwatch_assets.records.tfrecord import read_processed_records
+
+    split = "val" if dataset.records("val") else "train"
+    return ParityBatch(read_processed_records(dataset.shards(split), len(dataset.features), limit=size).images, split)

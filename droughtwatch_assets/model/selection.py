@@ -8,6 +8,7 @@ majority class and beats the current champion (on the same data version) by more
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 Metric = Literal["val_accuracy", "macro_f1"]
@@ -94,3 +95,30 @@ def choose(candidates: list[Candidate], metric: Metric, margin: float, current: 
     return Decision(
         best, f"{best.feature_set} beats the champion ({current.get('feature_set')}) by {lead:+.4f} {metric}", lead
     )
+
+
+HISTORY_FIELDS = ("promoted_at", "feature_set", "metric", "model_md5")
+
+
+def champion_record(
+    decision: Decision, metric: Metric, features: list[str], parity: float, now: datetime | None = None
+) -> dict:
+    """What a newly promoted champion's config records about it (the decision must have a winner)."""
+    winner = decision.winner
+    return {
+        "feature_set": winner.feature_set,
+        "features": list(features),
+        "metric": metric,
+        "val_accuracy": winner.val_accuracy,
+        "macro_f1": winner.macro_f1,
+        "data_version": winner.data_version,
+        "model_md5": winner.model_md5,
+        "won_by": decision.won_by,
+        "parity": parity,
+        "promoted_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+    }
+
+
+def with_promotion(history: list[dict], record: dict) -> list[dict]:
+    """The champion history with one more promotion: when, which feature set, by which metric and its value."""
+    return [*history, {**{k: record[k] for k in HISTORY_FIELDS}, record["metric"]: record[record["metric"]]}]

@@ -72,7 +72,8 @@ class Tracker:
         """Make the model the `champion` of registered_model: a new version with that alias."""
         return {}
 
-    def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str) -> dict:
+    def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str, config: dict) -> dict:
+        """Register a published model in the tracker's registry; returns identifiers for asset metadata."""
         return {}
 
     def finish(self, failed: bool = False) -> None:

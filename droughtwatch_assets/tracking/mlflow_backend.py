@@ -97,7 +97,8 @@ class MlflowTracker(Tracker):
     def log_onnx_model(self, path: str | os.PathLike) -> None:
         mlflow.onnx.log_model(onnx.load(os.fspath(path)), name="onnx")
 
-    def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str) -> dict:
+    def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str, config: dict) -> dict:
+        """A registered model version, logged to the training run this step joined."""
         info = mlflow.onnx.log_model(
             onnx.load(os.fspath(onnx_path)), name="registered_onnx", registered_model_name=model_name
         )

@@ -86,6 +86,13 @@ class WandbTracker(Tracker):
         if register and self.online:
             self.run.link_artifact(artifact, f"model-registry/{model_name}")
 
+    def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str, config: dict) -> dict:
+        """A publish run (W&B runs end with their step) holding a model artifact that references the published copy."""
+        if self.run is None:
+            self.run = self._init(f"{model_name}_publish", config, self.job_type)
+        self.log_model_reference(model_name, published_uri, register=True)
+        return self.metadata()
+
     def promote(self, registered_model: str, onnx_path: str | os.PathLike, tags: dict[str, str]) -> dict:
         import wandb
 

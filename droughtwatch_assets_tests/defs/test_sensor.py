@@ -22,11 +22,10 @@ from droughtwatch_assets.defs.sensors import (
     CHANGED_COUNT_TAG,
     CHANGED_TAG,
     REMOVED_TAG,
-    TAG_LIMIT,
     TRIGGER_TAG,
-    names_tag,
     new_raw_shards,
 )
+from droughtwatch_assets.sources.watch import TAG_LIMIT, names_tag
 from droughtwatch_assets_tests.conftest import REPO_ROOT, dagster_daemon
 
 

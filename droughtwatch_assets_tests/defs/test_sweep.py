@@ -124,7 +124,9 @@ def test_each_combination_is_an_mlflow_child_run_of_the_training_run(tmp_path, m
 @pytest.mark.integration
 def test_each_combination_is_a_wandb_run_in_the_training_runs_group(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    tracking = TrackingResource(default_tracker="wandb", wandb_project="droughtwatch-test")
+    tracking = TrackingResource(
+        default_tracker="wandb", wandb_project="droughtwatch-test", wandb_dir=str(tmp_path / "wandb")
+    )
     result = sweep(tmp_path, tracking, {"sweep": {"learning_rate": [1e-3, 1e-4], "epochs": [1]}})
     metadata = result.asset_materializations_for_node("trained_model")[0].metadata
     training_dir = metadata["wandb_run_dir"].value

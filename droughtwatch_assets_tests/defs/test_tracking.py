@@ -21,7 +21,10 @@ def materialize(data_dir, training: dict, raise_on_error: bool = True, instance=
     return dg.materialize(
         assets_named(*TRAINING_CHAIN),
         partition_key="baseline",
-        resources={**local_resources(data_dir), "tracking": TrackingResource(**tracking)},
+        resources={
+            **local_resources(data_dir),
+            "tracking": TrackingResource(**{"wandb_dir": str(data_dir / "wandb"), **tracking}),
+        },
         run_config=run_config(TINY_SAMPLE, {"epochs": 2, **training}),
         raise_on_error=raise_on_error,
         instance=instance,

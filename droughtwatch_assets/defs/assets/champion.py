@@ -1,19 +1,16 @@
 """The feature sets' models compared (leaderboard) and the best one promoted (champion)."""
 
-from datetime import UTC, datetime
-
 import dagster as dg
 from pydantic import Field
 
 from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
 from droughtwatch_assets.data.datasets import md5_of
 from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
-from droughtwatch_assets.defs.metadata import table
+from droughtwatch_assets.defs.metadata import champion_history_table
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import OnnxArtifact
-from droughtwatch_assets.model.selection import Candidate, Metric, choose
+from droughtwatch_assets.model.selection import Candidate, Metric, champion_record, choose, with_promotion
 from droughtwatch_assets.storage.retention import with_source_version
-from droughtwatch_assets.tracking.base import tracked
 
 CHAMPION = "champion"
 
@@ -43,77 +40,43 @@ def champion(
     tracking: TrackingResource,
     leaderboard: list[dict],
 ) -> dg.Output[dict]:
-    candidates = [Candidate(**row) for row in leaderboard]
     current = store.published(CHAMPION)
     current_record = current[1]["champion"] if current else None
-    decision = choose(candidates, config.metric, config.margin, current_record)
     history = current[1].get("history", []) if current else []
+    decision = choose([Candidate(**row) for row in leaderboard], config.metric, config.margin, current_record)
     metadata = {"decision": decision.reason, "previous_champion": current_record["feature_set"] if current else "none"}
-    if decision.winner is not None:
-        winner = decision.winner
-        onnx = OnnxArtifact.open(store.current(("onnx_model", winner.feature_set)))
-        if md5_of(onnx.onnx_path) != winner.model_md5:
-            raise dg.Failure(
-                f"onnx_model {winner.feature_set} changed after it was evaluated; materialise "
-                f"model_evaluation for {winner.feature_set} again",
-                allow_retries=False,
-            )
-        record = {
-            "feature_set": winner.feature_set,
-            "features": onnx.config["features"],
-            "metric": config.metric,
-            "val_accuracy": winner.val_accuracy,
-            "macro_f1": winner.macro_f1,
-            "data_version": winner.data_version,
-            "model_md5": winner.model_md5,
-            "won_by": decision.won_by,
-            "parity": onnx.parity["max_abs_diff"],
-            "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        history = [
-            *history,
-            {k: record[k] for k in ("promoted_at", "feature_set", "metric", config.metric, "model_md5")},
-        ]
-        source = with_source_version(onnx.config, ("onnx_model", winner.feature_set), onnx.root)
-        publication = store.publish(CHAMPION, onnx.onnx_path, {**source, "champion": record, "history": history})
-        store.retain_after_commit(context.log, models=[CHAMPION])
-        context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
-        tracker = tracking.tracker(context, "deployment", store.base_dir, required=True, job_type="promote")
-        tracker.start(f"{config.registered_model}_champion", record)
-        with tracked(tracker):
-            metadata.update(
-                tracker.promote(
-                    config.registered_model,
-                    onnx.onnx_path,
-                    {"feature_set": winner.feature_set, "data_version": winner.data_version},
-                )
-            )
-        metadata.update(
-            {"champion": winner.feature_set, "won_by": decision.won_by or 0.0, "version_uri": publication.version_uri}
-        )
-        current_record = record
-    else:
+    if decision.winner is None:
         context.log.info(f"no new champion: {decision.reason}")
-        metadata["champion"] = current_record["feature_set"] if current_record else "none"
-    metadata["history"] = table(
-        [
-            ("promoted at", "string"),
-            ("feature set", "string"),
-            ("metric", "string"),
-            ("value", "float"),
-            ("model md5", "string"),
-        ],
-        [[h["promoted_at"], h["feature_set"], h["metric"], h.get(h["metric"]), h["model_md5"]] for h in history],
-    )
-    return dg.Output(
-        {
-            "promoted": decision.winner is not None,
-            "reason": decision.reason,
-            "champion": current_record,
-            "history": history,
-        },
-        metadata=metadata,
-    )
+    else:
+        current_record, history, promoted = promote(context, config, store, tracking, decision, history)
+        metadata.update(promoted)
+    metadata["champion"] = current_record["feature_set"] if current_record else "none"
+    metadata["history"] = champion_history_table(history)
+    outcome = {"promoted": decision.winner is not None, "reason": decision.reason, "champion": current_record}
+    return dg.Output({**outcome, "history": history}, metadata=metadata)
+
+
+def promote(context, config: ChampionConfig, store: ArtifactStore, tracking: TrackingResource, decision, history):
+    """Publish the winner as champion/ and promote it in the tracker: (its record, the history, metadata)."""
+    winner = decision.winner
+    onnx = OnnxArtifact.open(store.current(("onnx_model", winner.feature_set)))
+    if md5_of(onnx.onnx_path) != winner.model_md5:
+        raise dg.Failure(
+            f"onnx_model {winner.feature_set} changed after it was evaluated; materialise "
+            f"model_evaluation for {winner.feature_set} again",
+            allow_retries=False,
+        )
+    record = champion_record(decision, config.metric, onnx.config["features"], onnx.parity["max_abs_diff"])
+    history = with_promotion(history, record)
+    source = with_source_version(onnx.config, ("onnx_model", winner.feature_set), onnx.root)
+    publication = store.publish(CHAMPION, onnx.onnx_path, {**source, "champion": record, "history": history})
+    store.retain_after_commit(context.log, models=[CHAMPION])
+    context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
+    tags = {"feature_set": winner.feature_set, "data_version": winner.data_version}
+    with tracking.step(context, job_type="promote", start=(f"{config.registered_model}_champion", record)) as tracker:
+        promoted = tracker.promote(config.registered_model, onnx.onnx_path, tags)
+    promoted.update({"won_by": decision.won_by or 0.0, "version_uri": publication.version_uri})
+    return record, history, promoted
 
 
 @dg.asset_check(

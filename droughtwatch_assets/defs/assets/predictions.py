@@ -1,11 +1,10 @@
 import dagster as dg
 from pydantic import Field
 
-from droughtwatch_assets.core.features import NUM_CLASSES
 from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.defs.failures import bad_record_failure
-from droughtwatch_assets.defs.metadata import table
+from droughtwatch_assets.defs.metadata import predictions_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.model.artifacts import OnnxArtifact, PredictionsArtifact
 from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
@@ -41,39 +40,6 @@ def predictions(
         raise bad_record_failure(exc, policy) from exc
     artifact = PredictionsArtifact(store.new_staging_dir())
     write_parquet(result, artifact.parquet_path)
-    predicted = result.class_distribution()
-    training = processed_tfrecords.class_counts("train")
-    rows = [
-        [
-            k,
-            predicted[k],
-            round(predicted[k] / max(1, sum(predicted)), 4),
-            round(training[k] / max(1, sum(training)), 4),
-        ]
-        for k in range(NUM_CLASSES)
-    ]
     context.log.info(f"{result.table.num_rows} predictions from {len(shards)} shards, {result.vetoed} vetoed")
-    return dg.Output(
-        artifact,
-        metadata={
-            "rows": result.table.num_rows,
-            "records_read": result.records,
-            "vetoed": result.vetoed,
-            "skipped_records": len(result.skipped),
-            "shards": len(shards),
-            "prediction_distribution": table(
-                [("class", "int"), ("predicted", "int"), ("predicted share", "float"), ("training share", "float")],
-                rows,
-            ),
-            "preview": table(
-                [
-                    (
-                        name,
-                        "string" if name == "ID" else "float" if name.startswith("P_") and name != "P_label" else "int",
-                    )
-                    for name in result.table.column_names
-                ],
-                [list(row.values()) for row in result.table.slice(0, 5).to_pylist()],
-            ),
-        },
-    )
+    metadata = predictions_metadata(result, len(shards), processed_tfrecords.class_counts("train"))
+    return dg.Output(artifact, metadata=metadata)

@@ -5,7 +5,6 @@ from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mism
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import OnnxArtifact
 from droughtwatch_assets.storage.retention import with_source_version
-from droughtwatch_assets.tracking.base import tracked
 
 
 @dg.asset(
@@ -43,7 +42,8 @@ def published_model(
     context.log.info(
         f"published {name} version {publication.version}: {publication.version_uri} (and {', '.join(uris)})"
     )
-    registry = register(context, store, tracking, onnx_model, name, publication.model_uri)
+    with tracking.step(context, onnx_model.config.get("tracker", "none"), job_type="publish") as tracker:
+        registry = tracker.register(name, onnx_model.onnx_path, publication.model_uri, onnx_model.config)
     return dg.Output(
         {
             "model_name": name,
@@ -63,24 +63,3 @@ def published_model(
             **registry,
         },
     )
-
-
-def register(
-    context: dg.AssetExecutionContext,
-    store: ArtifactStore,
-    tracking: TrackingResource,
-    onnx_model: OnnxArtifact,
-    name: str,
-    uri: str,
-) -> dict:
-    """Promote the published model in the run's tracker: an MLflow model version, or a W&B model artifact."""
-    kind = onnx_model.config.get("tracker", "none")
-    tracker = tracking.tracker(context, kind, store.base_dir, required=True, job_type="publish")
-    if kind == "wandb":
-        tracker.start(f"{name}_publish", onnx_model.config)
-        with tracked(tracker):
-            tracker.log_model_reference(name, uri, register=True)
-        return tracker.metadata()
-    tracker.resume()
-    with tracked(tracker):
-        return tracker.register(name, onnx_model.onnx_path, uri)

@@ -1,5 +1,3 @@
-import os
-import tempfile
 from typing import Literal
 
 import dagster as dg
@@ -10,7 +8,7 @@ from droughtwatch_assets.data.sample import SampleSpec
 from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
 from droughtwatch_assets.defs.failures import bad_record_failure, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import dataset_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore, RawSourceResource
+from droughtwatch_assets.defs.resources import ArtifactStore, RawSourceResource, ScratchSpace
 from droughtwatch_assets.records.tfrecord import BadRecordPolicy, RecordError
 from droughtwatch_assets.sources.raw import RawSource, gather_shards, list_shards, locate_error, source_fingerprint
 
@@ -65,7 +63,11 @@ class RawDataConfig(dg.Config):
     description="Raw DroughtWatch TFRecord shards (train and val): 65x65 images, 11 uint8 Landsat-8 bands, label 0-3.",
 )
 def raw_tfrecords(
-    context: dg.AssetExecutionContext, config: RawDataConfig, store: ArtifactStore, raw_source: RawSourceResource
+    context: dg.AssetExecutionContext,
+    config: RawDataConfig,
+    store: ArtifactStore,
+    raw_source: RawSourceResource,
+    scratch: ScratchSpace,
 ) -> dg.Output[ShardedDataset]:
     refuse_configuration_mismatch(context)
     staging = store.new_staging_dir()
@@ -75,11 +77,11 @@ def raw_tfrecords(
     # taken before reading, so a shard that changes meanwhile differs from it on the next look: what the daily
     # schedule compares with the source to tell whether anything changed since
     fingerprint = source_fingerprint(source, s3_client, listing)
-    with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:
+    with scratch.temporary() as folder:
         shards, description = gather_shards(
             source,
-            scratch,
-            os.path.join(store.base_dir, "downloads"),
+            folder,
+            scratch.directory("downloads"),
             context.log.info,
             s3_client=s3_client,
             listing=listing,

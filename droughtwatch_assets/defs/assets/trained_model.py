@@ -8,12 +8,10 @@ from droughtwatch_assets.core.configurations import CLASS_WEIGHTS
 from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, k8s_pod
 from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
-from droughtwatch_assets.defs.metadata import history_table, sweep_table
-from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource, fallback
+from droughtwatch_assets.defs.metadata import training_metadata
+from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import ModelArtifact
 from droughtwatch_assets.model.sweep import Hyperparameters, grid
-from droughtwatch_assets.tracking import TrackingUnavailable
-from droughtwatch_assets.tracking.base import tracked
 
 
 class SweepConfig(dg.Config):
@@ -73,26 +71,10 @@ def trained_model(
     data = processed_tfrecords
     combinations = config.combinations()
     sweeping = len(combinations) > 1
-    hyperparameters = {} if sweeping else asdict(combinations[0])  # a sweep logs the chosen ones once known
-    resolved = {
-        "model_name": config.model_name or context.partition_key,
-        "feature_set": context.partition_key,
-        "features": list(data.features),
-        **hyperparameters,
-        "seed": config.seed,
-        "register_model": config.register_model,
-        "tracker": tracking.resolve(config.tracker),
-        "class_weights": CLASS_WEIGHTS,
-        "data_version": data.manifest.get("data_version", ""),
-        "dagster_run_id": context.run.run_id,
-    }
-    tracker = tracking.tracker(context, config.tracker, store.base_dir, config.tracking_required)
-    try:
-        tracker.start(resolved["model_name"], resolved)
-    except TrackingUnavailable as exc:
-        tracker = fallback(context, exc, config.tracking_required)
-    resolved["tracker"] = tracker.name  # what downstream steps report to
-    with tracked(tracker):
+    resolved = resolved_config(context, config, tracking, data, single=None if sweeping else combinations[0])
+    start = (resolved["model_name"], resolved)
+    with tracking.step(context, config.tracker, required=config.tracking_required, start=start) as tracker:
+        resolved["tracker"] = tracker.name  # what downstream steps report to
         if sweeping:
             run, trials, val_scores = _sweep(context, config, data, combinations, tracker, resolved)
         else:
@@ -101,29 +83,24 @@ def trained_model(
         run.model.save(artifact.keras_path)
         tracker.log_keras_model(artifact.keras_path)
         artifact.write_metadata(resolved, run.history)
-    val_counts = data.class_counts("val")
-    metadata = {
-        "parameters": run.model.count_params(),
-        "learning_rate": resolved["learning_rate"],
-        "batch_size": resolved["batch_size"],
-        "epochs": resolved["epochs"],
-        "majority_class_rate": max(val_counts) / max(1, sum(val_counts)),
-        "tracker": tracker.name,
-        **tracker.metadata(),
-    }
-    if run.history:
-        from droughtwatch_assets.model.plots import markdown_image, training_curves
-
-        metadata["history"] = history_table(run.history)
-        metadata["training_curves"] = dg.MetadataValue.md(markdown_image(training_curves(run.history), "curves"))
-    if "val_accuracy" in run.history:
-        metadata["val_accuracy"] = run.history["val_accuracy"][-1]
-        metadata["val_loss"] = run.history["val_loss"][-1]
-    metadata.update(val_scores)
-    if trials:
-        metadata["sweep"] = sweep_table(trials)
-        metadata["selected_trial"] = next(t.number for t in trials if t.selected)
+    metadata = training_metadata(run, resolved, data.class_counts("val"), trials, val_scores, tracker)
     return dg.Output(artifact, metadata=metadata)
+
+
+def resolved_config(context, config: TrainingConfig, tracking: TrackingResource, data: ShardedDataset, single):
+    """The training config as recorded beside the model: a sweep adds the chosen hyperparameters once known."""
+    return {
+        "model_name": config.model_name or context.partition_key,
+        "feature_set": context.partition_key,
+        "features": list(data.features),
+        **(asdict(single) if single else {}),
+        "seed": config.seed,
+        "register_model": config.register_model,
+        "tracker": tracking.resolve(config.tracker),
+        "class_weights": CLASS_WEIGHTS,
+        "data_version": data.manifest.get("data_version", ""),
+        "dagster_run_id": context.run.run_id,
+    }
 
 
 def _sweep(context, config: TrainingConfig, data: ShardedDataset, combinations, tracker, resolved: dict):
