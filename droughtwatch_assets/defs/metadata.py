@@ -220,3 +220,49 @@ def training_metadata(run, resolved: dict, val_counts: list[int], trials, val_sc
         metadata["sweep"] = sweep_table(trials)
         metadata["selected_trial"] = next(t.number for t in trials if t.selected)
     return metadata
+
+
+def leaderboard_metadata(candidates, data_version: str) -> dict:
+    """leaderboard's metadata: one row per feature set (model_selection.Candidate), and the chart."""
+    from droughtwatch_assets.model.plots import leaderboard_chart, markdown_image
+
+    def shown(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
+    rows = [
+        [
+            c.feature_set,
+            c.status,
+            *map(shown, (c.val_accuracy, c.macro_f1, *(c.recall or [None] * NUM_CLASSES), c.majority_rate)),
+            c.data_version,
+        ]
+        for c in candidates
+    ]
+    columns = [
+        ("feature set", "string"),
+        ("status", "string"),
+        ("val accuracy", "float"),
+        ("macro F1", "float"),
+        *((f"recall {k}", "float") for k in range(NUM_CLASSES)),
+        ("majority class rate", "float"),
+        ("data version", "string"),
+    ]
+    return {
+        "data_version": data_version,
+        "candidates": sum(c.status == "candidate" for c in candidates),
+        "leaderboard": table(columns, rows),
+        "chart": dg.MetadataValue.md(markdown_image(leaderboard_chart(candidates, "val_accuracy"), "leaderboard")),
+    }
+
+
+def publication_metadata(name: str, publication, registry: dict) -> dict:
+    """published_model's metadata: where the pair went (storage.registry.Publication) and the tracker's entry."""
+    return {
+        "model_name": name,
+        "published": True,
+        "model_uri": publication.model_uri,
+        "config_uri": publication.config_uri,
+        "version": publication.version,
+        "version_uri": publication.version_uri,
+        **registry,
+    }

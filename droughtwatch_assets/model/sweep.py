@@ -125,3 +125,18 @@ def run_sweep(
     kept_trial.selected = True
     kept.history = kept_trial.history
     return kept, trials
+
+
+def summary(trials: Sequence[Trial], holdout_fraction: float, holdout_seed: int) -> dict:
+    """The sweep as recorded in the training config: the grid, the hold-out, and the trial kept."""
+    chosen = next(t for t in trials if t.selected)
+    return {
+        "combinations": len(trials),
+        "learning_rate": sorted({t.hyperparameters.learning_rate for t in trials}),
+        "batch_size": sorted({t.hyperparameters.batch_size for t in trials}),
+        "epochs": sorted({t.hyperparameters.epochs for t in trials}),
+        "holdout_fraction": holdout_fraction,
+        "holdout_seed": holdout_seed,
+        "selected_trial": chosen.number,
+        "holdout_accuracy": chosen.holdout_accuracy,
+    }

@@ -4,7 +4,7 @@ import dagster as dg
 
 from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
-from droughtwatch_assets.defs.metadata import table
+from droughtwatch_assets.defs.metadata import leaderboard_metadata
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.model.selection import candidate, ranked
 
@@ -40,8 +40,6 @@ def latest_evaluation(instance: dg.DagsterInstance, feature_set: str) -> dict | 
     "on other data are marked stale; feature sets never trained are listed as such.",
 )
 def leaderboard(context: dg.AssetExecutionContext, raw_tfrecords: ShardedDataset) -> dg.Output[list[dict]]:
-    from droughtwatch_assets.model.plots import leaderboard_chart, markdown_image
-
     data_version = raw_tfrecords.manifest["data_version"]
     candidates = ranked(
         [
@@ -50,34 +48,4 @@ def leaderboard(context: dg.AssetExecutionContext, raw_tfrecords: ShardedDataset
         ],
         "val_accuracy",
     )
-
-    def shown(value: float | None) -> float | None:
-        return None if value is None else round(value, 4)
-
-    rows = [
-        [
-            c.feature_set,
-            c.status,
-            *map(shown, (c.val_accuracy, c.macro_f1, *(c.recall or [None] * 4), c.majority_rate)),
-            c.data_version,
-        ]
-        for c in candidates
-    ]
-    columns = [
-        ("feature set", "string"),
-        ("status", "string"),
-        ("val accuracy", "float"),
-        ("macro F1", "float"),
-        *((f"recall {k}", "float") for k in range(4)),
-        ("majority class rate", "float"),
-        ("data version", "string"),
-    ]
-    return dg.Output(
-        [c.as_dict() for c in candidates],
-        metadata={
-            "data_version": data_version,
-            "candidates": sum(c.status == "candidate" for c in candidates),
-            "leaderboard": table(columns, rows),
-            "chart": dg.MetadataValue.md(markdown_image(leaderboard_chart(candidates, "val_accuracy"), "leaderboard")),
-        },
-    )
+    return dg.Output([c.as_dict() for c in candidates], metadata=leaderboard_metadata(candidates, data_version))

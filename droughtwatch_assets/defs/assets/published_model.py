@@ -2,6 +2,7 @@ import dagster as dg
 
 from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
+from droughtwatch_assets.defs.metadata import publication_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import OnnxArtifact
 from droughtwatch_assets.storage.retention import with_source_version
@@ -38,28 +39,10 @@ def published_model(
     source = with_source_version(config, ("onnx_model", context.partition_key), onnx_model.root)
     publication = store.publish(name, onnx_model.onnx_path, source)
     store.retain_after_commit(context.log, models=[name])
+    context.log.info(f"published {name} version {publication.version}: {publication.version_uri}")
+    with tracking.step(context, config.get("tracker", "none"), job_type="publish") as tracker:
+        registry = tracker.register(name, onnx_model.onnx_path, publication.model_uri, config)
     uris = [publication.model_uri, publication.config_uri]
-    context.log.info(
-        f"published {name} version {publication.version}: {publication.version_uri} (and {', '.join(uris)})"
-    )
-    with tracking.step(context, onnx_model.config.get("tracker", "none"), job_type="publish") as tracker:
-        registry = tracker.register(name, onnx_model.onnx_path, publication.model_uri, onnx_model.config)
-    return dg.Output(
-        {
-            "model_name": name,
-            "published": True,
-            "uris": uris,
-            "version": publication.version,
-            "version_uri": publication.version_uri,
-            **registry,
-        },
-        metadata={
-            "model_name": name,
-            "published": True,
-            "model_uri": uris[0],
-            "config_uri": uris[1],
-            "version": publication.version,
-            "version_uri": publication.version_uri,
-            **registry,
-        },
-    )
+    value = {"model_name": name, "published": True, "uris": uris, "version": publication.version}
+    value.update({"version_uri": publication.version_uri, **registry})
+    return dg.Output(value, metadata=publication_metadata(name, publication, registry))

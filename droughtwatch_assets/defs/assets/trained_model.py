@@ -105,7 +105,7 @@ def resolved_config(context, config: TrainingConfig, tracking: TrackingResource,
 
 def _sweep(context, config: TrainingConfig, data: ShardedDataset, combinations, tracker, resolved: dict):
     """Every combination on train minus the hold-out; the best is kept and scored once on val."""
-    from droughtwatch_assets.model.sweep import run_sweep
+    from droughtwatch_assets.model.sweep import run_sweep, summary
     from droughtwatch_assets.model.train import evaluate_loss_accuracy
 
     if not data.records("val"):
@@ -135,23 +135,11 @@ def _sweep(context, config: TrainingConfig, data: ShardedDataset, combinations, 
         raise refusal(f"trained_model partition '{context.partition_key}': {exc}") from exc
     chosen = next(t for t in trials if t.selected)
     resolved.update(asdict(chosen.hyperparameters))
-    resolved["sweep"] = {
-        "combinations": len(combinations),
-        "learning_rate": sorted({t.hyperparameters.learning_rate for t in trials}),
-        "batch_size": sorted({t.hyperparameters.batch_size for t in trials}),
-        "epochs": sorted({t.hyperparameters.epochs for t in trials}),
-        "holdout_fraction": config.sweep.holdout_fraction,
-        "holdout_seed": config.sweep.holdout_seed,
-        "selected_trial": chosen.number,
-        "holdout_accuracy": chosen.holdout_accuracy,
-    }
+    resolved["sweep"] = summary(trials, config.sweep.holdout_fraction, config.sweep.holdout_seed)
+    extra = {"holdout_fraction": config.sweep.holdout_fraction, "seed": config.seed}
     for trial in trials:
-        tracker.log_trial(
-            f"{resolved['model_name']}_trial{trial.number}",
-            {**asdict(trial.hyperparameters), "holdout_fraction": config.sweep.holdout_fraction, "seed": config.seed},
-            trial.history,
-            trial.selected,
-        )
+        name = f"{resolved['model_name']}_trial{trial.number}"
+        tracker.log_trial(name, {**asdict(trial.hyperparameters), **extra}, trial.history, trial.selected)
     tracker.log_params({**asdict(chosen.hyperparameters), "selected_trial": chosen.number})
     val_loss, val_accuracy = evaluate_loss_accuracy(
         run.model, data.shards("val"), len(data.features), data.records("val")
