@@ -25,6 +25,7 @@ from droughtwatch_assets.storage import local as storage
 from droughtwatch_assets.storage import retention
 from droughtwatch_assets.storage import s3 as s3_store
 from droughtwatch_assets.storage import s3_client as s3
+from droughtwatch_assets.storage.base import VersionedArtifacts
 from droughtwatch_assets.storage.registry import LocalModelRegistry, Publication, S3ModelRegistry
 from droughtwatch_assets.tracking import NullTracker, Tracker, TrackingUnavailable
 from droughtwatch_assets.tracking.base import tracked
@@ -54,7 +55,7 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
     )
 
     @abstractmethod
-    def _versions(self) -> storage.LocalArtifactStore | s3_store.S3ArtifactStore: ...
+    def _versions(self) -> VersionedArtifacts: ...
 
     @abstractmethod
     def _registry(self) -> LocalModelRegistry | S3ModelRegistry: ...
@@ -71,10 +72,7 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
         return retention.plan(self._versions(), self._registry(), policy, keys, models)
 
     def remove(self, plan: retention.RetentionPlan) -> None:
-        retention.apply(plan, self._s3_client())
-
-    def _s3_client(self):
-        return None
+        self._versions().remove(plan)
 
     def retain_after_commit(self, log, keys=(), models=()) -> retention.RetentionPlan | None:
         """Apply keep_versions to what a step just committed or published; a failure is logged, not raised:
@@ -181,9 +179,6 @@ class S3Store(ArtifactStore):
                 self._client(), self.bucket, self.prefix, self.base_dir, self.create_bucket
             )
         return self._store
-
-    def _s3_client(self):
-        return self._versions().client
 
     def _registry(self) -> S3ModelRegistry:
         store = s3_store.S3ArtifactStore(

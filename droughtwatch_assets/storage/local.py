@@ -18,13 +18,14 @@ from pathlib import Path
 
 from droughtwatch_assets.data.datasets import MANIFEST, md5_of
 from droughtwatch_assets.storage import retention
+from droughtwatch_assets.storage.base import VersionedArtifacts
 
 CURRENT = "current"
 STAGING = ".staging"
 UNPARTITIONED = "__all__"
 
 
-class LocalArtifactStore:
+class LocalArtifactStore(VersionedArtifacts):
     def __init__(self, base_dir: str | os.PathLike):
         self.base_dir = Path(base_dir).expanduser().absolute()
 
@@ -36,7 +37,7 @@ class LocalArtifactStore:
         path.mkdir(parents=True)
         return path
 
-    def commit(self, staging: str | os.PathLike, key: tuple[str, ...]) -> Path:
+    def commit(self, staging: str | os.PathLike, key: tuple[str, ...]) -> str:
         """Move a finished staging directory into place as the current version of key."""
         location = self.location(key)
         location.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,7 @@ class LocalArtifactStore:
         link = location / f".{CURRENT}-{version}"
         os.symlink(version, link)
         os.replace(link, location / CURRENT)
-        return location / CURRENT
+        return str(location / CURRENT)
 
     def current(self, key: tuple[str, ...]) -> Path:
         path = self.location(key) / CURRENT
@@ -102,3 +103,6 @@ class LocalArtifactStore:
                 path = location / version
                 removals.append(retention.Removal("/".join(key), version, retention.local_size(path), (str(path),)))
         return retention.RetentionPlan(tuple(removals))
+
+    def remove(self, plan: retention.RetentionPlan) -> None:
+        retention.apply(plan)

@@ -22,12 +22,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from droughtwatch_assets.data.datasets import MANIFEST, md5_of
 from droughtwatch_assets.storage import retention
+from droughtwatch_assets.storage.base import VersionedArtifacts
 from droughtwatch_assets.storage.s3_client import S3Error, describe_failure
 
 CURRENT = "CURRENT"
 
 
-class S3ArtifactStore:
+class S3ArtifactStore(VersionedArtifacts):
     def __init__(self, client, bucket: str, prefix: str, cache_dir: str | os.PathLike, create_bucket: bool = False):
         self.client, self.bucket, self.prefix = client, bucket, prefix.strip("/")
         self.cache_dir = Path(cache_dir).expanduser().absolute()
@@ -216,6 +217,9 @@ class S3ArtifactStore:
             for o in self.listing(root)
             if o["Key"].endswith("/" + CURRENT) and "/objects/" not in o["Key"]
         )
+
+    def remove(self, plan: retention.RetentionPlan) -> None:
+        retention.apply(plan, self.client)  # the registry's objects too: the same endpoint and credentials
 
     def plan_retention(self, policy, references, now, keys=None) -> retention.RetentionPlan:
         removals = []
