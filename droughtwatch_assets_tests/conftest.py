@@ -271,6 +271,13 @@ def run_predict(model, shard, output, *options) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
+def dagster_home(folder: Path) -> Path:
+    """A new DAGSTER_HOME with the project's dagster.yaml (its run queue and pools), as the Makefile makes one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", folder / "dagster.yaml")
+    return folder
+
+
 @contextlib.contextmanager
 def dagster_daemon(env: dict):
     """`dagster-daemon run` on the project's workspace with this environment, stopped when the block ends."""

@@ -6,7 +6,6 @@ Debian's Chromium. Screenshots go to test-artifacts/ui/ (git-ignored).
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from droughtwatch_assets.definitions import assets
-from droughtwatch_assets_tests.conftest import REPO_ROOT, free_port, wait_for_http
+from droughtwatch_assets_tests.conftest import REPO_ROOT, dagster_home, free_port, wait_for_http
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "ui"
@@ -35,8 +34,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory):
-    home = tmp_path_factory.mktemp("dagster-home")
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = dagster_home(tmp_path_factory.mktemp("dagster-home"))
     port = free_port()
     env = {
         **os.environ,

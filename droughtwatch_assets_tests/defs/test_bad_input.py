@@ -24,6 +24,7 @@ from droughtwatch_assets_tests.conftest import (
     REPO_ROOT,
     assets_named,
     checks_named,
+    dagster_home,
     materialize_command,
     run_config,
     table_rows,
@@ -196,9 +197,7 @@ def test_through_dagster_asset_materialize_bad_input_fails_once_naming_file_reco
     add_new_shards(kind, "train", real_folder, real_shard)
     store = LocalArtifactStore(data_dir)
     before = store.current(("processed_tfrecords", "baseline"))
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = dagster_home(tmp_path / "home")
     env = {**os.environ, "DAGSTER_HOME": str(home), "DROUGHTWATCH_DATA_DIR": str(data_dir)}
     raw = {"source": "folder", "folder": str(real_folder)}
     command = materialize_command(",".join(DATA_ASSETS), "baseline", {"ops": {"raw_tfrecords": {"config": raw}}})

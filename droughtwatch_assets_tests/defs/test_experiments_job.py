@@ -4,7 +4,6 @@ multiprocess executor, and default settings otherwise."""
 
 import itertools
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from droughtwatch_assets_tests.conftest import REPO_ROOT, daemon_until_runs_end, table_rows
+from droughtwatch_assets_tests.conftest import REPO_ROOT, daemon_until_runs_end, dagster_home, table_rows
 
 BIN = Path(sys.executable).parent
 
@@ -27,9 +26,7 @@ def step_interval(instance: dg.DagsterInstance, run_id: str, step_key: str) -> t
 
 @pytest.mark.daemon
 def test_a_backfill_of_experiments_job_runs_partitions_at_once_ranks_them_and_promotes_the_best(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = dagster_home(tmp_path / "home")
     env = {**os.environ, "DAGSTER_HOME": str(home), "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data")}
     backfill = subprocess.run(
         [BIN / "dagster", "job", "backfill", "-w", "workspace.yaml", "-j", "experiments_job"]

@@ -4,7 +4,6 @@ dagster.yaml, the daemon dequeuing, the multiprocess executor (a process per ste
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -14,7 +13,13 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
-from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, daemon_until_runs_end, write_blank_shard
+from droughtwatch_assets_tests.conftest import (
+    REPO_ROOT,
+    TINY_SAMPLE,
+    daemon_until_runs_end,
+    dagster_home,
+    write_blank_shard,
+)
 
 BIN = Path(sys.executable).parent
 PASSWORD = "mlflow-password-not-for-logs"
@@ -42,9 +47,7 @@ def launch(job: str, partition: str, config: dict, env: dict) -> None:
 def test_runs_of_one_partition_queue_run_one_after_the_other_and_each_is_one_ended_mlflow_run(
     tmp_path, mlflow_server, real_folder
 ):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = dagster_home(tmp_path / "home")
     experiment = f"queue-{time.time_ns()}"
     env = {
         **os.environ,

@@ -26,7 +26,7 @@ from droughtwatch_assets.defs.sensors import (
     new_raw_shards,
 )
 from droughtwatch_assets.sources.watch import TAG_LIMIT, names_tag
-from droughtwatch_assets_tests.conftest import REPO_ROOT, dagster_daemon
+from droughtwatch_assets_tests.conftest import REPO_ROOT, dagster_daemon, dagster_home
 
 
 class Ticker:
@@ -263,9 +263,7 @@ def wait_for(condition, what: str, timeout: float = 600):
 def test_turned_on_as_users_do_a_shard_dropped_into_the_folder_starts_a_baseline_run_naming_it(
     tmp_path, real_folder, real_shard
 ):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = dagster_home(tmp_path / "home")
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
