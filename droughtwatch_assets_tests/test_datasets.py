@@ -11,9 +11,9 @@ def test_build_raw_dataset_counts_and_hashes(real_folder, tmp_path):
     reopened = datasets.ShardedDataset.open(tmp_path / "raw")
     assert reopened.manifest == dataset.manifest
     assert dataset.records("train") == 81 and dataset.class_counts("val") == [46, 16, 14, 5]
-    shard = dataset.manifest["splits"]["train"]["shards"][0]
-    assert shard["md5"] == hashlib.md5((real_folder / "train" / "part-r-00012").read_bytes()).hexdigest()
-    assert len(dataset.manifest["data_version"]) == 16
+    shard = dataset.manifest.splits["train"].shards[0]
+    assert shard.md5 == hashlib.md5((real_folder / "train" / "part-r-00012").read_bytes()).hexdigest()
+    assert len(dataset.manifest.data_version) == 16
 
 
 def test_find_split_shards_accepts_the_extracted_archive_parent(real_folder):

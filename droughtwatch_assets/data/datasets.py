@@ -13,8 +13,10 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
 from droughtwatch_assets.core.features import NUM_CLASSES
 from droughtwatch_assets.records.tfrecord import BadRecordPolicy, BadRecords, read_labels
@@ -32,10 +34,80 @@ def md5_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+class SkippedRecord(BaseModel):
+    """A bad record dropped under on_bad_record=skip."""
+
+    file: str
+    record: int
+    problem: str
+
+
+class FeatureTotals(BaseModel):
+    """A processed shard's running min, max and sum per feature, so unchanged shards need not be read again."""
+
+    min: list[float]
+    max: list[float]
+    total: list[float]
+    pixels: int
+
+
+class Shard(BaseModel):
+    """One shard of a split. Raw shards carry their md5 and size; processed ones the md5 of the raw shard they were
+    made from, what processing vetoed, and their feature totals."""
+
+    name: str
+    records: int
+    class_counts: list[int]
+    skipped: list[SkippedRecord] = []
+    md5: str = ""
+    bytes: int = 0
+    raw_md5: str = ""
+    vetoed: int = 0
+    vetoed_indices: list[int] = []
+    feature_totals: FeatureTotals | None = None
+
+
+class Split(BaseModel):
+    records: int
+    class_counts: list[int]
+    shards: list[Shard]
+    skipped: int = 0
+    vetoed: int = 0
+
+
+class FeatureSummary(BaseModel):
+    min: float | None
+    mean: float | None
+    max: float | None
+
+
+class Manifest(BaseModel):
+    """manifest.json: what a reader of a sharded dataset needs, validated when the dataset is opened."""
+
+    kind: Literal["raw", "processed"]
+    data_version: str
+    on_bad_record: BadRecordPolicy = "fail"  # the policy the raw records were read with; later reads follow it
+    splits: dict[Literal["train", "val"], Split]
+    source: dict = {}  # raw: where the shards came from
+    feature_set: str = ""  # processed: the feature set, its features (the channel order) and provenance
+    features: list[str] = []
+    raw_data_version: str = ""
+    processing_version: str = ""
+    shards_processed: int = 0
+    shards_reused: int = 0
+    image_shape: list[int] = []
+    dtype: str = ""
+    feature_stats: dict[str, FeatureSummary] = {}
+
+    def to_json(self) -> str:
+        # json, not pydantic's serialiser: an empty shard's feature totals are infinite, and stay so
+        return json.dumps(self.model_dump(exclude_defaults=True), indent=2)
+
+
 @dataclass(frozen=True)
 class ShardedDataset:
     root: Path
-    manifest: dict
+    manifest: Manifest
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> ShardedDataset:
@@ -43,31 +115,37 @@ class ShardedDataset:
         path = root / MANIFEST
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: {root} is not a complete dataset; materialise it again")
-        return cls(root, json.loads(path.read_text()))
+        try:
+            return cls(root, Manifest.model_validate_json(path.read_text()))
+        except ValidationError as exc:
+            raise ValueError(
+                f"{path} is not a dataset manifest ({exc.error_count()} problems, first: {exc.errors()[0]['msg']} at "
+                f"{'.'.join(map(str, exc.errors()[0]['loc']))}); materialise the dataset again"
+            ) from None
 
     @property
     def on_bad_record(self) -> BadRecordPolicy:
         """The policy the raw records were read with; every later read of them follows it."""
-        return self.manifest.get("on_bad_record", "fail")
+        return self.manifest.on_bad_record
 
     @property
     def features(self) -> tuple[str, ...]:
-        return tuple(self.manifest.get("features", ()))
+        return tuple(self.manifest.features)
 
     def shards(self, split: str) -> list[Path]:
-        return [self.root / split / shard["name"] for shard in self.manifest["splits"][split]["shards"]]
+        return [self.root / split / shard.name for shard in self.manifest.splits[split].shards]
 
     def records(self, split: str) -> int:
-        return self.manifest["splits"][split]["records"]
+        return self.manifest.splits[split].records
 
     def class_counts(self, split: str) -> list[int]:
-        return self.manifest["splits"][split]["class_counts"]
+        return self.manifest.splits[split].class_counts
 
 
-def write_manifest(root: str | os.PathLike, manifest: dict) -> ShardedDataset:
+def write_manifest(root: str | os.PathLike, manifest: Manifest) -> ShardedDataset:
     root = Path(root)
     tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.write_text(manifest.to_json())
     os.replace(tmp, root / MANIFEST)
     return ShardedDataset(root, manifest)
 
@@ -77,13 +155,15 @@ def data_version(parts: list) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def split_summary(shards: list[dict]) -> dict:
-    counts = np.sum([s["class_counts"] for s in shards], axis=0) if shards else np.zeros(NUM_CLASSES, int)
-    return {
-        "records": int(sum(s["records"] for s in shards)),
-        "class_counts": [int(c) for c in counts],
-        "shards": shards,
-    }
+def split_summary(shards: list[Shard]) -> Split:
+    counts = np.sum([s.class_counts for s in shards], axis=0) if shards else np.zeros(NUM_CLASSES, int)
+    return Split(
+        records=int(sum(s.records for s in shards)),
+        class_counts=[int(c) for c in counts],
+        shards=shards,
+        skipped=sum(len(s.skipped) for s in shards),
+        vetoed=sum(s.vetoed for s in shards),
+    )
 
 
 def split_root(folder: str | os.PathLike) -> Path:
@@ -132,20 +212,17 @@ def build_raw_dataset(
             bad = BadRecords(on_bad_record)
             labels = read_labels(target, bad)
             shards.append(
-                {
-                    "name": path.name,
-                    "records": len(labels),
-                    "md5": md5_of(target),
-                    "bytes": target.stat().st_size,
-                    "class_counts": np.bincount(labels, minlength=NUM_CLASSES).tolist(),
-                    "skipped": bad.as_rows(),
-                }
+                Shard(
+                    name=path.name,
+                    records=len(labels),
+                    md5=md5_of(target),
+                    bytes=target.stat().st_size,
+                    class_counts=np.bincount(labels, minlength=NUM_CLASSES).tolist(),
+                    skipped=bad.as_rows(),
+                )
             )
             log(f"raw {split}/{path.name}: {len(labels)} records")
         splits[split] = split_summary(shards)
-        splits[split]["skipped"] = sum(len(s["skipped"]) for s in shards)
-    version = data_version([[split, s["name"], s["md5"]] for split in SPLITS for s in splits[split]["shards"]])
-    return write_manifest(
-        root,
-        {"kind": "raw", "source": source, "data_version": version, "on_bad_record": on_bad_record, "splits": splits},
-    )
+    version = data_version([[split, s.name, s.md5] for split in SPLITS for s in splits[split].shards])
+    manifest = Manifest(kind="raw", source=source, data_version=version, on_bad_record=on_bad_record, splits=splits)
+    return write_manifest(root, manifest)

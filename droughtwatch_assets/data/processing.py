@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from droughtwatch_assets.core.features import BAND_INDEX, IMAGE_SIZE, INDICES, NUM_CLASSES, bands_needed
-from droughtwatch_assets.data.datasets import SPLITS, ShardedDataset, data_version, split_summary, write_manifest
+from droughtwatch_assets.data.datasets import (
+    SPLITS,
+    FeatureTotals,
+    Manifest,
+    Shard,
+    ShardedDataset,
+    data_version,
+    split_summary,
+    write_manifest,
+)
 from droughtwatch_assets.records.tfrecord import BadRecords, iter_raw_blocks
 from droughtwatch_assets.records.writer import RecordWriter, UniformBlock, write_processed
 
@@ -196,23 +205,20 @@ def default_workers() -> int:
 PROCESSING_VERSION = "1"  # bump when the processed bytes of an unchanged raw shard would change
 
 
-def _shard_entry(stats: ShardStats, raw_md5: str) -> dict:
+def _shard_entry(stats: ShardStats, raw_md5: str) -> Shard:
     totals = stats.features
-    return {
-        "name": stats.name,
-        "records": stats.records,
-        "vetoed": stats.vetoed,
-        "vetoed_indices": stats.vetoed_indices,
-        "class_counts": stats.class_counts,
-        "skipped": stats.skipped,
-        "raw_md5": raw_md5,
-        "feature_totals": {
-            "min": totals.minimum.tolist(),
-            "max": totals.maximum.tolist(),
-            "total": totals.total.tolist(),
-            "pixels": totals.pixels,
-        },
-    }
+    return Shard(
+        name=stats.name,
+        records=stats.records,
+        vetoed=stats.vetoed,
+        vetoed_indices=stats.vetoed_indices,
+        class_counts=stats.class_counts,
+        skipped=stats.skipped,
+        raw_md5=raw_md5,
+        feature_totals=FeatureTotals(
+            min=totals.minimum.tolist(), max=totals.maximum.tolist(), total=totals.total.tolist(), pixels=totals.pixels
+        ),
+    )
 
 
 def _reusable(previous: ShardedDataset | None, features: tuple[str, ...], on_bad_record: str) -> dict:
@@ -220,23 +226,23 @@ def _reusable(previous: ShardedDataset | None, features: tuple[str, ...], on_bad
     if (
         previous is None
         or previous.features != features
-        or previous.manifest.get("processing_version") != PROCESSING_VERSION
-        or previous.manifest.get("on_bad_record", "fail") != on_bad_record
+        or previous.manifest.processing_version != PROCESSING_VERSION
+        or previous.manifest.on_bad_record != on_bad_record
     ):
         return {}
     return {
-        (split, entry["name"]): (previous.root / split / entry["name"], entry)
+        (split, entry.name): (previous.root / split / entry.name, entry)
         for split in SPLITS
-        for entry in previous.manifest["splits"][split]["shards"]
-        if "raw_md5" in entry
+        for entry in previous.manifest.splits[split].shards
+        if entry.raw_md5 and entry.feature_totals is not None
     }
 
 
-def _totals_from(entry: dict, channels: int) -> FeatureStats:
+def _totals_from(entry: Shard, channels: int) -> FeatureStats:
     totals = FeatureStats(channels)
-    saved = entry["feature_totals"]
-    totals.minimum, totals.maximum = np.array(saved["min"], float), np.array(saved["max"], float)
-    totals.total, totals.pixels = np.array(saved["total"], float), saved["pixels"]
+    saved = entry.feature_totals
+    totals.minimum, totals.maximum = np.array(saved.min, float), np.array(saved.max, float)
+    totals.total, totals.pixels = np.array(saved.total, float), saved.pixels
     return totals
 
 
@@ -263,10 +269,10 @@ def process_dataset(
     jobs = []
     for split in SPLITS:
         (root / split).mkdir(parents=True, exist_ok=True)
-        raw_md5 = {s["name"]: s["md5"] for s in raw.manifest["splits"][split]["shards"]}
+        raw_md5 = {s.name: s.md5 for s in raw.manifest.splits[split].shards}
         for source in raw.shards(split):
             old = reusable.get((split, source.name))
-            if old and old[1]["raw_md5"] == raw_md5[source.name] and old[0].exists():
+            if old and old[1].raw_md5 == raw_md5[source.name] and old[0].exists():
                 try:
                     os.link(old[0], root / split / source.name)
                 except OSError:
@@ -304,28 +310,27 @@ def process_dataset(
         if pool:
             pool.shutdown(cancel_futures=True)
 
-    manifest = {
-        "kind": "processed",
-        "feature_set": feature_set,
-        "features": list(features),
-        "data_version": data_version([raw.manifest.get("data_version", ""), list(features), PROCESSING_VERSION]),
-        "raw_data_version": raw.manifest.get("data_version", ""),
-        "processing_version": PROCESSING_VERSION,
-        "on_bad_record": on_bad_record,
-        "shards_processed": len(jobs),
-        "shards_reused": len(entries) - len(jobs),
-        "image_shape": [IMAGE_SIZE, IMAGE_SIZE, len(features)],
-        "dtype": "float32",
-        "splits": {},
-    }
     totals = FeatureStats(len(features))
+    splits = {}
     for split in SPLITS:
         shards = [entries[(split, source.name)] for source in raw.shards(split)]
         for entry in shards:
             totals.merge(_totals_from(entry, len(features)))
-        summary = split_summary(shards)
-        summary["vetoed"] = sum(s["vetoed"] for s in shards)
-        summary["skipped"] = sum(len(s["skipped"]) for s in shards)
-        manifest["splits"][split] = summary
-    manifest["feature_stats"] = totals.summary(features)
+        splits[split] = split_summary(shards)
+    raw_version = raw.manifest.data_version
+    manifest = Manifest(
+        kind="processed",
+        feature_set=feature_set,
+        features=list(features),
+        data_version=data_version([raw_version, list(features), PROCESSING_VERSION]),
+        raw_data_version=raw_version,
+        processing_version=PROCESSING_VERSION,
+        on_bad_record=on_bad_record,
+        shards_processed=len(jobs),
+        shards_reused=len(entries) - len(jobs),
+        image_shape=[IMAGE_SIZE, IMAGE_SIZE, len(features)],
+        dtype="float32",
+        splits=splits,
+        feature_stats=totals.summary(features),
+    )
     return write_manifest(root, manifest)

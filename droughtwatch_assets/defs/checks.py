@@ -24,30 +24,30 @@ CLASS_DRIFT_LIMIT = 0.10  # largest tolerated gap between train and val class sh
 def processed_problems(processed: ShardedDataset, raw: ShardedDataset) -> list[str]:
     """What is wrong with a processed dataset, judged from its manifest against the raw one."""
     problems = []
-    for feature, stats in processed.manifest["feature_stats"].items():
-        if stats["min"] is None:
+    for feature, stats in processed.manifest.feature_stats.items():
+        if stats.min is None:
             continue
         low, high = feature_range(feature)
-        if not (math.isfinite(stats["min"]) and math.isfinite(stats["max"])):
-            problems.append(f"{feature}: non-finite values (min {stats['min']}, max {stats['max']})")
-        elif stats["min"] < low or stats["max"] > high:
-            problems.append(f"{feature}: values in [{stats['min']:.4g}, {stats['max']:.4g}], outside [{low}, {high}]")
+        if not (math.isfinite(stats.min) and math.isfinite(stats.max)):
+            problems.append(f"{feature}: non-finite values (min {stats.min}, max {stats.max})")
+        elif stats.min < low or stats.max > high:
+            problems.append(f"{feature}: values in [{stats.min:.4g}, {stats.max:.4g}], outside [{low}, {high}]")
     for split in SPLITS:
-        raw_shards = {s["name"]: s for s in raw.manifest["splits"][split]["shards"]}
-        for shard in processed.manifest["splits"][split]["shards"]:
-            raw_shard = raw_shards[shard["name"]]
-            skipped_by_raw = {row["record"] for row in raw_shard.get("skipped", [])}
-            skipped = len([row for row in shard.get("skipped", []) if row["record"] not in skipped_by_raw])
-            expected = raw_shard["records"] - shard["vetoed"] - skipped
-            if shard["records"] != expected:
+        raw_shards = {s.name: s for s in raw.manifest.splits[split].shards}
+        for shard in processed.manifest.splits[split].shards:
+            raw_shard = raw_shards[shard.name]
+            skipped_by_raw = {row.record for row in raw_shard.skipped}
+            skipped = len([row for row in shard.skipped if row.record not in skipped_by_raw])
+            expected = raw_shard.records - shard.vetoed - skipped
+            if shard.records != expected:
                 problems.append(
-                    f"{split}/{shard['name']}: {shard['records']} records, expected raw "
-                    f"{raw_shard['records']} - vetoed {shard['vetoed']} - skipped {skipped} = {expected}"
+                    f"{split}/{shard.name}: {shard.records} records, expected raw "
+                    f"{raw_shard.records} - vetoed {shard.vetoed} - skipped {skipped} = {expected}"
                 )
-            if sum(shard["class_counts"]) != shard["records"] or len(shard["class_counts"]) != 4:
+            if sum(shard.class_counts) != shard.records or len(shard.class_counts) != 4:
                 problems.append(
-                    f"{split}/{shard['name']}: class counts {shard['class_counts']} do not cover "
-                    f"{shard['records']} records with labels 0..3"
+                    f"{split}/{shard.name}: class counts {shard.class_counts} do not cover "
+                    f"{shard.records} records with labels 0..3"
                 )
     return problems
 

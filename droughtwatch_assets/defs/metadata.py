@@ -32,45 +32,41 @@ def class_balance_table(dataset: ShardedDataset) -> dg.TableMetadataValue:
 def dataset_metadata(dataset: ShardedDataset) -> dict:
     from droughtwatch_assets.model.plots import markdown_image, processed_preview, raw_preview
 
-    splits = dataset.manifest["splits"]
-    metadata: dict = {f"{split}_records": splits[split]["records"] for split in SPLITS}
+    manifest = dataset.manifest
+    splits = manifest.splits
+    metadata: dict = {f"{split}_records": splits[split].records for split in SPLITS}
     metadata["class_balance"] = class_balance_table(dataset)
     skipped = [
-        [split, row["file"].rsplit("/", 1)[-1], row["record"], row["problem"]]
+        [split, row.file.rsplit("/", 1)[-1], row.record, row.problem]
         for split in SPLITS
-        for shard in splits[split]["shards"]
-        for row in shard.get("skipped", [])
+        for shard in splits[split].shards
+        for row in shard.skipped
     ]
     metadata["skipped_records"] = len(skipped)
     if skipped:
         metadata["skipped"] = table(
             [("split", "string"), ("file", "string"), ("record", "int"), ("problem", "string")], skipped
         )
-    shard_rows = [
-        [split, s["name"], s["records"], s.get("vetoed", 0), s.get("md5", "")]
-        for split in SPLITS
-        for s in splits[split]["shards"]
-    ]
+    shard_rows = [[split, s.name, s.records, s.vetoed, s.md5] for split in SPLITS for s in splits[split].shards]
     metadata["shards"] = table(
         [("split", "string"), ("shard", "string"), ("records", "int"), ("vetoed", "int"), ("md5", "string")],
         shard_rows,
     )
     preview_shards = dataset.shards("val") + dataset.shards("train")
-    if dataset.manifest["kind"] == "raw":
-        metadata["source"] = dg.MetadataValue.json(dataset.manifest["source"])
+    if manifest.kind == "raw":
+        metadata["source"] = dg.MetadataValue.json(manifest.source)
         metadata["on_bad_record"] = dataset.on_bad_record
         picture = raw_preview(preview_shards, dataset.on_bad_record)
         if picture:
             metadata["preview"] = dg.MetadataValue.md(markdown_image(picture, "samples"))
     else:
         metadata["features"] = ", ".join(dataset.features)
-        metadata["vetoed"] = sum(splits[split]["vetoed"] for split in SPLITS)
-        stats = dataset.manifest["feature_stats"]
+        metadata["vetoed"] = sum(splits[split].vetoed for split in SPLITS)
         metadata["feature_stats"] = table(
             [("feature", "string"), ("min", "float"), ("mean", "float"), ("max", "float")],
             [
-                [feature, *(None if v is None else round(v, 6) for v in (s["min"], s["mean"], s["max"]))]
-                for feature, s in stats.items()
+                [feature, *(None if v is None else round(v, 6) for v in (s.min, s.mean, s.max))]
+                for feature, s in manifest.feature_stats.items()
             ],
         )
         picture = processed_preview(preview_shards, dataset.features)

@@ -146,9 +146,9 @@ def test_skip_keeps_exactly_the_good_records_of_a_bad_shard(kind, split, tmp_pat
     other = "val" if split == "train" else "train"
     assert processed.records(split) == 2 * REAL_SHARD_KEPT + kept
     assert processed.records(other) == REAL_SHARD_KEPT
-    shard = next(s for s in processed.manifest["splits"][split]["shards"] if s["name"] == BAD_SHARD[split])
-    assert shard["records"] == kept
-    assert [(row["record"], words in row["problem"]) for row in shard["skipped"]] == [(index, True)]
+    shard = next(s for s in processed.manifest.splits[split].shards if s.name == BAD_SHARD[split])
+    assert shard.records == kept
+    assert [(row.record, words in row.problem) for row in shard.skipped] == [(index, True)]
     metadata = result.asset_materializations_for_node("processed_tfrecords")[0].metadata
     assert metadata["skipped_records"].value == 1
     assert [(row["split"], row["file"], row["record"]) for row in table_rows(metadata["skipped"])] == [
@@ -267,4 +267,4 @@ def test_bad_input_from_the_s3_source_names_the_s3_key_and_commits_nothing(
     assert failure.user_failure_data.metadata["file"].value == f"{uri}/{split}/{BAD_SHARD[split]}"
     assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
     assert store.current(("raw_tfrecords", "__all__")) == before, "nothing partial is committed"
-    assert ShardedDataset.open(before).manifest["source"] == {"type": "s3", "uri": uri}
+    assert ShardedDataset.open(before).manifest.source == {"type": "s3", "uri": uri}

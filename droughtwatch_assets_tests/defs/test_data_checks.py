@@ -62,7 +62,7 @@ def test_an_all_blank_val_shard_among_others_is_handled(tmp_path, real_folder):
     )
     assert result.success
     processed = ShardedDataset.open(LocalArtifactStore(tmp_path).current(("processed_tfrecords", "baseline")))
-    assert [s["records"] for s in processed.manifest["splits"]["val"]["shards"]] == [0, 79]
+    assert [s.records for s in processed.manifest.splits["val"].shards] == [0, 79]
     onnx_meta = result.asset_materializations_for_node("onnx_model")[0].metadata
     assert onnx_meta["parity_batch"].value == 64 and onnx_meta["parity_split"].value == "val"
     assert result.asset_materializations_for_node("model_evaluation")[0].metadata["val_records"].value == 79
@@ -120,6 +120,6 @@ def test_a_new_line_in_the_feature_set_file_is_a_new_partition_that_materialises
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     store = LocalArtifactStore(tmp_path / "data")
     processed = ShardedDataset.open(store.current(("processed_tfrecords", "swir")))
-    assert processed.features == ("B6", "B7", "NDMI") and processed.manifest["image_shape"] == [65, 65, 3]
+    assert processed.features == ("B6", "B7", "NDMI") and processed.manifest.image_shape == [65, 65, 3]
     session = ort.InferenceSession(str(store.current(("onnx_model", "swir")) / "model.onnx"))
     assert session.get_inputs()[0].shape[1:] == [65, 65, 3]

@@ -109,7 +109,7 @@ def test_a_run_killed_while_uploading_to_s3_leaves_the_previous_version_current(
         tmp_path / "reader",
     )
     dataset = ShardedDataset.open(reader.current(("processed_tfrecords", "baseline")))
-    assert dataset.manifest["raw_data_version"] and len(read_processed(dataset.shards("val")[0], 4).labels) > 0
+    assert dataset.manifest.raw_data_version and len(read_processed(dataset.shards("val")[0], 4).labels) > 0
     run_to_the_end(command, env)  # a rerun succeeds
     assert client.get_object(Bucket="dw-kill", Key=current_key)["Body"].read() != before
 
@@ -144,8 +144,8 @@ def test_a_run_killed_while_processing_writes_leaves_the_previous_version_curren
     after = store.current(("processed_tfrecords", "baseline"))
     assert after == before
     dataset = ShardedDataset.open(after)
-    first = dataset.manifest["splits"]["train"]["shards"][0]
-    assert len(read_processed(dataset.shards("train")[0], 4).labels) == first["records"]
+    first = dataset.manifest.splits["train"].shards[0]
+    assert len(read_processed(dataset.shards("train")[0], 4).labels) == first.records
 
     run_to_the_end(command, env)  # a rerun succeeds
     assert store.current(("processed_tfrecords", "baseline")) != before

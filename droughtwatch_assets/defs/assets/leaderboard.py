@@ -40,7 +40,7 @@ def latest_evaluation(instance: dg.DagsterInstance, feature_set: str) -> dict | 
     "on other data are marked stale; feature sets never trained are listed as such.",
 )
 def leaderboard(context: dg.AssetExecutionContext, raw_tfrecords: ShardedDataset) -> dg.Output[list[dict]]:
-    data_version = raw_tfrecords.manifest["data_version"]
+    data_version = raw_tfrecords.manifest.data_version
     candidates = ranked(
         [
             candidate(feature_set, latest_evaluation(context.instance, feature_set), data_version)

@@ -34,7 +34,7 @@ def model_evaluation(
         result,
         probabilities,
         labels,
-        data_version=processed_tfrecords.manifest.get("raw_data_version", ""),
+        data_version=processed_tfrecords.manifest.raw_data_version,
         model_md5=md5_of(onnx_model.onnx_path),
     )
     return dg.Output(result.as_dict(), metadata=metadata)

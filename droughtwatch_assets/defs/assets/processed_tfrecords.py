@@ -52,7 +52,7 @@ def processed_tfrecords(
         raise bad_record_failure(exc, policy) from exc
     metadata = {
         **dataset_metadata(dataset),
-        "shards_processed": dataset.manifest["shards_processed"],
-        "shards_reused": dataset.manifest["shards_reused"],
+        "shards_processed": dataset.manifest.shards_processed,
+        "shards_reused": dataset.manifest.shards_reused,
     }
-    return dg.Output(dataset, metadata=metadata, data_version=dg.DataVersion(dataset.manifest["data_version"]))
+    return dg.Output(dataset, metadata=metadata, data_version=dg.DataVersion(dataset.manifest.data_version))

@@ -95,4 +95,4 @@ def raw_tfrecords(
             located = locate_error(exc, staging, description)  # S3: names the s3:// key, not the local copy
             raise bad_record_failure(located, config.on_bad_record) from exc
     metadata["source_fingerprint"] = fingerprint
-    return dg.Output(dataset, metadata=metadata, data_version=dg.DataVersion(dataset.manifest["data_version"]))
+    return dg.Output(dataset, metadata=metadata, data_version=dg.DataVersion(dataset.manifest.data_version))

@@ -98,7 +98,7 @@ def resolved_config(context, config: TrainingConfig, tracking: TrackingResource,
         "register_model": config.register_model,
         "tracker": tracking.resolve(config.tracker),
         "class_weights": CLASS_WEIGHTS,
-        "data_version": data.manifest.get("data_version", ""),
+        "data_version": data.manifest.data_version,
         "dagster_run_id": context.run.run_id,
     }
 

@@ -27,7 +27,7 @@ def test_baseline_chain_on_a_tiny_sample(tmp_path):
     raw = ShardedDataset.open(store.current(("raw_tfrecords", "__all__")))
     processed = ShardedDataset.open(store.current(("processed_tfrecords", "baseline")))
     assert raw.records("train") == 192 and raw.records("val") == 64
-    vetoed = processed.manifest["splits"]["train"]["vetoed"]
+    vetoed = processed.manifest.splits["train"].vetoed
     assert processed.records("train") == 192 - vetoed
     assert processed.features == ("B2", "B3", "B4", "B5")
     assert (store.current(("trained_model", "baseline")) / "model.keras").exists()
@@ -97,8 +97,8 @@ def test_real_shards_from_a_folder(tmp_path, real_folder):
     )
     assert result.success
     processed = ShardedDataset.open(LocalArtifactStore(tmp_path / "data").current(("processed_tfrecords", "all")))
-    assert processed.records("val") == 79 and processed.manifest["splits"]["val"]["vetoed"] == 2
-    assert processed.manifest["splits"]["val"]["shards"][0]["vetoed_indices"] == [39, 46]
+    assert processed.records("val") == 79 and processed.manifest.splits["val"].vetoed == 2
+    assert processed.manifest.splits["val"].shards[0].vetoed_indices == [39, 46]
     assert len(processed.features) == 14
 
 
