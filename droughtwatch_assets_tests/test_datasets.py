@@ -31,3 +31,11 @@ def test_a_folder_without_shards_says_what_layout_is_expected(tmp_path):
 def test_an_incomplete_dataset_cannot_be_opened(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a complete dataset"):
         datasets.ShardedDataset.open(tmp_path)
+
+
+def test_a_manifest_that_does_not_parse_names_its_file_and_the_problem(real_folder, tmp_path):
+    datasets.build_raw_dataset(datasets.find_split_shards(real_folder), tmp_path / "raw", {"type": "folder"})
+    path = tmp_path / "raw" / "manifest.json"
+    path.write_text(path.read_text().replace('"records"', '"recs"', 1))
+    with pytest.raises(ValueError, match=r"manifest.json is not a dataset manifest .*records.*materialise the dataset"):
+        datasets.ShardedDataset.open(tmp_path / "raw")
