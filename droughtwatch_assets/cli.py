@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -13,8 +12,12 @@ from droughtwatch_assets.core.configurations import CONFIGURATIONS
 def _instance():
     """The instance of $DAGSTER_HOME, so runs show in the UI; an ephemeral one without it."""
     import dagster as dg
+    from dagster._core.errors import DagsterHomeNotSetError
 
-    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    try:
+        return dg.DagsterInstance.get()
+    except DagsterHomeNotSetError:
+        return dg.DagsterInstance.ephemeral()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +86,7 @@ def predict(args: argparse.Namespace) -> int:
 
     from droughtwatch_assets.core.features import load_feature_sets, validate_features
     from droughtwatch_assets.core.model_config import embedded_config
+    from droughtwatch_assets.defs.settings import current
     from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
     from droughtwatch_assets.records.tfrecord import RecordError
     from droughtwatch_assets.storage.registry import fetch_published
@@ -92,7 +96,7 @@ def predict(args: argparse.Namespace) -> int:
             model, config = fetch_published(args.model, scratch)
             config = config or embedded_config(model)
             if args.features:
-                sets = load_feature_sets()
+                sets = load_feature_sets(current().feature_sets_file)
                 features = sets.get(args.features) or validate_features(args.features.split(","), "--features")
             elif config and config.get("features"):
                 features = tuple(config["features"])

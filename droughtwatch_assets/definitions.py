@@ -1,6 +1,6 @@
 """The single entry point: `dagster dev` and `dagster asset materialize -m droughtwatch_assets.definitions`.
 
-The environment is read here, once: `Deployment.from_env()` picks the resource set and the executor.
+The environment is read once, by `settings.current()`: the deployment picks the resource set and the executor.
 """
 
 import dagster as dg
@@ -15,7 +15,7 @@ from droughtwatch_assets.defs.assets.published_model import published_model
 from droughtwatch_assets.defs.assets.raw_tfrecords import raw_tfrecords
 from droughtwatch_assets.defs.assets.trained_model import trained_model
 from droughtwatch_assets.defs.checks import asset_checks
-from droughtwatch_assets.defs.deployment import Deployment, executor_for, resources_for
+from droughtwatch_assets.defs.deployment import executor_for, resources_for
 from droughtwatch_assets.defs.jobs import configuration_jobs, experiments_job
 from droughtwatch_assets.defs.schedules import (
     baseline_daily,
@@ -23,6 +23,7 @@ from droughtwatch_assets.defs.schedules import (
     published_model_freshness_job,
 )
 from droughtwatch_assets.defs.sensors import new_raw_shards_sensor
+from droughtwatch_assets.defs.settings import current
 
 assets = [
     raw_tfrecords,
@@ -36,7 +37,7 @@ assets = [
     champion,
 ]
 
-deployment = Deployment.from_env()
+deployment = current()
 
 defs = dg.Definitions(
     assets=assets,

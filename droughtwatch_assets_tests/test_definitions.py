@@ -197,3 +197,14 @@ def test_every_environment_variable_the_code_reads_is_documented_and_every_docum
     assert read - documented == set(), "read by the code but not documented in docs/configuration.md"
     assert documented - retired - read == set(), "documented but read nowhere"
     assert read & retired == set()
+
+
+def test_the_environment_is_read_in_one_place():
+    import re
+
+    readers = sorted(
+        str(path.relative_to(REPO_ROOT))
+        for path in (REPO_ROOT / "droughtwatch_assets").rglob("*.py")
+        if re.search(r"os\.environ|os\.getenv|getenv\(", path.read_text())
+    )
+    assert readers == ["droughtwatch_assets/defs/settings.py"]

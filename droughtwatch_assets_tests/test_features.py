@@ -16,11 +16,15 @@ def test_default_feature_sets():
     assert sets["all"] == features.FEATURES
 
 
-def test_a_set_is_added_by_editing_the_yaml(tmp_path, monkeypatch):
+def test_a_set_is_added_by_editing_the_yaml_the_deployment_names(tmp_path):
+    from droughtwatch_assets.defs.settings import Deployment
+
     path = tmp_path / "sets.yaml"
     path.write_text("moisture: [NDMI, B6]\n")
-    monkeypatch.setenv(features.FEATURE_SETS_ENV, str(path))
-    assert features.feature_set("moisture") == ("NDMI", "B6")
+    deployment = Deployment.from_env({"DROUGHTWATCH_FEATURE_SETS": str(path)})
+    sets = features.load_feature_sets(deployment.feature_sets_file)
+    assert features.feature_set("moisture", sets) == ("NDMI", "B6")
+    assert Deployment.from_env({}).feature_sets_file == str(features.FEATURE_SETS_FILE)
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,6 @@ INDICES: dict[str, Index] = {
 FEATURES: tuple[str, ...] = BANDS + tuple(INDICES)
 
 FEATURE_SETS_FILE = Path(__file__).with_name("feature_sets.yaml")
-FEATURE_SETS_ENV = "DROUGHTWATCH_FEATURE_SETS"
 
 
 def feature_range(feature: str) -> tuple[float, float]:
@@ -90,8 +89,9 @@ def validate_features(features: list[str] | tuple[str, ...], where: str) -> tupl
 
 
 def load_feature_sets(path: str | os.PathLike | None = None) -> dict[str, tuple[str, ...]]:
-    """Feature sets from YAML (default: feature_sets.yaml, or the file named by $DROUGHTWATCH_FEATURE_SETS)."""
-    path = Path(path or os.environ.get(FEATURE_SETS_ENV) or FEATURE_SETS_FILE)
+    """Feature sets from YAML (default: the packaged feature_sets.yaml; a deployment names another with
+    DROUGHTWATCH_FEATURE_SETS)."""
+    path = Path(path or FEATURE_SETS_FILE)
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict) or not raw:
         raise ValueError(f"{path}: expected a mapping of feature-set name -> list of features")
@@ -101,8 +101,9 @@ def load_feature_sets(path: str | os.PathLike | None = None) -> dict[str, tuple[
     }
 
 
-def feature_set(name: str) -> tuple[str, ...]:
-    sets = load_feature_sets()
+def feature_set(name: str, sets: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
+    """The features of a set, from `sets` (default: the packaged file)."""
+    sets = load_feature_sets() if sets is None else sets
     if name not in sets:
         raise KeyError(f"unknown feature set {name!r}; defined sets: {', '.join(sets)} (edit {FEATURE_SETS_FILE.name})")
     return sets[name]

@@ -1,5 +1,4 @@
-"""The one place that decides the deployment: which storage, tracker, raw source and executor the code
-location uses. `definitions.py` reads the environment once, through `Deployment.from_env()`.
+"""The resource set and the executor of a deployment (its settings: settings.py).
 
 DROUGHTWATCH_DEPLOYMENT picks a named set:
     local   files under DROUGHTWATCH_DATA_DIR, steps as processes on this machine (the default)
@@ -11,11 +10,9 @@ DROUGHTWATCH_KEEP_VERSIONS (default 5; 0: only `droughtwatch gc` removes) and DR
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
 
 import dagster as dg
 from dagster_aws.s3 import S3PickleIOManager, S3Resource
@@ -27,125 +24,11 @@ from droughtwatch_assets.defs.resources import (
     RetrainingPolicy,
     S3Store,
     ScratchSpace,
-    TrackerName,
     TrackingResource,
 )
-from droughtwatch_assets.defs.sensors import DEFAULT_INTERVAL_SECONDS
-from droughtwatch_assets.sources.download import ARCHIVE_URL
-from droughtwatch_assets.storage.retention import DEFAULT_GRACE, DEFAULT_KEEP
+from droughtwatch_assets.defs.settings import AWS_VARIABLES, K8S_ENV_VARS, Deployment
 
-DeploymentName = Literal["local", "s3", "k8s"]
-RawSourceName = Literal["sample", "folder", "archive", "s3"]
-DEFAULT_DATA_DIR = ".droughtwatch"
-AWS_VARIABLES = (
-    "AWS_ENDPOINT_URL",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-)
-# Settings the Kubernetes step pods need from the code location's environment (credentials come from secrets).
-K8S_ENV_VARS = (
-    "DROUGHTWATCH_DEPLOYMENT",
-    "DROUGHTWATCH_S3_BUCKET",
-    "DROUGHTWATCH_S3_PREFIX",
-    "DROUGHTWATCH_REGISTRY_BUCKET",
-    "DROUGHTWATCH_TRACKER",
-    "DROUGHTWATCH_KEEP_VERSIONS",
-    "DROUGHTWATCH_GRACE_MINUTES",
-    "DROUGHTWATCH_RAW_SOURCE",
-    "DROUGHTWATCH_RAW_URI",
-    "MLFLOW_TRACKING_URI",
-    "AWS_ENDPOINT_URL",
-    "AWS_REGION",
-)
-
-
-def _choice(value: str, allowed: tuple[str, ...], variable: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"{variable}={value!r} is not one of {', '.join(allowed)}")
-    return value
-
-
-def _number(env: Mapping[str, str], variable: str, default: float, kind=float):
-    value = env.get(variable, "")
-    if not value:
-        return kind(default)
-    try:
-        number = kind(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise ValueError(f"{variable}={value!r} is not a {'whole ' if kind is int else ''}number of 0 or more")
-    return number
-
-
-@dataclass(frozen=True)
-class Deployment:
-    name: DeploymentName = "local"
-    data_dir: str = DEFAULT_DATA_DIR  # local: the data; S3: the local cache and scratch space
-    bucket: str = ""
-    prefix: str = "droughtwatch"
-    registry_bucket: str = ""
-    create_bucket: bool = False
-    keep_versions: int = DEFAULT_KEEP  # 0: no retention after commits, only `droughtwatch gc`
-    grace_minutes: float = DEFAULT_GRACE.total_seconds() / 60
-    aws_variables: tuple[str, ...] = ()  # the AWS variables that are set, passed on as EnvVar
-    tracker: TrackerName = "wandb"
-    mlflow_tracking_uri_set: bool = False
-    mlflow_experiment: str = "droughtwatch"
-    wandb_project: str = "droughtwatch"
-    wandb_dir: str = ""
-    raw_source: RawSourceName = "sample"
-    raw_folder: str = ""
-    raw_uri: str = ""
-    archive_url: str = ARCHIVE_URL
-    force_retrain: bool = False  # the daily schedule retrains even when nothing changed
-    sensor_interval_seconds: int = DEFAULT_INTERVAL_SECONDS  # new_raw_shards lists the raw source at most this often
-    k8s_namespace: str = "droughtwatch"
-    k8s_max_concurrent: int = 8
-    k8s_env_secrets: tuple[str, ...] = ("droughtwatch-aws",)
-    k8s_env_vars: tuple[str, ...] = field(default=())
-
-    @property
-    def storage(self) -> Literal["local", "s3"]:
-        return "local" if self.name == "local" else "s3"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Deployment:
-        return cls(
-            name=_choice(
-                env.get("DROUGHTWATCH_DEPLOYMENT") or "local", get_args(DeploymentName), "DROUGHTWATCH_DEPLOYMENT"
-            ),
-            data_dir=str(Path(env.get("DROUGHTWATCH_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().absolute()),
-            bucket=env.get("DROUGHTWATCH_S3_BUCKET", ""),
-            prefix=env.get("DROUGHTWATCH_S3_PREFIX", "droughtwatch"),
-            registry_bucket=env.get("DROUGHTWATCH_REGISTRY_BUCKET", ""),
-            create_bucket=env.get("DROUGHTWATCH_S3_CREATE_BUCKET", "").lower() in ("1", "true", "yes"),
-            keep_versions=_number(env, "DROUGHTWATCH_KEEP_VERSIONS", DEFAULT_KEEP, int),
-            grace_minutes=_number(env, "DROUGHTWATCH_GRACE_MINUTES", DEFAULT_GRACE.total_seconds() / 60),
-            aws_variables=tuple(v for v in AWS_VARIABLES if env.get(v)),
-            tracker=_choice(env.get("DROUGHTWATCH_TRACKER", "wandb"), get_args(TrackerName), "DROUGHTWATCH_TRACKER"),
-            mlflow_tracking_uri_set=bool(env.get("MLFLOW_TRACKING_URI")),
-            mlflow_experiment=env.get("DROUGHTWATCH_MLFLOW_EXPERIMENT", "droughtwatch"),
-            wandb_project=env.get("WANDB_PROJECT", "droughtwatch"),
-            wandb_dir=env.get("WANDB_DIR", ""),
-            raw_source=_choice(
-                env.get("DROUGHTWATCH_RAW_SOURCE", "sample"), get_args(RawSourceName), "DROUGHTWATCH_RAW_SOURCE"
-            ),
-            raw_folder=env.get("DROUGHTWATCH_RAW_FOLDER", ""),
-            raw_uri=env.get("DROUGHTWATCH_RAW_URI", ""),
-            archive_url=env.get("DROUGHTWATCH_ARCHIVE_URL", ARCHIVE_URL),
-            force_retrain=env.get("DROUGHTWATCH_FORCE_RETRAIN", "").lower() in ("1", "true", "yes"),
-            sensor_interval_seconds=_number(env, "DROUGHTWATCH_SENSOR_INTERVAL_SECONDS", DEFAULT_INTERVAL_SECONDS, int),
-            k8s_namespace=env.get("DROUGHTWATCH_K8S_NAMESPACE", "droughtwatch"),
-            k8s_max_concurrent=int(env.get("DROUGHTWATCH_K8S_MAX_CONCURRENT", "8")),
-            k8s_env_secrets=tuple(
-                s for s in env.get("DROUGHTWATCH_K8S_ENV_SECRETS", "droughtwatch-aws").split(",") if s
-            ),
-            k8s_env_vars=tuple(v for v in K8S_ENV_VARS if env.get(v)),
-        )
+__all__ = ["AWS_VARIABLES", "K8S_ENV_VARS", "Deployment", "executor_for", "local_resources", "resources_for"]
 
 
 def _env_var(deployment: Deployment, *names: str) -> dg.EnvVar | None:
@@ -161,6 +44,8 @@ def resources_for(deployment: Deployment) -> dict:
         mlflow_experiment=deployment.mlflow_experiment,
         wandb_project=deployment.wandb_project,
         wandb_dir=deployment.wandb_dir or str(Path(deployment.data_dir, "wandb")),
+        wandb_online=deployment.wandb_online,
+        wandb_base_url=deployment.wandb_base_url,
     )
     # One S3 resource, for storage and the S3 raw source alike (the raw source may be in S3 while storage is local).
     s3_resource = S3Resource(
@@ -232,8 +117,8 @@ def local_resources(data_dir: str | os.PathLike, **settings) -> dict:
 
 
 def build_resources(data_dir: str | os.PathLike | None = None) -> dict:
-    """Resources for the deployment the environment describes, with another data directory if given."""
-    env = dict(os.environ)
+    """Resources for the deployment the environment describes now, with another data directory if given."""
+    deployment = Deployment.from_env()
     if data_dir is not None:
-        env["DROUGHTWATCH_DATA_DIR"] = str(data_dir)
-    return resources_for(Deployment.from_env(env))
+        deployment = dataclasses.replace(deployment, data_dir=str(Path(data_dir).expanduser().absolute()))
+    return resources_for(deployment)

@@ -13,21 +13,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from droughtwatch_assets.sources.download import ARCHIVE_URL
-from droughtwatch_assets.sources.raw import RawSource
+from droughtwatch_assets.sources.raw import RawSource, RawSourceKind
 from droughtwatch_assets.storage import local as storage
 from droughtwatch_assets.storage import retention
 from droughtwatch_assets.storage import s3 as s3_store
 from droughtwatch_assets.storage import s3_client as s3
 from droughtwatch_assets.storage.base import VersionedArtifacts
 from droughtwatch_assets.storage.registry import LocalModelRegistry, Publication, S3ModelRegistry
-from droughtwatch_assets.tracking import NullTracker, Tracker, TrackingUnavailable
+from droughtwatch_assets.tracking import NullTracker, Tracker, TrackerName, TrackingUnavailable
 from droughtwatch_assets.tracking.base import tracked
 
 REGISTRY = "registry"
@@ -228,7 +227,7 @@ class RawSourceResource(dg.ConfigurableResource):
     """
 
     s3: S3Resource
-    source: Literal["sample", "folder", "archive", "s3"] = "sample"
+    source: RawSourceKind = "sample"
     folder: str = ""
     archive_url: str = ARCHIVE_URL
     uri: str = ""  # for s3: s3://bucket/prefix
@@ -263,9 +262,6 @@ class RetrainingPolicy(dg.ConfigurableResource):
     force: bool = False  # retrain anyway (DROUGHTWATCH_FORCE_RETRAIN)
 
 
-TrackerName = Literal["wandb", "mlflow", "none"]
-
-
 class TrackingResource(dg.ConfigurableResource):
     """Where runs report. `default_tracker` is the deployment's choice; a run may pick another.
 
@@ -278,6 +274,8 @@ class TrackingResource(dg.ConfigurableResource):
     mlflow_experiment: str = "droughtwatch"
     wandb_project: str = "droughtwatch"
     wandb_dir: str = "wandb"  # where offline W&B runs are written (the deployment's: <data dir>/wandb)
+    wandb_online: bool = False  # the deployment has WANDB_API_KEY and no offline WANDB_MODE
+    wandb_base_url: str = "https://api.wandb.ai"
 
     def resolve(self, choice: str) -> TrackerName:
         return self.default_tracker if choice == "deployment" else choice
@@ -312,7 +310,7 @@ class TrackingResource(dg.ConfigurableResource):
         if kind == "wandb":
             from droughtwatch_assets.tracking.wandb_backend import WandbTracker
 
-            return WandbTracker(self.wandb_project, self.wandb_dir, job_type)
+            return WandbTracker(self.wandb_project, self.wandb_dir, job_type, self.wandb_online, self.wandb_base_url)
         if kind == "mlflow":
             from droughtwatch_assets.tracking.mlflow_backend import MlflowTracker
 

@@ -13,6 +13,7 @@ import dagster as dg
 from droughtwatch_assets.core.configurations import CONFIGURATIONS
 from droughtwatch_assets.defs.jobs import configuration_jobs
 from droughtwatch_assets.defs.resources import RawSourceResource
+from droughtwatch_assets.defs.settings import DEFAULT_INTERVAL_SECONDS
 from droughtwatch_assets.sources.raw import LISTABLE, list_shards
 from droughtwatch_assets.sources.watch import cursor_json, look, names_tag, plural
 
@@ -20,7 +21,6 @@ TRIGGER_TAG = "droughtwatch/trigger"
 CHANGED_TAG = "droughtwatch/changed_shards"  # new or changed: comma-separated split/name, cut at 1,000 characters
 CHANGED_COUNT_TAG = "droughtwatch/changed_shard_count"
 REMOVED_TAG = "droughtwatch/removed_shards"
-DEFAULT_INTERVAL_SECONDS = 60
 RAW_ASSET = dg.AssetKey("raw_tfrecords")
 # The registered configurations (today: the baseline): the ones whose model the data should keep current.
 REGISTERED = [c for c in CONFIGURATIONS.values() if c.register]

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 from urllib.parse import urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -23,13 +24,14 @@ from droughtwatch_assets.records.tfrecord import RecordError
 from droughtwatch_assets.sources.download import ARCHIVE_URL, download, extract_shards
 from droughtwatch_assets.storage.s3_client import S3Error, client, describe_failure
 
-SOURCES = ("sample", "folder", "archive", "s3")
+RawSourceKind = Literal["sample", "folder", "archive", "s3"]
+SOURCES: tuple[str, ...] = get_args(RawSourceKind)
 LISTABLE = ("folder", "s3")  # the sources whose shards can be listed (and watched) without reading them
 
 
 @dataclass(frozen=True)
 class RawSource:
-    kind: str = "sample"
+    kind: RawSourceKind = "sample"
     folder: str = ""
     archive_url: str = ARCHIVE_URL
     archive_sha256: str = ""
@@ -270,4 +272,4 @@ def _uri_of(source: RawSource) -> str:
 
 
 def _default_client():
-    return client(os.environ.get("AWS_ENDPOINT_URL"))
+    return client()  # the standard AWS variables, AWS_ENDPOINT_URL included

@@ -262,7 +262,7 @@ def _fetch_s3(uri: str, scratch: Path) -> tuple[Path, dict | None]:
 
     from droughtwatch_assets.storage.s3_client import S3Error, client, download_uri
 
-    s3_client = client(os.environ.get("AWS_ENDPOINT_URL"))
+    s3_client = client()  # the standard AWS variables, AWS_ENDPOINT_URL included
     if uri.endswith(".onnx"):
         return download_uri(uri, scratch / MODEL_FILE, s3_client), None
     parsed = urlparse(uri)

@@ -48,7 +48,7 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 def download_uri(uri: str, destination: str | os.PathLike, s3_client=None) -> Path:
     bucket, key = split_uri(uri)
-    s3_client = s3_client or client(os.environ.get("AWS_ENDPOINT_URL"))
+    s3_client = s3_client or client()
     try:
         s3_client.download_file(bucket, key, os.fspath(destination))
     except (ClientError, BotoCoreError) as exc:

@@ -3,12 +3,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-TRACKERS = ("wandb", "mlflow", "none")
+TrackerName = Literal["wandb", "mlflow", "none"]
+TRACKERS: tuple[str, ...] = get_args(TrackerName)
 
 
 def without_credentials(uri: str | None) -> str:

@@ -18,14 +18,16 @@ DEFAULT_BASE_URL = "https://api.wandb.ai"
 class WandbTracker(Tracker):
     name = "wandb"
 
-    def __init__(self, project: str, directory: str | os.PathLike, job_type: str = "train"):
+    def __init__(
+        self,
+        project: str,
+        directory: str | os.PathLike,
+        job_type: str = "train",
+        online: bool = False,
+        base_url: str = DEFAULT_BASE_URL,
+    ):
         self.project, self.directory, self.job_type = project, os.fspath(directory), job_type
-        # online with a key, unless WANDB_MODE asks for offline (or disabled) runs as wandb itself would
-        self.online = bool(os.environ.get("WANDB_API_KEY")) and os.environ.get("WANDB_MODE", "online") not in (
-            "offline",
-            "dryrun",
-            "disabled",
-        )
+        self.online, self.base_url = online, base_url  # online: the deployment has a key and no offline WANDB_MODE
         self.run = None
         self.group: str | None = None  # the training run and its sweep's runs share one group
 
@@ -47,9 +49,8 @@ class WandbTracker(Tracker):
                 settings=wandb.Settings(init_timeout=60, silent=True),
             )
         except Exception as exc:  # wandb raises several error types for network and auth failures
-            url = os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)
             raise TrackingUnavailable(
-                f"W&B tracker ({mode}) at {url} could not start a run in project {self.project!r}: {exc}"
+                f"W&B tracker ({mode}) at {self.base_url} could not start a run in project {self.project!r}: {exc}"
             ) from None
 
     def start(self, run_name: str, config: dict) -> None:

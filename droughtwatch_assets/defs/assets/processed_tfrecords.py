@@ -9,6 +9,7 @@ from droughtwatch_assets.data.processing import process_dataset
 from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, k8s_pod
 from droughtwatch_assets.defs.failures import bad_record_failure
 from droughtwatch_assets.defs.metadata import dataset_metadata
+from droughtwatch_assets.defs.partitions import FEATURE_SETS
 from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.records.tfrecord import RecordError
 
@@ -42,7 +43,7 @@ def processed_tfrecords(
             raw_tfrecords,
             store.new_staging_dir(),
             name,
-            feature_set(name),
+            feature_set(name, FEATURE_SETS),
             workers=config.workers or None,
             log=context.log.info,
             on_bad_record=policy,
