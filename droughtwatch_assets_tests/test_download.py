@@ -3,6 +3,7 @@ import http.server
 import threading
 import zipfile
 from functools import partial
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -18,7 +19,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
         path = self.translate_path(self.path)
         try:
-            data = open(path, "rb").read()
+            data = Path(path).read_bytes()
         except OSError:
             self.send_error(404)
             return

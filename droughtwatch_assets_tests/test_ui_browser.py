@@ -6,6 +6,7 @@ Debian's Chromium. Screenshots go to test-artifacts/ui/ (git-ignored).
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -57,8 +58,12 @@ def dagster_ui(tmp_path_factory):
         wait_for_http(f"http://127.0.0.1:{port}/server_info", process, timeout=180)
         yield f"http://127.0.0.1:{port}", home
     finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=60)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a run's processes still shutting down: what the tests read is read
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         log.close()
 
 
