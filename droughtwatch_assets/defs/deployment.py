@@ -1,12 +1,5 @@
-"""The resource set and the executor of a deployment (its settings: settings.py).
-
-DROUGHTWATCH_DEPLOYMENT picks a named set:
-    local   files under DROUGHTWATCH_DATA_DIR, steps as processes on this machine (the default)
-    s3      assets and published models in S3, steps as processes on this machine
-    k8s     assets and published models in S3, each step a Kubernetes job
-DROUGHTWATCH_KEEP_VERSIONS (default 5; 0: only `droughtwatch gc` removes) and DROUGHTWATCH_GRACE_MINUTES
-(default 60) set retention after each commit (see retention.py).
-"""
+"""The resource set and the executor of each named deployment (local, s3, k8s); what picks one, and every other
+setting, is in settings.py."""
 
 from __future__ import annotations
 
