@@ -278,6 +278,15 @@ def run_predict(model, shard, output, *options) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
+def dagster_cli(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`dagster <args>` as a user types it in the repository, with this environment; fails the test if it fails."""
+    completed = subprocess.run(
+        [VENV_BIN / "dagster", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed
+
+
 def dagster_home(folder: Path) -> Path:
     """A new DAGSTER_HOME with the project's dagster.yaml (its run queue and pools), as the Makefile makes one."""
     folder.mkdir(parents=True, exist_ok=True)

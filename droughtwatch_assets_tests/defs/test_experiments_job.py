@@ -4,17 +4,12 @@ multiprocess executor, and default settings otherwise."""
 
 import itertools
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 
-from droughtwatch_assets_tests.conftest import REPO_ROOT, daemon_until_runs_end, dagster_home, table_rows
-
-BIN = Path(sys.executable).parent
+from droughtwatch_assets_tests.conftest import daemon_until_runs_end, dagster_cli, dagster_home, table_rows
 
 
 def step_interval(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tuple[float, float]:
@@ -28,16 +23,18 @@ def step_interval(instance: dg.DagsterInstance, run_id: str, step_key: str) -> t
 def test_a_backfill_of_experiments_job_runs_partitions_at_once_ranks_them_and_promotes_the_best(tmp_path):
     home = dagster_home(tmp_path / "home")
     env = {**os.environ, "DAGSTER_HOME": str(home), "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data")}
-    backfill = subprocess.run(
-        [BIN / "dagster", "job", "backfill", "-w", "workspace.yaml", "-j", "experiments_job"]
-        + ["--partitions", "baseline,rgb", "--noprompt"],
-        cwd=REPO_ROOT,
+    dagster_cli(
+        "job",
+        "backfill",
+        "-w",
+        "workspace.yaml",
+        "-j",
+        "experiments_job",
+        "--partitions",
+        "baseline,rgb",
+        "--noprompt",
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
-    assert backfill.returncode == 0, backfill.stdout[-3000:] + backfill.stderr[-3000:]
     instance = dg.DagsterInstance.from_config(str(home))
     assert len(instance.get_runs()) == 2
 

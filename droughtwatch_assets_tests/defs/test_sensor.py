@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +24,7 @@ from droughtwatch_assets.defs.sensors import (
     new_raw_shards,
 )
 from droughtwatch_assets.sources.watch import TAG_LIMIT, names_tag
-from droughtwatch_assets_tests.conftest import REPO_ROOT, dagster_daemon, dagster_home
+from droughtwatch_assets_tests.conftest import dagster_cli, dagster_daemon, dagster_home
 
 
 class Ticker:
@@ -274,15 +272,7 @@ def test_turned_on_as_users_do_a_shard_dropped_into_the_folder_starts_a_baseline
         "DROUGHTWATCH_SENSOR_INTERVAL_SECONDS": "2",
     }
     instance = materialised(dg.DagsterInstance.from_config(str(home)))  # the first tick only starts watching
-    started = subprocess.run(
-        [Path(sys.executable).parent / "dagster", "sensor", "start", "new_raw_shards", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    dagster_cli("sensor", "start", "new_raw_shards", "-w", "workspace.yaml", env=env)
     [state] = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
     assert state.instigator_name == "new_raw_shards" and state.status == InstigatorStatus.RUNNING
 
