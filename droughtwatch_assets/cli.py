@@ -98,8 +98,8 @@ def predict(args: argparse.Namespace) -> int:
             if args.features:
                 sets = load_feature_sets(current().feature_sets_file)
                 features = sets.get(args.features) or validate_features(args.features.split(","), "--features")
-            elif config and config.get("features"):
-                features = tuple(config["features"])
+            elif config:
+                features = tuple(config.features)
             else:
                 raise ValueError(f"{args.model} carries no config naming its features; pass --features")
             result = predict_shards(model, features, input_shards(args.input), on_bad_record=args.on_bad_record)

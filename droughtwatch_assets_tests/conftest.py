@@ -177,6 +177,28 @@ def mlflow_server(tmp_path_factory):
 TINY_SAMPLE = {"sample_train_records": 192, "sample_val_records": 64, "sample_records_per_shard": 128}
 
 
+def model_config(**fields):
+    """A valid ModelConfig of the baseline, with `fields` changed."""
+    from droughtwatch_assets.core.configurations import CLASS_WEIGHTS
+    from droughtwatch_assets.core.model_config import ModelConfig
+
+    baseline = {
+        "model_name": "baseline",
+        "feature_set": "baseline",
+        "features": ["B2", "B3", "B4", "B5"],
+        "learning_rate": 5e-4,
+        "batch_size": 64,
+        "epochs": 2,
+        "seed": 0,
+        "register_model": True,
+        "tracker": "none",
+        "class_weights": CLASS_WEIGHTS,
+        "data_version": "d0",
+        "dagster_run_id": "test-run",
+    }
+    return ModelConfig(**{**baseline, **fields})
+
+
 def run_config(raw: dict | None = None, training: dict | None = None, processing: dict | None = None):
     """Run config for the chain; processing keeps its default `workers` (one process per core) unless given."""
     import dagster as dg

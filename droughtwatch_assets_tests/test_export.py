@@ -3,6 +3,7 @@ import numpy as np
 from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
 from droughtwatch_assets.model import export
 from droughtwatch_assets.model import network as model
+from droughtwatch_assets_tests.conftest import model_config
 
 
 def test_untrained_model_exports_and_agrees_with_keras(tmp_path):
@@ -20,7 +21,7 @@ def test_the_exported_model_carries_its_config(tmp_path):
     keras_model = model.build_model(4, seed=0)
     export.export_onnx(keras_model, tmp_path / "model.onnx")
     assert embedded_config(tmp_path / "model.onnx") is None
-    config = {"model_name": "baseline", "feature_set": "baseline", "features": ["B2", "B3", "B4", "B5"]}
+    config = model_config()
     export.embed_config(tmp_path / "model.onnx", config)
     assert embedded_config(tmp_path / "model.onnx") == config
     images = np.random.default_rng(0).random((4, 65, 65, 4), dtype=np.float32)

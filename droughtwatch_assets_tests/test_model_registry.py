@@ -6,6 +6,7 @@ import threading
 import pytest
 import yaml
 
+from droughtwatch_assets.core.model_config import ModelConfig
 from droughtwatch_assets.data.datasets import md5_of
 from droughtwatch_assets.storage import s3_client as s3
 from droughtwatch_assets.storage.registry import (
@@ -16,6 +17,7 @@ from droughtwatch_assets.storage.registry import (
     fetch_published,
 )
 from droughtwatch_assets.storage.s3 import S3ArtifactStore
+from droughtwatch_assets_tests.conftest import model_config
 
 
 @pytest.fixture
@@ -26,8 +28,8 @@ def two_models(tmp_path, reference_onnx):
     with open(other, "ab") as f:  # trailing bytes: another file, still loadable by onnxruntime
         f.write(b"\0" * 16)
     return [
-        (reference_onnx, {"model_name": "baseline", "features": ["B2", "B3", "B4", "B5"], "seed": 0}),
-        (other, {"model_name": "baseline", "features": ["B2", "B3", "B4", "B5"], "seed": 1}),
+        (reference_onnx, model_config(seed=0)),
+        (other, model_config(seed=1)),
     ]
 
 
@@ -40,11 +42,11 @@ def test_each_publication_is_a_versioned_pair_named_by_current(tmp_path, two_mod
     for publication, (model, config) in zip((first, second), two_models):
         version = folder / "versions" / publication.version
         published = yaml.safe_load((version / "config.yaml").read_text())
-        assert published["seed"] == config["seed"] and published["model_md5"] == md5_of(model)
+        assert published["seed"] == config.seed and published["model_md5"] == md5_of(model)
     top = yaml.safe_load((folder / "config.yaml").read_text())
     assert top["model_md5"] == md5_of(folder / "model.onnx") == md5_of(two_models[1][0])
     model, config = fetch_published(str(folder), tmp_path / "scratch")
-    assert config["seed"] == 1 and md5_of(model) == config["model_md5"]
+    assert config.seed == 1 and md5_of(model) == config.model_md5
 
 
 def test_a_reader_never_gets_a_model_with_another_models_config(tmp_path, two_models):
@@ -52,7 +54,7 @@ def test_a_reader_never_gets_a_model_with_another_models_config(tmp_path, two_mo
     folder = tmp_path / "registry" / "baseline"
     registry.publish("baseline", *two_models[0])
     stop, seen = threading.Event(), set()
-    seed_of = {md5_of(model): config["seed"] for model, config in two_models}
+    seed_of = {md5_of(model): config.seed for model, config in two_models}
 
     def publish() -> None:
         for i in range(40):
@@ -63,14 +65,14 @@ def test_a_reader_never_gets_a_model_with_another_models_config(tmp_path, two_mo
     writer.start()
     while not stop.is_set():
         model, config = fetch_published(str(folder), tmp_path / "scratch")  # CURRENT, then its version
-        assert md5_of(model) == config["model_md5"]
-        seen.add(config["seed"])
-        top_config = yaml.safe_load((folder / "config.yaml").read_text())
+        assert md5_of(model) == config.model_md5
+        seen.add(config.seed)
+        top_config = ModelConfig.from_yaml((folder / "config.yaml").read_text(), "top-level config.yaml")
         try:  # the original layout: two files, whose model_md5 tells a torn read
             check_pair(folder / "model.onnx", top_config, str(folder))
         except TornPair:
             continue
-        assert top_config["seed"] == seed_of[top_config["model_md5"]]
+        assert top_config.seed == seed_of[top_config.model_md5]
     writer.join()
     assert seen == {0, 1}
 
@@ -93,6 +95,6 @@ def test_s3_publications_are_versioned_pairs_named_by_current(tmp_path, two_mode
     assert second.version_uri == f"s3://dw-publish/baseline/versions/{second.version}/"
     assert first.model_uri == second.model_uri == "s3://dw-publish/baseline/model.onnx"
     model, config = fetch_published("s3://dw-publish/baseline/", tmp_path / "scratch")
-    assert config["seed"] == 1 and md5_of(model) == md5_of(two_models[1][0]) == config["model_md5"]
+    assert config.seed == 1 and md5_of(model) == md5_of(two_models[1][0]) == config.model_md5
     top = yaml.safe_load(client.get_object(Bucket="dw-publish", Key="baseline/config.yaml")["Body"].read())
-    assert top["model_md5"] == config["model_md5"]
+    assert top["model_md5"] == config.model_md5

@@ -5,7 +5,7 @@ import pytest
 from droughtwatch_assets.model import predict
 from droughtwatch_assets.records.tfrecord import encode_raw_example
 from droughtwatch_assets.records.writer import RecordWriter
-from droughtwatch_assets_tests.conftest import run_predict
+from droughtwatch_assets_tests.conftest import model_config, run_predict
 
 
 def test_reference_model_on_the_real_shard(real_shard, reference_onnx):
@@ -55,9 +55,7 @@ def test_cli_exits_non_zero_on_a_mismatch(real_shard, reference_onnx, tmp_path):
 def test_cli_reads_the_features_from_a_published_models_config(real_shard, reference_onnx, tmp_path):
     from droughtwatch_assets.storage.registry import LocalModelRegistry
 
-    LocalModelRegistry(tmp_path / "registry").publish(
-        "baseline", reference_onnx, {"features": ["B2", "B3", "B4", "B5"]}
-    )
+    LocalModelRegistry(tmp_path / "registry").publish("baseline", reference_onnx, model_config())
     out = tmp_path / "out.parquet"
     result = run_predict(tmp_path / "registry" / "baseline", real_shard, out)
     assert result.returncode == 0, result.stderr

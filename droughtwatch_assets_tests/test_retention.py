@@ -15,6 +15,7 @@ from droughtwatch_assets.storage.local import LocalArtifactStore
 from droughtwatch_assets.storage.registry import LocalModelRegistry, S3ModelRegistry
 from droughtwatch_assets.storage.retention import RetentionPolicy, with_source_version
 from droughtwatch_assets.storage.s3 import S3ArtifactStore
+from droughtwatch_assets_tests.conftest import model_config
 
 DATA = ("processed_tfrecords", "baseline")
 ONNX = ("onnx_model", "baseline")
@@ -135,7 +136,7 @@ def eight_runs(backend) -> None:
         commit(backend.store, ONNX, {"model.onnx": f"model {n}".encode() * 100, "config.yaml": b"feature_set: x\n"})
 
 
-def publish(backend, model, onnx_bytes: bytes, config: dict, tmp_path) -> None:
+def publish(backend, model, onnx_bytes: bytes, config, tmp_path) -> None:
     onnx = tmp_path / f"{uuid.uuid4().hex}.onnx"
     onnx.write_bytes(onnx_bytes)
     backend.registry.publish(model, onnx, config)
@@ -146,11 +147,11 @@ def test_gc_keeps_the_newest_the_current_and_the_published_versions(backend, tmp
     data_versions, onnx_versions = backend.versions(DATA), backend.versions(ONNX)
     assert len(data_versions) == len(onnx_versions) == 8
     # published before source_versions was recorded: found by model_md5 (onnx v0) and data_version (data v0)
-    publish(backend, "baseline", b"model 0" * 100, {"feature_set": "baseline", "data_version": "d0"}, tmp_path)
-    latest = with_source_version({"feature_set": "baseline", "data_version": "d7"}, ONNX, Path(onnx_versions[7]))
+    publish(backend, "baseline", b"model 0" * 100, model_config(data_version="d0"), tmp_path)
+    latest = with_source_version(model_config(data_version="d7"), ONNX, Path(onnx_versions[7]))
     for _ in range(6):
         publish(backend, "baseline", b"model 7" * 100, latest, tmp_path)
-    champion = with_source_version({"feature_set": "baseline", "data_version": "d1"}, ONNX, Path(onnx_versions[1]))
+    champion = with_source_version(model_config(data_version="d1"), ONNX, Path(onnx_versions[1]))
     publish(backend, "champion", b"model 1" * 100, champion, tmp_path)
     publications = backend.registry_versions("baseline")
 

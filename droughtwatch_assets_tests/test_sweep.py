@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from droughtwatch_assets.model.sweep import Hyperparameters, Trial, best, grid, holdout_mask
+from droughtwatch_assets.core.configurations import Hyperparameters
+from droughtwatch_assets.model.sweep import Trial, best, grid, holdout_mask
 
 
 def test_grid_is_every_combination_in_a_stable_order_without_repeats():

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from droughtwatch_assets.core.configurations import Hyperparameters
 from droughtwatch_assets.data.processing import process_shard
 from droughtwatch_assets.model import train as training
 from droughtwatch_assets.records.tfrecord import read_processed
@@ -24,15 +25,9 @@ def test_input_pipeline_keeps_images_and_labels_aligned(real_shard, tmp_path):
 def test_one_epoch_records_history(real_shard, tmp_path):
     process_shard(real_shard, tmp_path / "shard", ("B2", "B3", "B4", "B5"))
     epochs = []
+    shard = training.SplitInput([tmp_path / "shard"], 79)
     run = training.train(
-        [tmp_path / "shard"],
-        [tmp_path / "shard"],
-        4,
-        epochs=1,
-        batch_size=32,
-        train_records=79,
-        val_records=79,
-        on_epoch=lambda epoch, logs: epochs.append(epoch),
+        shard, shard, 4, Hyperparameters(epochs=1, batch_size=32), on_epoch=lambda epoch, logs: epochs.append(epoch)
     )
     assert epochs == [0]
     assert set(run.history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "pr_0", "re_3", "val_pr_2"}
@@ -41,7 +36,8 @@ def test_one_epoch_records_history(real_shard, tmp_path):
 
 def test_zero_epochs_gives_an_untrained_model(real_shard, tmp_path):
     process_shard(real_shard, tmp_path / "shard", ("NDVI",))
-    run = training.train([tmp_path / "shard"], [tmp_path / "shard"], 1, epochs=0, train_records=79, val_records=79)
+    shard = training.SplitInput([tmp_path / "shard"], 79)
+    run = training.train(shard, shard, 1, Hyperparameters(epochs=0))
     assert run.history == {} and run.model.count_params() > 0
 
 
@@ -49,7 +45,8 @@ def first_batch_loss(path, monkeypatch, weights=None) -> float:
     """The training loss of one epoch of one batch: the loss of the initial model (fit updates after it)."""
     if weights is not None:
         monkeypatch.setattr(training, "CLASS_WEIGHTS", weights)
-    run = training.train([path], [path], 4, epochs=1, batch_size=128, train_records=79, val_records=79)
+    shard = training.SplitInput([path], 79)
+    run = training.train(shard, shard, 4, Hyperparameters(epochs=1, batch_size=128))
     return run.history["loss"][0]
 
 

@@ -13,6 +13,13 @@ CONFIGURATION_TAG = "droughtwatch/configuration"
 
 
 @dataclass(frozen=True)
+class Hyperparameters:
+    learning_rate: float = 5e-4
+    batch_size: int = 64
+    epochs: int = 2  # 0 gives the untrained model (the original's 'dummy')
+
+
+@dataclass(frozen=True)
 class ModelConfiguration:
     name: str
     feature_set: str

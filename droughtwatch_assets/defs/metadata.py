@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from droughtwatch_assets.core.features import NUM_CLASSES
+from droughtwatch_assets.core.model_config import ModelConfig
 from droughtwatch_assets.data.datasets import SPLITS, ShardedDataset
 
 Column = tuple[str, str]  # (name, type: string | int | float)
@@ -191,14 +192,15 @@ def champion_history_table(history: list[dict]) -> dg.TableMetadataValue:
     return table(columns, rows)
 
 
-def training_metadata(run, resolved: dict, val_counts: list[int], trials, val_scores: dict, tracker) -> dict:
+def training_metadata(trained, config: ModelConfig, val_counts: list[int], tracker) -> dict:
     """trained_model's metadata: the settings used, the history (a table and curves), the sweep if any, and where
     the tracker holds the run."""
+    run, trials = trained.run, trained.trials
     metadata = {
         "parameters": run.model.count_params(),
-        "learning_rate": resolved["learning_rate"],
-        "batch_size": resolved["batch_size"],
-        "epochs": resolved["epochs"],
+        "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
         "majority_class_rate": max(val_counts) / max(1, sum(val_counts)),
         "tracker": tracker.name,
         **tracker.metadata(),
@@ -211,7 +213,7 @@ def training_metadata(run, resolved: dict, val_counts: list[int], trials, val_sc
     if "val_accuracy" in run.history:
         metadata["val_accuracy"] = run.history["val_accuracy"][-1]
         metadata["val_loss"] = run.history["val_loss"][-1]
-    metadata.update(val_scores)
+    metadata.update(trained.val_scores)
     if trials:
         metadata["sweep"] = sweep_table(trials)
         metadata["selected_trial"] = next(t.number for t in trials if t.selected)

@@ -18,6 +18,8 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from droughtwatch_assets.core.model_config import ModelConfig
+from droughtwatch_assets.model.artifacts import OnnxModels
 from droughtwatch_assets.sources.download import ARCHIVE_URL
 from droughtwatch_assets.sources.raw import RawSource, RawSourceKind
 from droughtwatch_assets.storage import local as storage
@@ -111,13 +113,13 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
         """Where a file of an asset's current version really is: a local path, or its s3:// object."""
         return self._versions().file_uri(key, relative)
 
-    @abstractmethod
-    def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
-        """Publish a model and its config as <model name>/ in the registry, as a pair (see model_registry.py)."""
+    def publish(self, model_name: str, onnx_path: Path, config: ModelConfig) -> Publication:
+        """Publish a model and its config as <model name>/ in the registry, as a pair (see storage/registry.py)."""
+        return self._registry().publish(model_name, onnx_path, config)
 
-    @abstractmethod
-    def published(self, model_name: str) -> tuple[Path, dict] | None:
+    def published(self, model_name: str) -> tuple[Path, ModelConfig] | None:
         """The current publication of model_name in the registry (a local model file, its config), or None."""
+        return self._registry().current(model_name, self.new_staging_dir())
 
 
 class LocalStore(ArtifactStore):
@@ -133,11 +135,8 @@ class LocalStore(ArtifactStore):
     def _registry(self) -> LocalModelRegistry:
         return LocalModelRegistry(Path(self.base_dir, REGISTRY))
 
-    def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
-        return self._registry().publish(model_name, onnx_path, config)
-
-    def published(self, model_name: str) -> tuple[Path, dict] | None:
-        return self._registry().current(model_name)
+    def published(self, model_name: str) -> tuple[Path, ModelConfig] | None:
+        return self._registry().current(model_name)  # read in place: no download
 
 
 def s3_client_for(resource: S3Resource):
@@ -185,12 +184,6 @@ class S3Store(ArtifactStore):
         )
         return S3ModelRegistry(store)
 
-    def publish(self, model_name: str, onnx_path: Path, config: dict) -> Publication:
-        return self._registry().publish(model_name, onnx_path, config)
-
-    def published(self, model_name: str) -> tuple[Path, dict] | None:
-        return self._registry().current(model_name, self.new_staging_dir())
-
 
 def artifact_key(context: dg.InputContext | dg.OutputContext) -> Key:
     partition = context.asset_partition_key if context.has_asset_partitions else storage.UNPARTITIONED
@@ -217,6 +210,8 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext):
         artifact_type = context.dagster_type.typing_type
+        if artifact_type is OnnxModels:  # every partition, for an unpartitioned reader (the champion)
+            return OnnxModels(lambda p: self.store.current((*context.asset_key.path, p)), context.asset_partition_keys)
         return artifact_type.open(self.store.current(artifact_key(context)))
 
 

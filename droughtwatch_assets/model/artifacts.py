@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import yaml
+from droughtwatch_assets.core.model_config import ModelConfig
 
 TRAINING_CONFIG = "training_config.yaml"
 
@@ -41,11 +42,11 @@ class ModelArtifact(DirectoryArtifact):
         return self.root / self.MAIN_FILE
 
     @property
-    def config(self) -> dict:
-        return yaml.safe_load((self.root / TRAINING_CONFIG).read_text())
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_yaml((self.root / TRAINING_CONFIG).read_text(), str(self.root / TRAINING_CONFIG))
 
-    def write_metadata(self, config: dict, history: dict) -> None:
-        (self.root / TRAINING_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+    def write_metadata(self, config: ModelConfig, history: dict) -> None:
+        (self.root / TRAINING_CONFIG).write_text(config.to_yaml())
         (self.root / "history.json").write_text(json.dumps(history))
 
 
@@ -65,11 +66,11 @@ class OnnxArtifact(DirectoryArtifact):
         return self.root / "config.yaml"
 
     @property
-    def config(self) -> dict:
-        return yaml.safe_load(self.config_path.read_text())
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_yaml(self.config_path.read_text(), str(self.config_path))
 
-    def write_config(self, config: dict) -> None:
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    def write_config(self, config: ModelConfig) -> None:
+        self.config_path.write_text(config.to_yaml())
 
     @property
     def parity(self) -> dict:
@@ -90,3 +91,22 @@ class PredictionsArtifact(DirectoryArtifact):
     @property
     def parquet_path(self) -> Path:
         return self.root / self.MAIN_FILE
+
+
+class OnnxModels(Mapping[str, OnnxArtifact]):
+    """Every feature set's onnx_model, each opened only when read: a reader that needs one model (the champion
+    step needs the winner's) fetches one."""
+
+    def __init__(self, locate: Callable[[str], Path], feature_sets: Sequence[str]):
+        self._locate, self._feature_sets = locate, tuple(feature_sets)
+
+    def __getitem__(self, feature_set: str) -> OnnxArtifact:
+        if feature_set not in self._feature_sets:
+            raise KeyError(feature_set)
+        return OnnxArtifact.open(self._locate(feature_set))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._feature_sets)
+
+    def __len__(self) -> int:
+        return len(self._feature_sets)

@@ -13,7 +13,8 @@ import onnxruntime as ort
 import tensorflow as tf
 
 from droughtwatch_assets.core.features import IMAGE_SIZE
-from droughtwatch_assets.core.model_config import CONFIG_METADATA_KEY, config_to_yaml
+from droughtwatch_assets.core.model_config import CONFIG_METADATA_KEY, ModelConfig
+from droughtwatch_assets.model.artifacts import ModelArtifact, OnnxArtifact
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,12 @@ def describe_onnx(path: str | os.PathLike) -> OnnxInfo:
     return OnnxInfo(tensor.name, shape, graph_model.graph.output[0].name, int(opset), Path(path).stat().st_size)
 
 
-def embed_config(path: str | os.PathLike, config: dict) -> None:
+def embed_config(path: str | os.PathLike, config: ModelConfig) -> None:
     """Store the training config in the ONNX file's metadata_props: a model that names its own features."""
     graph_model = onnx.load(os.fspath(path))
     del graph_model.metadata_props[:]
     entry = graph_model.metadata_props.add()
-    entry.key, entry.value = CONFIG_METADATA_KEY, config_to_yaml(config)
+    entry.key, entry.value = CONFIG_METADATA_KEY, config.to_yaml()
     onnx.save(graph_model, os.fspath(path))
 
 
@@ -80,3 +81,30 @@ def parity_batch(dataset, size: int = 64) -> ParityBatch:
 
     split = "val" if dataset.records("val") else "train"
     return ParityBatch(read_processed_records(dataset.shards(split), len(dataset.features), limit=size).images, split)
+
+
+class NothingToCheck(ValueError):
+    """A dataset without a record to check an export against."""
+
+
+@dataclass(frozen=True)
+class CheckedExport:
+    info: OnnxInfo
+    max_abs_diff: float
+    batch: ParityBatch
+
+
+def export_checked(trained: ModelArtifact, target: OnnxArtifact, dataset) -> CheckedExport:
+    """Export a trained model into `target` with its config embedded and beside it, and measure how far
+    onnxruntime is from Keras on a batch of the dataset (the caller decides what is too far)."""
+    batch = parity_batch(dataset)
+    if not len(batch.images):
+        raise NothingToCheck("holds no records in train or val: there is nothing to check the ONNX export against")
+    model = keras.saving.load_model(trained.keras_path, compile=False)  # exported, not trained further
+    config = trained.config
+    export_onnx(model, target.onnx_path)
+    embed_config(target.onnx_path, config)  # the model file carries its own config
+    diff = parity_max_abs_diff(model, target.onnx_path, batch.images)
+    target.write_config(config)
+    target.write_parity(diff, len(batch.images))
+    return CheckedExport(describe_onnx(target.onnx_path), diff, batch)

@@ -15,12 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    learning_rate: float
-    batch_size: int
-    epochs: int
+from droughtwatch_assets.core.configurations import Hyperparameters
+from droughtwatch_assets.core.model_config import SweepRecord
 
 
 def grid(learning_rates: Sequence[float], batch_sizes: Sequence[int], epochs: Sequence[int]) -> list[Hyperparameters]:
@@ -77,37 +73,43 @@ def _as_holdout(history: dict[str, list]) -> dict[str, list]:
     return {(f"holdout_{key[4:]}" if key.startswith("val_") else key): values for key, values in history.items()}
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """The share of train held out to choose a combination on, and the seed of that split."""
+
+    fraction: float = 0.2
+    seed: int = 0
+
+    def mask(self, records: int) -> np.ndarray:
+        return holdout_mask(records, self.fraction, self.seed)
+
+
 def run_sweep(
     train_files: Sequence[str | os.PathLike],
+    train_records: int,
     channels: int,
     combinations: Sequence[Hyperparameters],
+    holdout: Holdout,
     *,
-    train_records: int,
-    holdout_fraction: float,
-    holdout_seed: int,
     seed: int,
     on_epoch: Callable[[Trial, int, dict], None] = lambda *_: None,
 ):
     """Train every combination on train minus the hold-out; return (the kept TrainingRun, every Trial)."""
-    from droughtwatch_assets.model.train import evaluate_loss_accuracy, train  # TensorFlow loads only to train
+    from droughtwatch_assets.model.train import SplitInput, evaluate_loss_accuracy, train  # TensorFlow: only here
 
-    holdout = holdout_mask(train_records, holdout_fraction, holdout_seed)
+    held_out = holdout.mask(train_records)
+    fit_split = SplitInput(train_files, train_records, select=~held_out)
+    holdout_split = SplitInput(train_files, train_records, select=held_out)
     trials, kept, kept_trial = [], None, None
     for number, hyperparameters in enumerate(combinations, start=1):
         trial = Trial(number, hyperparameters)
         started = time.monotonic()
         run = train(
-            train_files,
-            train_files,
+            fit_split,
+            holdout_split,
             channels,
-            learning_rate=hyperparameters.learning_rate,
-            batch_size=hyperparameters.batch_size,
-            epochs=hyperparameters.epochs,
+            hyperparameters,
             seed=seed,
-            train_records=train_records,
-            val_records=train_records,
-            train_select=~holdout,
-            val_select=holdout,
             on_epoch=lambda epoch, logs, trial=trial: on_epoch(trial, epoch, _as_holdout(logs)),
         )
         trial.history = _as_holdout(run.history)
@@ -116,7 +118,7 @@ def run_sweep(
             trial.holdout_accuracy = trial.history["holdout_accuracy"][-1]
         else:  # epochs 0: score the untrained model on the hold-out all the same
             trial.holdout_loss, trial.holdout_accuracy = evaluate_loss_accuracy(
-                run.model, train_files, channels, select=holdout
+                run.model, train_files, channels, select=held_out
             )
         trial.seconds = time.monotonic() - started
         trials.append(trial)
@@ -127,16 +129,16 @@ def run_sweep(
     return kept, trials
 
 
-def summary(trials: Sequence[Trial], holdout_fraction: float, holdout_seed: int) -> dict:
-    """The sweep as recorded in the training config: the grid, the hold-out, and the trial kept."""
+def summary(trials: Sequence[Trial], holdout: Holdout) -> SweepRecord:
+    """The sweep as recorded in the model's config: the grid, the hold-out, and the trial kept."""
     chosen = next(t for t in trials if t.selected)
-    return {
-        "combinations": len(trials),
-        "learning_rate": sorted({t.hyperparameters.learning_rate for t in trials}),
-        "batch_size": sorted({t.hyperparameters.batch_size for t in trials}),
-        "epochs": sorted({t.hyperparameters.epochs for t in trials}),
-        "holdout_fraction": holdout_fraction,
-        "holdout_seed": holdout_seed,
-        "selected_trial": chosen.number,
-        "holdout_accuracy": chosen.holdout_accuracy,
-    }
+    return SweepRecord(
+        combinations=len(trials),
+        learning_rate=sorted({t.hyperparameters.learning_rate for t in trials}),
+        batch_size=sorted({t.hyperparameters.batch_size for t in trials}),
+        epochs=sorted({t.hyperparameters.epochs for t in trials}),
+        holdout_fraction=holdout.fraction,
+        holdout_seed=holdout.seed,
+        selected_trial=chosen.number,
+        holdout_accuracy=chosen.holdout_accuracy,
+    )

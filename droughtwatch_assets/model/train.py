@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from droughtwatch_assets.core.configurations import CLASS_WEIGHTS
+from droughtwatch_assets.core.configurations import CLASS_WEIGHTS, Hyperparameters
 from droughtwatch_assets.core.features import IMAGE_SIZE, NUM_CLASSES
 from droughtwatch_assets.model.network import build_model, compile_model
 from droughtwatch_assets.records.tfrecord import IMAGE_KEY, LABEL_KEY
@@ -73,37 +73,45 @@ def _plain(value):
     return array.item() if array.ndim == 0 else array.tolist()
 
 
+@dataclass(frozen=True)
+class SplitInput:
+    """The records one side of training reads: processed shards, their record count (the manifest's, so Keras
+    counts the steps of an epoch instead of reading past the end), and optionally a mask keeping a subset."""
+
+    files: Sequence[str | os.PathLike]
+    records: int
+    select: np.ndarray | None = None
+
+    def dataset(self, channels: int, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+        return tfrecord_dataset(
+            self.files, channels, batch_size, shuffle_seed=shuffle_seed, records=self.records, select=self.select
+        )
+
+    @property
+    def size(self) -> int:
+        return self.records if self.select is None else int(self.select.sum())
+
+
 def train(
-    train_files: Sequence[str | os.PathLike],
-    val_files: Sequence[str | os.PathLike],
+    train_split: SplitInput,
+    val_split: SplitInput,
     channels: int,
+    hyperparameters: Hyperparameters,
     *,
-    learning_rate: float = 5e-4,
-    batch_size: int = 64,
-    epochs: int = 2,
     seed: int = 0,
-    train_records: int,
-    val_records: int,
-    train_select: np.ndarray | None = None,
-    val_select: np.ndarray | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainingRun:
-    """Build, compile and fit the baseline CNN. epochs=0 gives the untrained ('dummy') model.
-
-    `train_records` / `val_records` are the record counts of the files (the manifest's), so Keras counts the steps
-    of each epoch instead of reading past the end; `train_select` / `val_select` keep a subset of each file
-    list's records (see `tfrecord_dataset`), and then the counts are the masks' own.
-    """
-    if epochs > 0:
-        for split, count in (("train", train_records), ("val", val_records)):
-            if count == 0:
+    """Build, compile and fit the baseline CNN with the class weights. epochs=0 gives the untrained ('dummy') model."""
+    if hyperparameters.epochs > 0:
+        for split, side in (("train", train_split), ("val", val_split)):
+            if side.size == 0:
                 raise EmptySplit(
                     f"the processed {split} split has no records (every record was vetoed as blank or "
                     f"skipped as bad): there is nothing to {'fit' if split == 'train' else 'validate'} "
                     f"on. Check the raw {split}/ shards, or train with epochs: 0"
                 )
-    model = compile_model(build_model(channels, seed=seed), learning_rate)
+    model = compile_model(build_model(channels, seed=seed), hyperparameters.learning_rate)
     history: dict[str, list] = {}
 
     def record(epoch: int, logs: dict) -> None:
@@ -113,13 +121,12 @@ def train(
         if on_epoch:
             on_epoch(epoch, plain)
 
-    if epochs > 0:
+    if hyperparameters.epochs > 0:
+        batch = hyperparameters.batch_size
         model.fit(
-            tfrecord_dataset(
-                train_files, channels, batch_size, shuffle_seed=seed, records=train_records, select=train_select
-            ),
-            validation_data=tfrecord_dataset(val_files, channels, batch_size, records=val_records, select=val_select),
-            epochs=epochs,
+            train_split.dataset(channels, batch, shuffle_seed=seed),
+            validation_data=val_split.dataset(channels, batch),
+            epochs=hyperparameters.epochs,
             class_weight=CLASS_WEIGHTS,
             callbacks=[EpochCallback(record), *callbacks],
             shuffle=False,  # the dataset shuffles itself

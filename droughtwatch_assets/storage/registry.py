@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-
-from droughtwatch_assets.core.model_config import config_to_yaml
+from droughtwatch_assets.core.model_config import ModelConfig
 from droughtwatch_assets.data.datasets import md5_of
 from droughtwatch_assets.storage import retention
 
@@ -51,12 +49,12 @@ def new_version() -> str:
     return f"v-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
 
 
-def published_config(config: dict, model_path: str | os.PathLike, version: str) -> str:
-    return config_to_yaml({**config, "model_md5": md5_of(model_path), "published_version": version})
+def published_config(config: ModelConfig, model_path: str | os.PathLike, version: str) -> str:
+    return config.model_copy(update={"model_md5": md5_of(model_path), "published_version": version}).to_yaml()
 
 
-def check_pair(model_path: str | os.PathLike, config: dict, where: str) -> None:
-    expected = config.get("model_md5")
+def check_pair(model_path: str | os.PathLike, config: ModelConfig, where: str) -> None:
+    expected = config.model_md5
     if expected and expected != md5_of(model_path):
         raise TornPair(
             f"{where}: config.yaml belongs to another model.onnx (model_md5 {expected}); a publication "
@@ -68,7 +66,7 @@ class LocalModelRegistry:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().absolute()
 
-    def publish(self, model_name: str, onnx_path: str | os.PathLike, config: dict) -> Publication:
+    def publish(self, model_name: str, onnx_path: str | os.PathLike, config: ModelConfig) -> Publication:
         folder = self.root / model_name
         version = new_version()
         staging = folder / VERSIONS / f".{version}.partial"
@@ -89,14 +87,14 @@ class LocalModelRegistry:
             (folder / VERSIONS / version).as_uri() + "/",
         )
 
-    def current(self, model_name: str) -> tuple[Path, dict] | None:
+    def current(self, model_name: str) -> tuple[Path, ModelConfig] | None:
         """The current publication of model_name (model file, config), or None if there is none."""
         folder = self.root / model_name
         if not (folder / CURRENT).exists():
             return None
         return fetch_published(str(folder), folder)
 
-    def plan_retention(self, policy, now, models=None) -> tuple[retention.RetentionPlan, list[dict]]:
+    def plan_retention(self, policy, now, models=None) -> tuple[retention.RetentionPlan, list[ModelConfig]]:
         """(the publications the policy removes, of `models` or all; the configs of every publication kept)."""
         removals, kept_configs = [], []
         names = sorted(p.name for p in self.root.iterdir() if (p / CURRENT).is_file()) if self.root.is_dir() else []
@@ -114,7 +112,8 @@ class LocalModelRegistry:
                         retention.Removal(f"registry {name}", version, retention.local_size(path), (str(path),))
                     )
                 elif (folder / version / CONFIG_FILE).is_file():
-                    kept_configs.append(yaml.safe_load((folder / version / CONFIG_FILE).read_text()) or {})
+                    config_path = folder / version / CONFIG_FILE
+                    kept_configs.append(ModelConfig.from_yaml(config_path.read_text(), str(config_path)))
         return retention.RetentionPlan(tuple(removals)), kept_configs
 
 
@@ -129,7 +128,7 @@ class S3ModelRegistry:
         """`store`: an S3ArtifactStore on the registry bucket, for its bucket check, retries and errors."""
         self.store = store
 
-    def publish(self, model_name: str, onnx_path: str | os.PathLike, config: dict) -> Publication:
+    def publish(self, model_name: str, onnx_path: str | os.PathLike, config: ModelConfig) -> Publication:
         store, client = self.store, self.store.client
         store.ensure_bucket()
         version = new_version()
@@ -160,7 +159,7 @@ class S3ModelRegistry:
             f"s3://{store.bucket}/{version_key}/",
         )
 
-    def current(self, model_name: str, scratch: str | os.PathLike) -> tuple[Path, dict] | None:
+    def current(self, model_name: str, scratch: str | os.PathLike) -> tuple[Path, ModelConfig] | None:
         """The current publication of model_name, downloaded into scratch, or None if there is none."""
         from botocore.exceptions import ClientError
 
@@ -182,7 +181,7 @@ class S3ModelRegistry:
                 f"{base}/{name}",
                 str(scratch / name),
             )
-        config = yaml.safe_load((scratch / CONFIG_FILE).read_text())
+        config = ModelConfig.from_yaml((scratch / CONFIG_FILE).read_text(), store.uri(model_name, CONFIG_FILE))
         check_pair(scratch / MODEL_FILE, config, store.uri(model_name))
         return scratch / MODEL_FILE, config
 
@@ -202,7 +201,7 @@ class S3ModelRegistry:
         )
         return sorted(f[len(root) :].strip("/") for f in folders if store._etag_if_exists(f + CURRENT) is not None)
 
-    def plan_retention(self, policy, now, models=None) -> tuple[retention.RetentionPlan, list[dict]]:
+    def plan_retention(self, policy, now, models=None) -> tuple[retention.RetentionPlan, list[ModelConfig]]:
         """(the publications the policy removes, of `models` or all; the configs of every publication kept)."""
         store = self.store
         removals, kept_configs = [], []
@@ -228,11 +227,11 @@ class S3ModelRegistry:
                     body = store.call(
                         f"read of {config_key}", store.client.get_object, Bucket=store.bucket, Key=config_key
                     )["Body"].read()
-                    kept_configs.append(yaml.safe_load(body) or {})
+                    kept_configs.append(ModelConfig.from_yaml(body, f"s3://{store.bucket}/{config_key}"))
         return retention.RetentionPlan(tuple(removals)), kept_configs
 
 
-def fetch_published(location: str, scratch: str | os.PathLike) -> tuple[Path, dict | None]:
+def fetch_published(location: str, scratch: str | os.PathLike) -> tuple[Path, ModelConfig | None]:
     """(a local model.onnx, its config or None) from what a user points at: a model file, a published
     `<model>/` folder, or an `s3://bucket/.../<model>/` prefix or `s3://.../model.onnx` key."""
     scratch = Path(scratch)
@@ -248,7 +247,7 @@ def fetch_published(location: str, scratch: str | os.PathLike) -> tuple[Path, di
             raise FileNotFoundError(
                 f"{location}: no {MODEL_FILE} in this folder (nor a {CURRENT} file naming a published version)"
             )
-        config = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
+        config = ModelConfig.from_yaml(config_path.read_text(), str(config_path)) if config_path.exists() else None
         if config:
             check_pair(model, config, location)
         return model, config
@@ -257,7 +256,7 @@ def fetch_published(location: str, scratch: str | os.PathLike) -> tuple[Path, di
     return path, None
 
 
-def _fetch_s3(uri: str, scratch: Path) -> tuple[Path, dict | None]:
+def _fetch_s3(uri: str, scratch: Path) -> tuple[Path, ModelConfig | None]:
     from urllib.parse import urlparse
 
     from droughtwatch_assets.storage.s3_client import S3Error, client, download_uri
@@ -273,6 +272,7 @@ def _fetch_s3(uri: str, scratch: Path) -> tuple[Path, dict | None]:
         raise S3Error(f"{uri}: no published model here ({prefix}/{CURRENT} could not be read: {exc})") from None
     base = f"s3://{bucket}/{prefix}/{VERSIONS}/{version}"
     model = download_uri(f"{base}/{MODEL_FILE}", scratch / MODEL_FILE, s3_client)
-    config = yaml.safe_load(download_uri(f"{base}/{CONFIG_FILE}", scratch / CONFIG_FILE, s3_client).read_text())
+    config_path = download_uri(f"{base}/{CONFIG_FILE}", scratch / CONFIG_FILE, s3_client)
+    config = ModelConfig.from_yaml(config_path.read_text(), f"{base}/{CONFIG_FILE}")
     check_pair(model, config, uri)
     return model, config

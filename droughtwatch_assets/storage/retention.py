@@ -31,9 +31,10 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
+from droughtwatch_assets.core.model_config import ModelConfig
+
 DEFAULT_KEEP = 5
 DEFAULT_GRACE = timedelta(hours=1)
-SOURCE_VERSIONS = "source_versions"
 UNREFERENCED = "unreferenced objects"
 VERSION_TIME_FORMAT = "%Y%m%dT%H%M%S%f"  # v-<utc time>-<id>, as both stores and the registry name versions
 
@@ -120,24 +121,21 @@ class Reference:
         return (manifest(version) or {}).get("data_version") == self.data_version
 
 
-def publication_references(config: dict) -> list[Reference]:
+def publication_references(config: ModelConfig) -> list[Reference]:
     """What one published config.yaml keeps in the artifact store (see the module docstring)."""
-    sources = config.get(SOURCE_VERSIONS) or {}
+    sources = config.source_versions
     references = [Reference(tuple(location.split("/")), version=v) for location, v in sources.items()]
-    feature_set = config.get("feature_set")
-    if feature_set:
-        if f"onnx_model/{feature_set}" not in sources and config.get("model_md5"):
-            references.append(Reference(("onnx_model", feature_set), model_md5=config["model_md5"]))
-        if config.get("data_version"):
-            references.append(Reference(("processed_tfrecords", feature_set), data_version=config["data_version"]))
+    if f"onnx_model/{config.feature_set}" not in sources and config.model_md5:
+        references.append(Reference(("onnx_model", config.feature_set), model_md5=config.model_md5))
+    references.append(Reference(("processed_tfrecords", config.feature_set), data_version=config.data_version))
     return references
 
 
-def with_source_version(config: dict, key: tuple[str, ...], version_root: str | os.PathLike) -> dict:
+def with_source_version(config: ModelConfig, key: tuple[str, ...], version_root: str | os.PathLike) -> ModelConfig:
     """config plus the store version it was read from (the name of the version directory the store returned),
     to publish beside a model so that retention keeps that version."""
-    sources = {**(config.get(SOURCE_VERSIONS) or {}), "/".join(key): Path(version_root).name}
-    return {**config, SOURCE_VERSIONS: sources}
+    sources = {**config.source_versions, "/".join(key): Path(version_root).name}
+    return config.model_copy(update={"source_versions": sources})
 
 
 def referenced_versions(

@@ -8,7 +8,7 @@ from droughtwatch_assets.data.datasets import md5_of
 from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
 from droughtwatch_assets.defs.metadata import champion_history_table
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
-from droughtwatch_assets.model.artifacts import OnnxArtifact
+from droughtwatch_assets.model.artifacts import OnnxModels
 from droughtwatch_assets.model.selection import Candidate, Metric, champion_record, choose, with_promotion
 from droughtwatch_assets.storage.retention import with_source_version
 
@@ -23,6 +23,7 @@ class ChampionConfig(dg.Config):
 
 @dg.asset(
     **CHAIN_STEP,
+    ins={"onnx_model": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},  # opened lazily: the winner's only
     # one champion step at a time across runs (dagster.yaml's pool limit): each compares against the champion
     # the previous one promoted, so concurrent experiment runs end with the best model, whatever their order
     pool="champion",
@@ -39,16 +40,18 @@ def champion(
     store: ArtifactStore,
     tracking: TrackingResource,
     leaderboard: list[dict],
+    onnx_model: OnnxModels,
 ) -> dg.Output[dict]:
     current = store.published(CHAMPION)
-    current_record = current[1]["champion"] if current else None
-    history = current[1].get("history", []) if current else []
+    current_record = current[1].champion if current else None
+    history = current[1].history if current else []
     decision = choose([Candidate(**row) for row in leaderboard], config.metric, config.margin, current_record)
     metadata = {"decision": decision.reason, "previous_champion": current_record["feature_set"] if current else "none"}
     if decision.winner is None:
         context.log.info(f"no new champion: {decision.reason}")
     else:
-        current_record, history, promoted = promote(context, config, store, tracking, decision, history)
+        onnx = onnx_model[decision.winner.feature_set]
+        current_record, history, promoted = promote(context, config, store, tracking, decision, onnx, history)
         metadata.update(promoted)
     metadata["champion"] = current_record["feature_set"] if current_record else "none"
     metadata["history"] = champion_history_table(history)
@@ -56,20 +59,21 @@ def champion(
     return dg.Output({**outcome, "history": history}, metadata=metadata)
 
 
-def promote(context, config: ChampionConfig, store: ArtifactStore, tracking: TrackingResource, decision, history):
+def promote(context, config: ChampionConfig, store: ArtifactStore, tracking: TrackingResource, decision, onnx, history):
     """Publish the winner as champion/ and promote it in the tracker: (its record, the history, metadata)."""
     winner = decision.winner
-    onnx = OnnxArtifact.open(store.current(("onnx_model", winner.feature_set)))
     if md5_of(onnx.onnx_path) != winner.model_md5:
         raise dg.Failure(
             f"onnx_model {winner.feature_set} changed after it was evaluated; materialise "
             f"model_evaluation for {winner.feature_set} again",
             allow_retries=False,
         )
-    record = champion_record(decision, config.metric, onnx.config["features"], onnx.parity["max_abs_diff"])
+    record = champion_record(decision, config.metric, onnx.config.features, onnx.parity["max_abs_diff"])
     history = with_promotion(history, record)
     source = with_source_version(onnx.config, ("onnx_model", winner.feature_set), onnx.root)
-    publication = store.publish(CHAMPION, onnx.onnx_path, {**source, "champion": record, "history": history})
+    publication = store.publish(
+        CHAMPION, onnx.onnx_path, source.model_copy(update={"champion": record, "history": history})
+    )
     store.retain_after_commit(context.log, models=[CHAMPION])
     context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
     tags = {"feature_set": winner.feature_set, "data_version": winner.data_version}
@@ -93,13 +97,13 @@ def champion_is_sound(store: ArtifactStore) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=True, metadata={"champion": "none published"})
     model, config = published
     channels = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[3]
-    parity = config["champion"]["parity"]
+    parity = config.champion["parity"]
     problems = []
-    if channels != len(config["features"]):
-        problems.append(f"the model takes {channels} channels; its config lists {len(config['features'])} features")
+    if channels != len(config.features):
+        problems.append(f"the model takes {channels} channels; its config lists {len(config.features)} features")
     if not parity <= PARITY_TOLERANCE:
         problems.append(f"ONNX/Keras max abs diff {parity} > {PARITY_TOLERANCE}")
     return dg.AssetCheckResult(
         passed=not problems,
-        metadata={"problems": dg.MetadataValue.json(problems), "feature_set": config["champion"]["feature_set"]},
+        metadata={"problems": dg.MetadataValue.json(problems), "feature_set": config.champion["feature_set"]},
     )

@@ -23,14 +23,14 @@ def published_model(
     context: dg.AssetExecutionContext, store: ArtifactStore, tracking: TrackingResource, onnx_model: OnnxArtifact
 ) -> dg.Output[dict]:
     config = onnx_model.config
-    name = config["model_name"]
+    name = config.model_name
     refuse_configuration_mismatch(context, name)
-    if config.get("feature_set") != context.partition_key:
+    if config.feature_set != context.partition_key:
         raise refusal(
             f"onnx_model partition '{context.partition_key}' holds a model trained on feature set "
-            f"'{config.get('feature_set')}'; materialise the chain again for this partition"
+            f"'{config.feature_set}'; materialise the chain again for this partition"
         )
-    if not config.get("register_model"):
+    if not config.register_model:
         context.log.info(f"model {name!r} is not a registered configuration; nothing published")
         return dg.Output(
             {"model_name": name, "published": False, "uris": []}, metadata={"model_name": name, "published": False}
@@ -40,8 +40,8 @@ def published_model(
     publication = store.publish(name, onnx_model.onnx_path, source)
     store.retain_after_commit(context.log, models=[name])
     context.log.info(f"published {name} version {publication.version}: {publication.version_uri}")
-    with tracking.step(context, config.get("tracker", "none"), job_type="publish") as tracker:
-        registry = tracker.register(name, onnx_model.onnx_path, publication.model_uri, config)
+    with tracking.step(context, config.tracker, job_type="publish") as tracker:
+        registry = tracker.register(name, onnx_model.onnx_path, publication.model_uri, config.model_dump(mode="json"))
     uris = [publication.model_uri, publication.config_uri]
     value = {"model_name": name, "published": True, "uris": uris, "version": publication.version}
     value.update({"version_uri": publication.version_uri, **registry})

@@ -1,17 +1,18 @@
-from dataclasses import asdict
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
 
-from droughtwatch_assets.core.configurations import CLASS_WEIGHTS
+from droughtwatch_assets.core.configurations import CLASS_WEIGHTS, Hyperparameters
+from droughtwatch_assets.core.model_config import ModelConfig, SweepRecord
 from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, k8s_pod
 from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import training_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import ModelArtifact
-from droughtwatch_assets.model.sweep import Hyperparameters, grid
+from droughtwatch_assets.model.sweep import Holdout, grid
 
 
 class SweepConfig(dg.Config):
@@ -42,6 +43,10 @@ class TrainingConfig(dg.Config):
     )
     tracking_required: bool = Field(default=True, description="false: train and warn when the tracker is unreachable")
 
+    @property
+    def holdout(self) -> Holdout:
+        return Holdout(self.sweep.holdout_fraction, self.sweep.holdout_seed)
+
     def combinations(self) -> list[Hyperparameters]:
         """The sweep's grid, each empty list standing for the single value above: one combination by default."""
         return grid(
@@ -70,40 +75,54 @@ def trained_model(
     refuse_configuration_mismatch(context, config.model_name or context.partition_key)
     data = processed_tfrecords
     combinations = config.combinations()
-    sweeping = len(combinations) > 1
-    resolved = resolved_config(context, config, tracking, data, single=None if sweeping else combinations[0])
-    start = (resolved["model_name"], resolved)
-    with tracking.step(context, config.tracker, required=config.tracking_required, start=start) as tracker:
-        resolved["tracker"] = tracker.name  # what downstream steps report to
-        if sweeping:
-            run, trials, val_scores = _sweep(context, config, data, combinations, tracker, resolved)
+    identity = model_identity(context, config, data)
+    start = {**identity, "tracker": tracking.resolve(config.tracker)}
+    if len(combinations) == 1:
+        start.update(asdict(combinations[0]))
+    with tracking.step(
+        context, config.tracker, required=config.tracking_required, start=(start["model_name"], start)
+    ) as tracker:
+        if len(combinations) > 1:
+            trained = _sweep(context, config, data, combinations, tracker)
         else:
-            run, trials, val_scores = _fit(context, data, combinations[0], config.seed, tracker), [], {}
+            trained = Trained(_fit(context, data, combinations[0], config.seed, tracker), combinations[0])
+        model_config = ModelConfig(
+            **identity, **asdict(trained.hyperparameters), tracker=tracker.name, sweep=trained.sweep
+        )
         artifact = ModelArtifact(store.new_staging_dir())
-        run.model.save(artifact.keras_path)
+        trained.run.model.save(artifact.keras_path)
         tracker.log_keras_model(artifact.keras_path)
-        artifact.write_metadata(resolved, run.history)
-    metadata = training_metadata(run, resolved, data.class_counts("val"), trials, val_scores, tracker)
+        artifact.write_metadata(model_config, trained.run.history)
+    metadata = training_metadata(trained, model_config, data.class_counts("val"), tracker)
     return dg.Output(artifact, metadata=metadata)
 
 
-def resolved_config(context, config: TrainingConfig, tracking: TrackingResource, data: ShardedDataset, single):
-    """The training config as recorded beside the model: a sweep adds the chosen hyperparameters once known."""
+@dataclass(frozen=True)
+class Trained:
+    """A trained model and how it was chosen: the trials, val scores and sweep record of a sweep."""
+
+    run: Any  # model.train.TrainingRun (TensorFlow loads only when a step trains)
+    hyperparameters: Hyperparameters
+    trials: list = field(default_factory=list)
+    val_scores: dict = field(default_factory=dict)
+    sweep: SweepRecord | None = None
+
+
+def model_identity(context, config: TrainingConfig, data: ShardedDataset) -> dict:
+    """The model's config fields known before training; the hyperparameters follow once chosen."""
     return {
         "model_name": config.model_name or context.partition_key,
         "feature_set": context.partition_key,
         "features": list(data.features),
-        **(asdict(single) if single else {}),
         "seed": config.seed,
         "register_model": config.register_model,
-        "tracker": tracking.resolve(config.tracker),
         "class_weights": CLASS_WEIGHTS,
         "data_version": data.manifest.data_version,
         "dagster_run_id": context.run.run_id,
     }
 
 
-def _sweep(context, config: TrainingConfig, data: ShardedDataset, combinations, tracker, resolved: dict):
+def _sweep(context, config: TrainingConfig, data: ShardedDataset, combinations, tracker) -> Trained:
     """Every combination on train minus the hold-out; the best is kept and scored once on val."""
     from droughtwatch_assets.model.sweep import run_sweep, summary
     from droughtwatch_assets.model.train import evaluate_loss_accuracy
@@ -123,22 +142,19 @@ def _sweep(context, config: TrainingConfig, data: ShardedDataset, combinations, 
     try:
         run, trials = run_sweep(
             data.shards("train"),
+            data.records("train"),
             len(data.features),
             combinations,
-            train_records=data.records("train"),
-            holdout_fraction=config.sweep.holdout_fraction,
-            holdout_seed=config.sweep.holdout_seed,
+            config.holdout,
             seed=config.seed,
             on_epoch=on_epoch,
         )
     except ValueError as exc:
         raise refusal(f"trained_model partition '{context.partition_key}': {exc}") from exc
     chosen = next(t for t in trials if t.selected)
-    resolved.update(asdict(chosen.hyperparameters))
-    resolved["sweep"] = summary(trials, config.sweep.holdout_fraction, config.sweep.holdout_seed)
-    extra = {"holdout_fraction": config.sweep.holdout_fraction, "seed": config.seed}
+    extra = {"holdout_fraction": config.holdout.fraction, "seed": config.seed}
     for trial in trials:
-        name = f"{resolved['model_name']}_trial{trial.number}"
+        name = f"{config.model_name or context.partition_key}_trial{trial.number}"
         tracker.log_trial(name, {**asdict(trial.hyperparameters), **extra}, trial.history, trial.selected)
     tracker.log_params({**asdict(chosen.hyperparameters), "selected_trial": chosen.number})
     val_loss, val_accuracy = evaluate_loss_accuracy(
@@ -150,11 +166,11 @@ def _sweep(context, config: TrainingConfig, data: ShardedDataset, combinations, 
         f"sweep: trial {chosen.number} of {len(trials)} kept ({chosen.hyperparameters}): hold-out accuracy "
         f"{chosen.holdout_accuracy:.4f}, then val accuracy {val_accuracy:.4f}"
     )
-    return run, trials, val_scores
+    return Trained(run, chosen.hyperparameters, trials, val_scores, summary(trials, config.holdout))
 
 
 def _fit(context, data: ShardedDataset, hyperparameters: Hyperparameters, seed: int, tracker):
-    from droughtwatch_assets.model.train import EmptySplit, train  # TensorFlow loads only when a step trains
+    from droughtwatch_assets.model.train import EmptySplit, SplitInput, train  # TensorFlow loads only to train
 
     def on_epoch(epoch: int, logs: dict) -> None:
         context.log.info(
@@ -163,19 +179,8 @@ def _fit(context, data: ShardedDataset, hyperparameters: Hyperparameters, seed: 
         )
         tracker.log_epoch(epoch, logs)
 
+    splits = [SplitInput(data.shards(split), data.records(split)) for split in ("train", "val")]
     try:
-        run = train(
-            data.shards("train"),
-            data.shards("val"),
-            len(data.features),
-            learning_rate=hyperparameters.learning_rate,
-            batch_size=hyperparameters.batch_size,
-            epochs=hyperparameters.epochs,
-            seed=seed,
-            train_records=data.records("train"),
-            val_records=data.records("val"),
-            on_epoch=on_epoch,
-        )
+        return train(*splits, len(data.features), hyperparameters, seed=seed, on_epoch=on_epoch)
     except EmptySplit as exc:
         raise refusal(f"processed_tfrecords partition '{context.partition_key}': {exc}") from exc
-    return run
