@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DROUGHTWATCH_DATA_DIR ?= $(CURDIR)/.droughtwatch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install browser run lint format test test-fast dev materialize bench clean
+.PHONY: install browser postgres instance run lint format test test-fast dev materialize bench clean
 
 install: $(STAMP)
 
@@ -22,11 +22,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $(STAMP)
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+# The instance file: runs, event logs and schedules in Postgres when its settings are given (DAGSTER_PG_URL, or
+# DAGSTER_PG_HOST and the rest), else SQLite under DAGSTER_HOME. Copied whenever it differs, so a change of
+# settings takes effect at the next make run or make dev.
+INSTANCE_YAML := $(if $(DAGSTER_PG_URL),deploy/dagster-postgres-url.yaml,$(if $(DAGSTER_PG_HOST),deploy/dagster-postgres.yaml,dagster.yaml))
 
-run: install $(DAGSTER_HOME)/dagster.yaml
+instance:
+	@mkdir -p $(DAGSTER_HOME)
+	@cmp -s $(INSTANCE_YAML) $(DAGSTER_HOME)/dagster.yaml || { echo "$(DAGSTER_HOME)/dagster.yaml: $(INSTANCE_YAML)"; \
+	  cp $(INSTANCE_YAML) $(DAGSTER_HOME)/dagster.yaml; }
+
+run: install instance
 	$(BIN)/droughtwatch run --configuration baseline
 
 # Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
@@ -34,6 +40,13 @@ browser:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; fi; }
+
+# Debian's PostgreSQL server for the tests that start one (the postgres_server fixture); as root they run it as
+# the package's `postgres` user, since the server refuses to run as root.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi; }
 
 lint: install
 	$(BIN)/ruff check .
@@ -44,8 +57,8 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Everything, Chromium and servers included: what CI runs. The 25 slowest tests are listed at the end.
-test: install browser lint
+# Everything, Chromium, Postgres and servers included: what CI runs. The 25 slowest tests are listed at the end.
+test: install browser postgres lint
 	$(BIN)/python -m pytest --durations=25
 
 # The fast lane: every test not marked integration (no server, subprocess, daemon or browser; no real training).
@@ -53,7 +66,7 @@ test: install browser lint
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration" -n 2 --durations=10
 
-dev: install $(DAGSTER_HOME)/dagster.yaml
+dev: install instance
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: install
@@ -65,7 +78,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_sensor.py
 	$(BIN)/python benchmarks/bench_experiments.py
 
-materialize: install $(DAGSTER_HOME)/dagster.yaml
+materialize: install instance
 	$(BIN)/dagster asset materialize -m droughtwatch_assets.definitions --select '*' --partition baseline
 
 clean:

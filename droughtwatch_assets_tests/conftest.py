@@ -1,11 +1,15 @@
 import contextlib
+import dataclasses
 import json
 import os
+import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,8 +29,9 @@ FIXTURE_MARKERS = {
     "s3_endpoint": ("s3",),
     "mlflow_server": ("mlflow",),
     "dagster_ui": ("browser", "daemon"),
+    "postgres_server": ("postgres",),
 }
-KIND_MARKERS = ("s3", "mlflow", "daemon", "browser")
+KIND_MARKERS = ("s3", "mlflow", "postgres", "daemon", "browser")
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -174,6 +179,127 @@ def mlflow_server(tmp_path_factory):
         log.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class Postgres:
+    """One database on the tests' Postgres server, and the variables that reach it."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    db_name: str
+
+    @property
+    def url(self) -> str:
+        """libpq's form, for psycopg2.connect and most clients; SQLAlchemy's is env's DAGSTER_PG_URL."""
+        return f"postgresql://{self.username}:{self.password}@{self.host}:{self.port}/{self.db_name}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the Postgres instance files (deploy/dagster-postgres*.yaml) read: the parts and the URL."""
+        return {
+            "DAGSTER_PG_USERNAME": self.username,
+            "DAGSTER_PG_PASSWORD": self.password,
+            "DAGSTER_PG_HOST": self.host,
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_DB": self.db_name,
+            "DAGSTER_PG_URL": self.url.replace("postgresql://", "postgresql+psycopg2://", 1),
+        }
+
+    def query(self, sql: str, *params) -> list[tuple]:
+        import psycopg2
+
+        with contextlib.closing(psycopg2.connect(self.url)) as connection, connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    def new_database(self, name: str) -> "Postgres":
+        import psycopg2
+
+        with contextlib.closing(psycopg2.connect(self.url)) as connection:
+            connection.autocommit = True  # CREATE DATABASE refuses to run in a transaction
+            with connection.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        return dataclasses.replace(self, db_name=name)
+
+
+def postgres_bin_dir() -> Path:
+    """Debian's server binaries (`make postgres` installs them), the newest version; else initdb on PATH."""
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    initdb = debian[-1] if debian else shutil.which("initdb")
+    assert initdb, "no PostgreSQL server found: `make postgres` installs Debian's (as root, or with sudo)"
+    return Path(initdb).parent
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on loopback, in a new folder that is removed afterwards; password authentication.
+    initdb and postgres refuse to run as root, so as root (CI) they run as Debian's `postgres` user."""
+    bin_dir = postgres_bin_dir()
+    as_user = {}
+    folder = Path(tempfile.mkdtemp(prefix="droughtwatch-postgres-"))  # not under pytest's: root's are closed
+    if os.geteuid() == 0:
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail("running as root, and no `postgres` user to run the server as: `make postgres` adds it")
+        as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        os.chown(folder, account.pw_uid, account.pw_gid)
+    server = Postgres("127.0.0.1", free_port(), "droughtwatch", secrets.token_hex(12), "postgres")
+    data, log_path, process = folder / "data", folder / "server.log", None
+    try:
+        (folder / "password").write_text(server.password)
+        initdb = subprocess.run(
+            [bin_dir / "initdb", "-D", data, "-U", server.username, f"--pwfile={folder / 'password'}"]
+            + ["--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            **as_user,
+        )
+        assert initdb.returncode == 0, initdb.stdout[-2000:] + initdb.stderr[-2000:]
+        with open(data / "postgresql.conf", "a") as conf:
+            # loopback only, the socket in its own folder, and no durability: the server lives for one session
+            conf.write(
+                f"listen_addresses = '{server.host}'\nport = {server.port}\nunix_socket_directories = '{folder}'\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+            )
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                [bin_dir / "postgres", "-D", data], cwd=folder, stdout=log, stderr=subprocess.STDOUT, **as_user
+            )
+        wait_for_postgres(server, process, log_path)
+        yield server
+    finally:
+        if process is not None:
+            process.send_signal(signal.SIGINT)  # fast shutdown: open connections are closed
+            process.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def wait_for_postgres(server: Postgres, process: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
+    import psycopg2
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"postgres exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+        try:
+            psycopg2.connect(server.url, connect_timeout=2).close()
+            return
+        except psycopg2.OperationalError:
+            time.sleep(0.2)
+    raise TimeoutError(
+        f"postgres on port {server.port} did not answer within {timeout} s: {log_path.read_text()[-2000:]}"
+    )
+
+
+@pytest.fixture
+def postgres_database(postgres_server) -> Postgres:
+    """A new, empty database of its own on the session's server, for one test."""
+    return postgres_server.new_database(f"test_{secrets.token_hex(6)}")
+
+
 TINY_SAMPLE = {"sample_train_records": 192, "sample_val_records": 64, "sample_records_per_shard": 128}
 
 
@@ -309,10 +435,11 @@ def dagster_cli(*args: str, env: dict, timeout: float = 300) -> subprocess.Compl
     return completed
 
 
-def dagster_home(folder: Path) -> Path:
-    """A new DAGSTER_HOME with the project's dagster.yaml (its run queue and pools), as the Makefile makes one."""
+def dagster_home(folder: Path, instance: str = "dagster.yaml") -> Path:
+    """A new DAGSTER_HOME with the project's dagster.yaml (its run queue and pools), as the Makefile makes one;
+    `instance` names another of the project's instance files (deploy/dagster-postgres.yaml)."""
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", folder / "dagster.yaml")
+    shutil.copyfile(REPO_ROOT / instance, folder / "dagster.yaml")
     return folder
 
 
