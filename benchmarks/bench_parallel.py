@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import SCRATCH, clean, header, replicated_shard
 
 from droughtwatch_assets.data.datasets import build_raw_dataset
-from droughtwatch_assets.data.processing import process_dataset
+from droughtwatch_assets.data.processing import ProcessingOptions, process_dataset
 
 SHARDS, COPIES = 24, 50  # 24 shards x 4,050 records: 97,200, about the size of the real benchmark
 
@@ -50,7 +50,7 @@ def best_run(raw, workers: int, **options) -> tuple[float, float]:
         clean(out)
         os.sync()
         started, cpu = time.perf_counter(), cpu_seconds()
-        process_dataset(raw, out, "baseline", ("B2", "B3", "B4", "B5"), workers=workers, **options)
+        process_dataset(raw, out, "baseline", ("B2", "B3", "B4", "B5"), ProcessingOptions(workers=workers, **options))
         seconds = time.perf_counter() - started
         best = min(best, (seconds, (cpu_seconds() - cpu) / seconds))
     clean(out)

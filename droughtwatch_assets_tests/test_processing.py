@@ -104,7 +104,9 @@ def test_parallel_processing_writes_the_same_bytes_as_one_process(tmp_path):
     raw = build_raw_dataset(shards, tmp_path / "raw", {"type": "sample"})
     outputs = {}
     for workers in (1, 2):
-        dataset = processing.process_dataset(raw, tmp_path / f"out-{workers}", "all", FEATURES, workers=workers)
+        dataset = processing.process_dataset(
+            raw, tmp_path / f"out-{workers}", "all", FEATURES, processing.ProcessingOptions(workers=workers)
+        )
         outputs[workers] = (
             {f"{p.parent.name}/{p.name}": md5_of(p) for p in dataset.root.glob("*/part-*")},
             (dataset.root / "manifest.json").read_bytes(),

@@ -30,7 +30,7 @@ from droughtwatch_assets.data.datasets import (
     split_summary,
     write_manifest,
 )
-from droughtwatch_assets.records.tfrecord import BadRecords, iter_raw_blocks
+from droughtwatch_assets.records.tfrecord import BadRecordPolicy, BadRecords, iter_raw_blocks
 from droughtwatch_assets.records.writer import RecordWriter, UniformBlock, write_processed
 
 
@@ -246,72 +246,41 @@ def _totals_from(entry: Shard, channels: int) -> FeatureStats:
     return totals
 
 
+@dataclass(frozen=True)
+class ProcessingOptions:
+    workers: int | None = None  # processes; None: default_workers()
+    on_bad_record: BadRecordPolicy = "fail"
+    write_behind: bool = True
+    direct: bool = True
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    split: str
+    source: Path
+    destination: Path
+    raw_md5: str
+
+
 def process_dataset(
     raw: ShardedDataset,
     root: str | os.PathLike,
     feature_set: str,
     features: tuple[str, ...],
-    workers: int | None = None,
-    log: Callable[[str], None] = lambda _: None,
-    on_bad_record: str = "fail",
+    options: ProcessingOptions | None = None,
+    *,
     previous: ShardedDataset | None = None,
-    write_behind: bool = True,
-    direct: bool = True,
+    log: Callable[[str], None] = lambda _: None,
 ) -> ShardedDataset:
     """Process every shard of both splits, one shard per task, in parallel processes when workers > 1.
 
     A shard that `previous` (the last processed version) already holds for the same raw bytes, features
     and processing version is linked from there instead of being processed again.
     """
-    root = Path(root)
-    reusable = _reusable(previous, features, on_bad_record)
-    entries: dict[tuple[str, str], dict] = {}
-    jobs = []
-    for split in SPLITS:
-        (root / split).mkdir(parents=True, exist_ok=True)
-        raw_md5 = {s.name: s.md5 for s in raw.manifest.splits[split].shards}
-        for source in raw.shards(split):
-            old = reusable.get((split, source.name))
-            if old and old[1].raw_md5 == raw_md5[source.name] and old[0].exists():
-                try:
-                    os.link(old[0], root / split / source.name)
-                except OSError:
-                    shutil.copyfile(old[0], root / split / source.name)
-                entries[(split, source.name)] = old[1]
-                log(f"reused {split}/{source.name}: raw shard unchanged")
-            else:
-                jobs.append((split, source, root / split / source.name, raw_md5[source.name]))
-    workers = min(workers or default_workers(), len(jobs)) or 1
-    process = functools.partial(
-        process_shard, features=features, on_bad_record=on_bad_record, write_behind=write_behind, direct=direct
-    )
-    if workers == 1:
-        runner = map(lambda job: process(job[1], job[2]), jobs)
-        pool = None
-    else:
-        # spawn, not fork: the caller may have TensorFlow loaded, which is not fork-safe.
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        runner = pool.map(process, [j[1] for j in jobs], [j[2] for j in jobs])
-    log(f"{len(jobs)} shards to process in {workers} process{'es' if workers > 1 else ''}")
-    done = 0
-    try:
-        for (split, source, _, raw_md5), stats in zip(jobs, runner):
-            entries[(split, source.name)] = _shard_entry(stats, raw_md5)
-            done += 1
-            log(f"processed {split}/{source.name}: {stats.records} kept, {stats.vetoed} vetoed")
-    except BrokenProcessPool as exc:
-        split, source = jobs[done][0], jobs[done][1]
-        raise RuntimeError(
-            f"a processing worker died while {split}/{source.name} or a shard after it was being "
-            f"processed (killed by the system, for example out of memory); lower "
-            f"processed_tfrecords' workers"
-        ) from exc
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
-
-    totals = FeatureStats(len(features))
-    splits = {}
+    options, root = options or ProcessingOptions(), Path(root)
+    entries, jobs = _reuse_or_plan(raw, root, _reusable(previous, features, options.on_bad_record), log)
+    entries.update(_run(jobs, features, options, log))
+    totals, splits = FeatureStats(len(features)), {}
     for split in SPLITS:
         shards = [entries[(split, source.name)] for source in raw.shards(split)]
         for entry in shards:
@@ -325,7 +294,7 @@ def process_dataset(
         data_version=data_version([raw_version, list(features), PROCESSING_VERSION]),
         raw_data_version=raw_version,
         processing_version=PROCESSING_VERSION,
-        on_bad_record=on_bad_record,
+        on_bad_record=options.on_bad_record,
         shards_processed=len(jobs),
         shards_reused=len(entries) - len(jobs),
         image_shape=[IMAGE_SIZE, IMAGE_SIZE, len(features)],
@@ -334,3 +303,58 @@ def process_dataset(
         feature_stats=totals.summary(features),
     )
     return write_manifest(root, manifest)
+
+
+def _reuse_or_plan(raw: ShardedDataset, root: Path, reusable: dict, log) -> tuple[dict, list[_ShardJob]]:
+    """Link each shard the previous version holds for the same raw bytes; the rest are jobs."""
+    entries, jobs = {}, []
+    for split in SPLITS:
+        (root / split).mkdir(parents=True, exist_ok=True)
+        raw_md5 = {s.name: s.md5 for s in raw.manifest.splits[split].shards}
+        for source in raw.shards(split):
+            old = reusable.get((split, source.name))
+            if old and old[1].raw_md5 == raw_md5[source.name] and old[0].exists():
+                try:
+                    os.link(old[0], root / split / source.name)
+                except OSError:
+                    shutil.copyfile(old[0], root / split / source.name)
+                entries[(split, source.name)] = old[1]
+                log(f"reused {split}/{source.name}: raw shard unchanged")
+            else:
+                jobs.append(_ShardJob(split, source, root / split / source.name, raw_md5[source.name]))
+    return entries, jobs
+
+
+def _run(jobs: list[_ShardJob], features: tuple[str, ...], options: ProcessingOptions, log) -> dict:
+    workers = min(options.workers or default_workers(), len(jobs)) or 1
+    process = functools.partial(
+        process_shard,
+        features=features,
+        on_bad_record=options.on_bad_record,
+        write_behind=options.write_behind,
+        direct=options.direct,
+    )
+    pool = None
+    if workers == 1:
+        runner = (process(job.source, job.destination) for job in jobs)
+    else:
+        # spawn, not fork: the caller may have TensorFlow loaded, which is not fork-safe.
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        runner = pool.map(process, [j.source for j in jobs], [j.destination for j in jobs])
+    log(f"{len(jobs)} shards to process in {workers} process{'es' if workers > 1 else ''}")
+    entries = {}
+    try:
+        for job, stats in zip(jobs, runner):
+            entries[(job.split, job.source.name)] = _shard_entry(stats, job.raw_md5)
+            log(f"processed {job.split}/{job.source.name}: {stats.records} kept, {stats.vetoed} vetoed")
+    except BrokenProcessPool as exc:
+        job = jobs[len(entries)]
+        raise RuntimeError(
+            f"a processing worker died while {job.split}/{job.source.name} or a shard after it was being "
+            f"processed (killed by the system, for example out of memory); lower "
+            f"processed_tfrecords' workers"
+        ) from exc
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return entries

@@ -13,7 +13,7 @@ from droughtwatch_assets.defs.assets.model_evaluation import model_evaluation
 from droughtwatch_assets.defs.assets.onnx_model import onnx_model
 from droughtwatch_assets.defs.assets.processed_tfrecords import processed_tfrecords
 from droughtwatch_assets.defs.assets.published_model import published_model
-from droughtwatch_assets.defs.metadata import table
+from droughtwatch_assets.defs.metadata import freshness_metadata
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.defs.provenance import last_publication, latest_raw_data_version
 from droughtwatch_assets.model.artifacts import OnnxArtifact
@@ -132,31 +132,13 @@ def published_model_is_fresh(context: dg.AssetCheckExecutionContext, config: Fre
         if last is None:
             continue
         age_days = (now - last.published_at) / 86400
-        problems = []
-        if newest and last.raw_data_version != newest:
-            problems.append(f"trained on raw data {last.raw_data_version or 'unknown'}, newer raw data {newest} exists")
-        if age_days > config.max_age_days:
-            problems.append(f"published {age_days:.1f} days ago, more than {config.max_age_days:g}")
+        problems = last.staleness(newest, age_days, config.max_age_days)
         if problems:
             stale.append(f"{feature_set}: {'; '.join(problems)}")
         rows.append(
             [feature_set, last.run_id, round(age_days, 2), last.raw_data_version or "", "; ".join(problems) or "fresh"]
         )
-    metadata = {
-        "published_models": table(
-            [
-                ("feature set", "string"),
-                ("run", "string"),
-                ("age (days)", "float"),
-                ("raw data", "string"),
-                ("status", "string"),
-            ],
-            rows,
-        ),
-        "newest_raw_data": newest or "none",
-    }
-    if stale:
-        metadata["stale"] = "\n".join(stale)
+    metadata = freshness_metadata(rows, newest, stale)
     return dg.AssetCheckResult(passed=not stale, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
 

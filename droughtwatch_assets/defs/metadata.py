@@ -264,3 +264,12 @@ def publication_metadata(name: str, publication, registry: dict) -> dict:
         "version_uri": publication.version_uri,
         **registry,
     }
+
+
+def freshness_metadata(rows: list[list], newest: str | None, stale: list[str]) -> dict:
+    """published_model_is_fresh's metadata: one row per published feature set, and what is stale."""
+    columns = [("feature set", "string"), ("run", "string"), ("age (days)", "float"), ("raw data", "string")]
+    metadata = {"published_models": table([*columns, ("status", "string")], rows), "newest_raw_data": newest or "none"}
+    if stale:
+        metadata["stale"] = "\n".join(stale)
+    return metadata

@@ -26,6 +26,17 @@ class PublishedRun:
     code_versions: dict[str, str]  # asset -> the code version it ran with
     training_config: dict
 
+    def staleness(self, newest_raw_data: str | None, age_days: float, max_age_days: float) -> list[str]:
+        """Why this publication is stale: newer raw data exists, or it is older than max_age_days."""
+        problems = []
+        if newest_raw_data and self.raw_data_version != newest_raw_data:
+            problems.append(
+                f"trained on raw data {self.raw_data_version or 'unknown'}, newer raw data {newest_raw_data} exists"
+            )
+        if age_days > max_age_days:
+            problems.append(f"published {age_days:.1f} days ago, more than {max_age_days:g}")
+        return problems
+
 
 def last_publication(instance: dg.DagsterInstance, feature_set: str) -> PublishedRun | None:
     records = instance.fetch_materializations(

@@ -46,11 +46,7 @@ def _new_raw_shards(context: dg.SensorEvaluationContext, raw_source: RawSourceRe
     if seen.skip_reason():
         return dg.SensorResult(skip_reason=seen.skip_reason(), cursor=seen.cursor)
     context.log.info(seen.summary() + (f"; {seen.settling_line}" if seen.settling else ""))
-    tags = {TRIGGER_TAG: "new_raw_shards", CHANGED_COUNT_TAG: str(len(seen.changes))}
-    if seen.changes:
-        tags[CHANGED_TAG] = names_tag(seen.changes)
-    if seen.removed:
-        tags[REMOVED_TAG] = names_tag(seen.removed)
+    tags = _run_tags(seen)
     run_requests = [
         dg.RunRequest(
             run_key=f"new_raw_shards:{configuration.name}:{seen.digest()}",
@@ -61,6 +57,16 @@ def _new_raw_shards(context: dg.SensorEvaluationContext, raw_source: RawSourceRe
         for configuration in REGISTERED
     ]
     return dg.SensorResult(run_requests=run_requests, cursor=seen.cursor)
+
+
+def _run_tags(seen) -> dict[str, str]:
+    """What a run started by the sensor says about why: the shards added, changed or removed."""
+    tags = {TRIGGER_TAG: "new_raw_shards", CHANGED_COUNT_TAG: str(len(seen.changes))}
+    if seen.changes:
+        tags[CHANGED_TAG] = names_tag(seen.changes)
+    if seen.removed:
+        tags[REMOVED_TAG] = names_tag(seen.removed)
+    return tags
 
 
 def new_raw_shards_sensor(minimum_interval_seconds: int = DEFAULT_INTERVAL_SECONDS) -> dg.SensorDefinition:

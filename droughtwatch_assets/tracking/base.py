@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
@@ -65,6 +66,16 @@ class Tracker:
 
     def log_trial(self, name: str, params: dict[str, Any], history: dict[str, list], selected: bool) -> None:
         """One combination of a sweep as its own run under this one: MLflow child run, W&B run in the group."""
+
+    def log_sweep(self, model_name: str, trials, extra_params: dict[str, Any], val_scores: dict[str, float]) -> None:
+        """A sweep: each trial (model.sweep.Trial) as its own run, the chosen hyperparameters, and the kept model's
+        val scores."""
+        chosen = next(t for t in trials if t.selected)
+        for trial in trials:
+            params = {**asdict(trial.hyperparameters), **extra_params}
+            self.log_trial(f"{model_name}_trial{trial.number}", params, trial.history, trial.selected)
+        self.log_params({**asdict(chosen.hyperparameters), "selected_trial": chosen.number})
+        self.log_summary({**val_scores, "holdout_accuracy": chosen.holdout_accuracy})
 
     def log_onnx_model(self, path: str | os.PathLike) -> None:
         pass

@@ -5,7 +5,7 @@ from pydantic import Field
 
 from droughtwatch_assets.core.features import feature_set
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.data.processing import process_dataset
+from droughtwatch_assets.data.processing import ProcessingOptions, process_dataset
 from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, k8s_pod
 from droughtwatch_assets.defs.failures import bad_record_failure
 from droughtwatch_assets.defs.metadata import dataset_metadata
@@ -44,10 +44,9 @@ def processed_tfrecords(
             store.new_staging_dir(),
             name,
             feature_set(name, FEATURE_SETS),
-            workers=config.workers or None,
-            log=context.log.info,
-            on_bad_record=policy,
+            ProcessingOptions(workers=config.workers or None, on_bad_record=policy),
             previous=previous,
+            log=context.log.info,
         )
     except RecordError as exc:
         raise bad_record_failure(exc, policy) from exc

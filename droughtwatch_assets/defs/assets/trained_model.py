@@ -152,16 +152,12 @@ def _sweep(context, config: TrainingConfig, data: ShardedDataset, combinations, 
     except ValueError as exc:
         raise refusal(f"trained_model partition '{context.partition_key}': {exc}") from exc
     chosen = next(t for t in trials if t.selected)
-    extra = {"holdout_fraction": config.holdout.fraction, "seed": config.seed}
-    for trial in trials:
-        name = f"{config.model_name or context.partition_key}_trial{trial.number}"
-        tracker.log_trial(name, {**asdict(trial.hyperparameters), **extra}, trial.history, trial.selected)
-    tracker.log_params({**asdict(chosen.hyperparameters), "selected_trial": chosen.number})
     val_loss, val_accuracy = evaluate_loss_accuracy(
         run.model, data.shards("val"), len(data.features), data.records("val")
     )
     val_scores = {"val_loss": val_loss, "val_accuracy": val_accuracy}
-    tracker.log_summary({**val_scores, "holdout_accuracy": chosen.holdout_accuracy})
+    extra = {"holdout_fraction": config.holdout.fraction, "seed": config.seed}
+    tracker.log_sweep(config.model_name or context.partition_key, trials, extra, val_scores)
     context.log.info(
         f"sweep: trial {chosen.number} of {len(trials)} kept ({chosen.hyperparameters}): hold-out accuracy "
         f"{chosen.holdout_accuracy:.4f}, then val accuracy {val_accuracy:.4f}"
