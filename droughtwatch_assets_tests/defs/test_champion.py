@@ -37,7 +37,7 @@ def train(data_dir: Path, instance: dg.DagsterInstance, feature_set: str, epochs
 def compare(data_dir: Path, instance: dg.DagsterInstance, tracking: TrackingResource | None = None):
     resources = {**local_resources(data_dir), "tracking": tracking or TrackingResource(default_tracker="none")}
     return dg.materialize(
-        [*assets_named("raw_tfrecords", "leaderboard", "champion"), champion_is_sound],
+        [*assets_named(*EVALUATED, "leaderboard", "champion"), champion_is_sound],
         selection=["leaderboard", "champion"],
         instance=instance,
         resources=resources,
@@ -115,7 +115,7 @@ def test_in_s3_the_champion_is_published_as_a_pair_an_inference_client_can_use(t
     )
     assert trained.success
     result = dg.materialize(
-        [*assets_named("raw_tfrecords", "leaderboard", "champion"), champion_is_sound],
+        [*assets_named(*EVALUATED, "leaderboard", "champion"), champion_is_sound],
         selection=["leaderboard", "champion"],
         instance=instance,
         resources={**resources, "tracking": TrackingResource(default_tracker="none")},
