@@ -27,7 +27,7 @@ from droughtwatch_assets.storage import retention
 from droughtwatch_assets.storage import s3 as s3_store
 from droughtwatch_assets.storage import s3_client as s3
 from droughtwatch_assets.storage.base import VersionedArtifacts
-from droughtwatch_assets.storage.registry import LocalModelRegistry, Publication, S3ModelRegistry
+from droughtwatch_assets.storage.registry import Attachments, LocalModelRegistry, Publication, S3ModelRegistry
 from droughtwatch_assets.tracking import NullTracker, Tracker, TrackerName, TrackingUnavailable
 from droughtwatch_assets.tracking.base import tracked
 
@@ -113,9 +113,12 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
         """Where a file of an asset's current version really is: a local path, or its s3:// object."""
         return self._versions().file_uri(key, relative)
 
-    def publish(self, model_name: str, onnx_path: Path, config: ModelConfig) -> Publication:
-        """Publish a model and its config as <model name>/ in the registry, as a pair (see storage/registry.py)."""
-        return self._registry().publish(model_name, onnx_path, config)
+    def publish(
+        self, model_name: str, onnx_path: Path, config: ModelConfig, attachments: Attachments = None
+    ) -> Publication:
+        """Publish a model, its config and its attachments as <model name>/ in the registry, as one set that no
+        reader sees torn (see storage/registry.py)."""
+        return self._registry().publish(model_name, onnx_path, config, attachments)
 
     def published(self, model_name: str) -> tuple[Path, ModelConfig] | None:
         """The current publication of model_name in the registry (a local model file, its config), or None."""

@@ -3,8 +3,9 @@
 <registry>/<model name>/
     versions/<version>/model.onnx     immutable: each publication gets its own folder
     versions/<version>/config.yaml    the training config, plus `model_md5` of the model.onnx beside it
+    versions/<version>/<attachment>   files published with the model (its model card, ...), if any
     CURRENT                           the current version's name, written after both files of the version
-    model.onnx, config.yaml           copies in the original project's layout, written after CURRENT
+    model.onnx, config.yaml, ...      copies in the original project's layout, written after CURRENT
 
 A reader that needs the pair reads CURRENT, then `versions/<CURRENT>/`: two immutable files of one
 publication. The top-level copies are two separate writes, so for a moment they can disagree; their
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +47,10 @@ class Publication:
     version_uri: str  # <model>/versions/<version>/, the immutable pair
 
 
+# Files published with a model besides model.onnx and config.yaml (e.g. its model card): name -> text.
+Attachments = Mapping[str, str] | None
+
+
 def new_version() -> str:
     return f"v-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
 
@@ -66,16 +72,20 @@ class LocalModelRegistry:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().absolute()
 
-    def publish(self, model_name: str, onnx_path: str | os.PathLike, config: ModelConfig) -> Publication:
+    def publish(
+        self, model_name: str, onnx_path: str | os.PathLike, config: ModelConfig, attachments: Attachments = None
+    ) -> Publication:
         folder = self.root / model_name
         version = new_version()
         staging = folder / VERSIONS / f".{version}.partial"
         staging.mkdir(parents=True)
         shutil.copyfile(onnx_path, staging / MODEL_FILE)
         (staging / CONFIG_FILE).write_text(published_config(config, onnx_path, version))
+        for name, text in (attachments or {}).items():
+            (staging / name).write_text(text)
         os.replace(staging, folder / VERSIONS / version)
         _replace_text(folder / CURRENT, version)
-        for name in (MODEL_FILE, CONFIG_FILE):  # the original layout, model first
+        for name in (MODEL_FILE, CONFIG_FILE, *(attachments or {})):  # the original layout, model first
             tmp = folder / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
             shutil.copyfile(folder / VERSIONS / version / name, tmp)
             os.replace(tmp, folder / name)
@@ -128,7 +138,9 @@ class S3ModelRegistry:
         """`store`: an S3ArtifactStore on the registry bucket, for its bucket check, retries and errors."""
         self.store = store
 
-    def publish(self, model_name: str, onnx_path: str | os.PathLike, config: ModelConfig) -> Publication:
+    def publish(
+        self, model_name: str, onnx_path: str | os.PathLike, config: ModelConfig, attachments: Attachments = None
+    ) -> Publication:
         store, client = self.store, self.store.client
         store.ensure_bucket()
         version = new_version()
@@ -142,6 +154,8 @@ class S3ModelRegistry:
         )
         config_text = published_config(config, onnx_path, version).encode()
         store.put_bytes(f"{version_key}/{CONFIG_FILE}", config_text)
+        for name, text in (attachments or {}).items():
+            store.put_bytes(f"{version_key}/{name}", text.encode())
         store.put_bytes(store.key(model_name, CURRENT), version.encode())
         store.call(
             f"copy to {model_name}/{MODEL_FILE}",
@@ -151,6 +165,8 @@ class S3ModelRegistry:
             CopySource={"Bucket": store.bucket, "Key": f"{version_key}/{MODEL_FILE}"},
         )
         store.put_bytes(store.key(model_name, CONFIG_FILE), config_text)
+        for name, text in (attachments or {}).items():
+            store.put_bytes(store.key(model_name, name), text.encode())
         return Publication(
             model_name,
             version,
@@ -173,7 +189,7 @@ class S3ModelRegistry:
             raise
         base = store.key(model_name, VERSIONS, version.decode().strip())
         scratch.mkdir(parents=True, exist_ok=True)
-        for name in (MODEL_FILE, CONFIG_FILE):
+        for name in sorted({obj["Key"][len(base) + 1 :] for obj in store.listing(base + "/")}):
             store.call(
                 f"download of {base}/{name}",
                 store.client.download_file,
