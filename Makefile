@@ -58,8 +58,10 @@ format: install
 	$(BIN)/ruff format .
 
 # Everything, Chromium, Postgres and servers included: what CI runs. The 25 slowest tests are listed at the end.
+# Two processes, each taking whole files (module fixtures such as the browser tests' dagster dev start once): most
+# integration tests wait on servers and daemons, so a second process uses the time a first one leaves idle.
 test: install browser postgres lint
-	$(BIN)/python -m pytest --durations=25
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 # The fast lane: every test not marked integration (no server, subprocess, daemon or browser; no real training).
 # Needs no root and no Chromium. One file: $(BIN)/python -m pytest droughtwatch_assets_tests/test_records.py

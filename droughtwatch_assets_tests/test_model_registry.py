@@ -103,7 +103,7 @@ def test_s3_publications_are_versioned_pairs_named_by_current(tmp_path, two_mode
 def test_attachments_are_published_in_the_same_version_as_the_model(tmp_path, two_models):
     registry = LocalModelRegistry(tmp_path / "registry")
     first = registry.publish("baseline", *two_models[0], {"MODEL_CARD.md": "card of the first"})
-    second = registry.publish("baseline", *two_models[1], {"MODEL_CARD.md": "card of the second"})
+    registry.publish("baseline", *two_models[1], {"MODEL_CARD.md": "card of the second"})
     folder = tmp_path / "registry" / "baseline"
     assert (folder / "versions" / first.version / "MODEL_CARD.md").read_text() == "card of the first"
     assert (folder / "MODEL_CARD.md").read_text() == "card of the second"

@@ -45,6 +45,8 @@ class ModelConfig(BaseModel):
     class_weights: dict[int, float]
     data_version: str
     dagster_run_id: str
+    data_source: str = ""  # the raw source kind: sample (generated), folder, archive or s3
+    tracker_run: dict[str, str] = {}  # the training run in the tracker (its id, link or sync command)
     sweep: SweepRecord | None = None
     # set by the registry and the champion
     model_md5: str | None = None

@@ -289,6 +289,7 @@ def process_dataset(
     raw_version = raw.manifest.data_version
     manifest = Manifest(
         kind="processed",
+        source=raw.manifest.source,
         feature_set=feature_set,
         features=list(features),
         data_version=data_version([raw_version, list(features), PROCESSING_VERSION]),

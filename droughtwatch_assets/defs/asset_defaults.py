@@ -11,7 +11,14 @@ from droughtwatch_assets.defs.partitions import feature_set_partitions
 STORAGE_RETRY = dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL)
 
 # The chain that makes a published model: what the daily schedule compares code versions of.
-TRAINING_CHAIN = ("raw_tfrecords", "processed_tfrecords", "trained_model", "onnx_model", "published_model")
+TRAINING_CHAIN = (
+    "raw_tfrecords",
+    "processed_tfrecords",
+    "trained_model",
+    "onnx_model",
+    "model_evaluation",  # its figures go into the published model card
+    "published_model",
+)
 # Every step of the chain: bump an asset's code_version when the same inputs would give other outputs.
 CHAIN_STEP = {"code_version": "1", "retry_policy": STORAGE_RETRY}
 # Every step after raw_tfrecords: one partition per feature set.

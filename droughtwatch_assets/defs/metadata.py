@@ -253,9 +253,11 @@ def leaderboard_metadata(candidates, data_version: str) -> dict:
     }
 
 
-def publication_metadata(name: str, publication, registry: dict) -> dict:
-    """published_model's metadata: where the pair went (storage.registry.Publication) and the tracker's entry."""
+def publication_metadata(name: str, publication, registry: dict, card: str) -> dict:
+    """published_model's metadata: where the set went (storage.registry.Publication), the tracker's entry and the
+    model card."""
     return {
+        "model_card": dg.MetadataValue.md(card),
         "model_name": name,
         "published": True,
         "model_uri": publication.model_uri,

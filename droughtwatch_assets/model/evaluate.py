@@ -18,15 +18,37 @@ class Evaluation:
     accuracy: float
     majority_rate: float  # accuracy of always predicting the most frequent class
 
-    def as_dict(self) -> dict:
-        return {
-            "confusion_matrix": self.confusion.tolist(),
-            "precision": self.precision.tolist(),
-            "recall": self.recall.tolist(),
-            "f1": self.f1.tolist(),
-            "accuracy": self.accuracy,
-            "majority_rate": self.majority_rate,
-        }
+    def record(self, model_md5: str, data_version: str) -> EvaluationRecord:
+        return EvaluationRecord(
+            model_md5=model_md5,
+            data_version=data_version,
+            records=int(self.confusion.sum()),
+            accuracy=self.accuracy,
+            majority_rate=self.majority_rate,
+            precision=self.precision.tolist(),
+            recall=self.recall.tolist(),
+            f1=self.f1.tolist(),
+            confusion_matrix=self.confusion.tolist(),
+        )
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """What model_evaluation hands on: one model file's figures on val (what its model card reports)."""
+
+    model_md5: str
+    data_version: str  # the raw data version the model was evaluated on
+    records: int
+    accuracy: float
+    majority_rate: float
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    confusion_matrix: list[list[int]]  # [true][predicted]
+
+    @property
+    def macro_f1(self) -> float:
+        return sum(self.f1) / len(self.f1)
 
 
 def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> Evaluation:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 from droughtwatch_assets.core.model_config import ModelConfig
 from droughtwatch_assets.data.datasets import md5_of
 from droughtwatch_assets.storage import retention
@@ -31,6 +33,7 @@ from droughtwatch_assets.storage import retention
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.yaml"
 CURRENT = "CURRENT"
+CARD_FILE = "MODEL_CARD.md"  # the model card published with each model (model/card.py)
 VERSIONS = "versions"
 
 
@@ -60,12 +63,26 @@ def published_config(config: ModelConfig, model_path: str | os.PathLike, version
 
 
 def check_pair(model_path: str | os.PathLike, config: ModelConfig, where: str) -> None:
+    """Fail when the config, or the model card beside the model, belongs to another model.onnx."""
     expected = config.model_md5
     if expected and expected != md5_of(model_path):
         raise TornPair(
             f"{where}: config.yaml belongs to another model.onnx (model_md5 {expected}); a publication "
             f"was under way. Read it again, or read {VERSIONS}/<{CURRENT}>/"
         )
+    card = Path(model_path).parent / CARD_FILE
+    if card.exists():
+        described = _front_matter(card.read_text()).get("model_md5")
+        if described != md5_of(model_path):
+            raise TornPair(
+                f"{where}: {CARD_FILE} describes another model.onnx (model_md5 {described}); a publication was "
+                f"under way. Read it again, or read {VERSIONS}/<{CURRENT}>/"
+            )
+
+
+def _front_matter(card: str) -> dict:
+    parts = card.split("---\n", 2)
+    return (yaml.safe_load(parts[1]) or {}) if card.startswith("---\n") and len(parts) == 3 else {}
 
 
 class LocalModelRegistry:

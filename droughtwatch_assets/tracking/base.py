@@ -77,6 +77,9 @@ class Tracker:
         self.log_params({**asdict(chosen.hyperparameters), "selected_trial": chosen.number})
         self.log_summary({**val_scores, "holdout_accuracy": chosen.holdout_accuracy})
 
+    def log_model_card(self, model_name: str, card: str) -> None:
+        """The published model's MODEL_CARD.md, as an artifact of the run."""
+
     def log_onnx_model(self, path: str | os.PathLike) -> None:
         pass
 

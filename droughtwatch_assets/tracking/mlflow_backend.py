@@ -94,6 +94,9 @@ class MlflowTracker(Tracker):
     def log_keras_model(self, path: str | os.PathLike) -> None:
         mlflow.log_artifact(os.fspath(path), artifact_path="keras")
 
+    def log_model_card(self, model_name: str, card: str) -> None:
+        mlflow.log_text(card, f"model_card/{model_name}/MODEL_CARD.md")
+
     def log_onnx_model(self, path: str | os.PathLike) -> None:
         mlflow.onnx.log_model(onnx.load(os.fspath(path)), name="onnx")
 

@@ -87,6 +87,16 @@ class WandbTracker(Tracker):
         if register and self.online:
             self.run.link_artifact(artifact, f"model-registry/{model_name}")
 
+    def log_model_card(self, model_name: str, card: str) -> None:
+        import wandb
+
+        if self.run is None:
+            self.run = self._init(f"{model_name}_publish", {}, self.job_type)
+        artifact = wandb.Artifact(f"{model_name}-model-card", type="model-card")
+        with artifact.new_file("MODEL_CARD.md") as file:
+            file.write(card)
+        self.run.log_artifact(artifact)
+
     def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str, config: dict) -> dict:
         """A publish run (W&B runs end with their step) holding a model artifact that references the published copy."""
         if self.run is None:

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from droughtwatch_assets.defs.assets.champion import champion_is_sound
 from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.defs.resources import TrackingResource
+from droughtwatch_assets.model.card import front_matter
 from droughtwatch_assets_tests.conftest import (
     DATA_ASSETS,
     assets_named,
@@ -77,6 +78,14 @@ def test_the_better_feature_set_becomes_champion_and_a_worse_challenger_leaves_i
         version.tags["feature_set"] == "baseline"
         and version.tags["data_version"] == published["champion"]["data_version"]
     )
+    card = (tmp_path / "registry" / "champion" / "MODEL_CARD.md").read_text()
+    front = front_matter(card)
+    metrics = {m["name"]: m["value"] for m in front["model-index"][0]["results"][0]["metrics"]}
+    assert front["model_md5"] == published["model_md5"] and front["model_name"] == "champion"
+    assert metrics["val accuracy"] == pytest.approx(published["champion"]["val_accuracy"], abs=1e-6)
+    assert first.asset_materializations_for_node("champion")[0].metadata["model_card"].value == card
+    logged = client.list_artifacts(version.run_id, "model_card/champion")
+    assert [a.path for a in logged] == ["model_card/champion/MODEL_CARD.md"]
 
     train(tmp_path, instance, "ndvi", epochs=0, seed=2)  # a worse challenger
     second = compare(tmp_path, instance)

@@ -9,7 +9,10 @@ from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
 from droughtwatch_assets.defs.metadata import champion_history_table
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import OnnxModels
+from droughtwatch_assets.model.card import model_card
+from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.model.selection import Candidate, Metric, champion_record, choose, with_promotion
+from droughtwatch_assets.storage.registry import CARD_FILE
 from droughtwatch_assets.storage.retention import with_source_version
 
 CHAMPION = "champion"
@@ -23,7 +26,12 @@ class ChampionConfig(dg.Config):
 
 @dg.asset(
     **CHAIN_STEP,
-    ins={"onnx_model": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},  # opened lazily: the winner's only
+    ins={
+        "onnx_model": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),  # opened lazily: the winner's only
+        "model_evaluation": dg.AssetIn(
+            partition_mapping=dg.AllPartitionMapping(), metadata={"allow_missing_partitions": True}
+        ),
+    },
     # one champion step at a time across runs (dagster.yaml's pool limit): each compares against the champion
     # the previous one promoted, so concurrent experiment runs end with the best model, whatever their order
     pool="champion",
@@ -41,6 +49,7 @@ def champion(
     tracking: TrackingResource,
     leaderboard: list[dict],
     onnx_model: OnnxModels,
+    model_evaluation: dict[str, EvaluationRecord],
 ) -> dg.Output[dict]:
     current = store.published(CHAMPION)
     current_record = current[1].champion if current else None
@@ -50,8 +59,11 @@ def champion(
     if decision.winner is None:
         context.log.info(f"no new champion: {decision.reason}")
     else:
-        onnx = onnx_model[decision.winner.feature_set]
-        current_record, history, promoted = promote(context, config, store, tracking, decision, onnx, history)
+        winner = decision.winner.feature_set
+        evaluation = model_evaluation.get(winner)
+        current_record, history, promoted = promote(
+            context, config, store, tracking, decision, (onnx_model[winner], evaluation), history
+        )
         metadata.update(promoted)
     metadata["champion"] = current_record["feature_set"] if current_record else "none"
     metadata["history"] = champion_history_table(history)
@@ -59,27 +71,30 @@ def champion(
     return dg.Output({**outcome, "history": history}, metadata=metadata)
 
 
-def promote(context, config: ChampionConfig, store: ArtifactStore, tracking: TrackingResource, decision, onnx, history):
-    """Publish the winner as champion/ and promote it in the tracker: (its record, the history, metadata)."""
-    winner = decision.winner
-    if md5_of(onnx.onnx_path) != winner.model_md5:
+def promote(context, config: ChampionConfig, store: ArtifactStore, tracking: TrackingResource, decision, model, past):
+    """Publish the winner (model: its onnx_model and evaluation) as champion/ with its model card, and promote it
+    in the tracker: (its record, the history with it, metadata)."""
+    winner, (onnx, evaluation) = decision.winner, model
+    if md5_of(onnx.onnx_path) != winner.model_md5 or evaluation is None or evaluation.model_md5 != winner.model_md5:
         raise dg.Failure(
             f"onnx_model {winner.feature_set} changed after it was evaluated; materialise "
             f"model_evaluation for {winner.feature_set} again",
             allow_retries=False,
         )
     record = champion_record(decision, config.metric, onnx.config.features, onnx.parity["max_abs_diff"])
-    history = with_promotion(history, record)
+    history = with_promotion(past, record)
     source = with_source_version(onnx.config, ("onnx_model", winner.feature_set), onnx.root)
-    publication = store.publish(
-        CHAMPION, onnx.onnx_path, source.model_copy(update={"champion": record, "history": history})
-    )
+    published = source.model_copy(update={"champion": record, "history": history})
+    card = model_card(onnx.config, evaluation, onnx.parity["max_abs_diff"], CHAMPION)
+    publication = store.publish(CHAMPION, onnx.onnx_path, published, {CARD_FILE: card})
     store.retain_after_commit(context.log, models=[CHAMPION])
     context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
     tags = {"feature_set": winner.feature_set, "data_version": winner.data_version}
     with tracking.step(context, job_type="promote", start=(f"{config.registered_model}_champion", record)) as tracker:
         promoted = tracker.promote(config.registered_model, onnx.onnx_path, tags)
+        tracker.log_model_card(CHAMPION, card)
     promoted.update({"won_by": decision.won_by or 0.0, "version_uri": publication.version_uri})
+    promoted["model_card"] = dg.MetadataValue.md(card)
     return record, history, promoted
 
 

@@ -5,7 +5,7 @@ from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.defs.failures import refusal
 from droughtwatch_assets.defs.metadata import evaluation_metadata
 from droughtwatch_assets.model.artifacts import OnnxArtifact
-from droughtwatch_assets.model.evaluate import evaluate
+from droughtwatch_assets.model.evaluate import EvaluationRecord, evaluate
 from droughtwatch_assets.model.predict import predict_processed
 
 
@@ -19,7 +19,7 @@ from droughtwatch_assets.model.predict import predict_processed
 )
 def model_evaluation(
     context: dg.AssetExecutionContext, onnx_model: OnnxArtifact, processed_tfrecords: ShardedDataset
-) -> dg.Output[dict]:
+) -> dg.Output[EvaluationRecord]:
     if not processed_tfrecords.records("val"):
         raise refusal(
             f"processed_tfrecords partition '{context.partition_key}' has no val records (all vetoed as "
@@ -30,11 +30,6 @@ def model_evaluation(
     )
     result = evaluate(probabilities, labels)
     context.log.info(f"val accuracy {result.accuracy:.3f} against the majority-class rate {result.majority_rate:.3f}")
-    metadata = evaluation_metadata(
-        result,
-        probabilities,
-        labels,
-        data_version=processed_tfrecords.manifest.raw_data_version,
-        model_md5=md5_of(onnx_model.onnx_path),
-    )
-    return dg.Output(result.as_dict(), metadata=metadata)
+    record = result.record(md5_of(onnx_model.onnx_path), processed_tfrecords.manifest.raw_data_version)
+    metadata = evaluation_metadata(result, probabilities, labels, record.data_version, record.model_md5)
+    return dg.Output(record, metadata=metadata)

@@ -87,7 +87,11 @@ def trained_model(
         else:
             trained = Trained(_fit(context, data, combinations[0], config.seed, tracker), combinations[0])
         model_config = ModelConfig(
-            **identity, **asdict(trained.hyperparameters), tracker=tracker.name, sweep=trained.sweep
+            **identity,
+            **asdict(trained.hyperparameters),
+            tracker=tracker.name,
+            tracker_run=tracker.metadata(),
+            sweep=trained.sweep,
         )
         artifact = ModelArtifact(store.new_staging_dir())
         trained.run.model.save(artifact.keras_path)
@@ -118,6 +122,7 @@ def model_identity(context, config: TrainingConfig, data: ShardedDataset) -> dic
         "register_model": config.register_model,
         "class_weights": CLASS_WEIGHTS,
         "data_version": data.manifest.data_version,
+        "data_source": data.manifest.source.get("type", ""),
         "dagster_run_id": context.run.run_id,
     }
 

@@ -1,0 +1,122 @@
+"""MODEL_CARD.md: what a published model is, in the Hugging Face model-card format (YAML front matter with a
+`model-index`, then Markdown), written from the model's config and its evaluation on val."""
+
+from __future__ import annotations
+
+import yaml
+
+from droughtwatch_assets.core.features import NUM_CLASSES
+from droughtwatch_assets.core.model_config import ModelConfig
+from droughtwatch_assets.model.evaluate import EvaluationRecord
+
+CLASS_MEANING = {k: f"{k}{'+' if k == NUM_CLASSES - 1 else ''} animals" for k in range(NUM_CLASSES)}
+DATA_KIND = {"sample": "the generated sample (synthetic, embedded in the package)"}
+
+
+def model_card(config: ModelConfig, evaluation: EvaluationRecord, parity: float, published_as: str) -> str:
+    """The card of the model file that `evaluation` judged, published as `published_as` (a model name, or
+    champion)."""
+    model_md5 = evaluation.model_md5
+    front = {
+        "model_name": published_as,
+        "library_name": "onnx",
+        "pipeline_tag": "image-classification",
+        "tags": ["droughtwatch", "landsat-8", "forage-quality", config.feature_set],
+        "model_md5": model_md5,
+        "data_version": evaluation.data_version,  # the raw data's, as the leaderboard compares it
+        "model-index": [
+            {
+                "name": published_as,
+                "results": [
+                    {
+                        "task": {"type": "image-classification", "name": "Forage quality from Landsat-8"},
+                        "dataset": {
+                            "type": "droughtwatch",
+                            "name": f"DroughtWatch, data version {evaluation.data_version}",
+                            "split": "val",
+                        },
+                        "metrics": [
+                            {"type": "accuracy", "name": "val accuracy", "value": round(evaluation.accuracy, 6)},
+                            {"type": "f1", "name": "macro-F1", "value": round(evaluation.macro_f1, 6)},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    data = DATA_KIND.get(config.data_source, f"real DroughtWatch shards (source: {config.data_source or 'unknown'})")
+    sweep = (
+        f"chosen by a sweep of {config.sweep.combinations} combinations on a {config.sweep.holdout_fraction:.0%} "
+        f"hold-out of train (trial {config.sweep.selected_trial})"
+        if config.sweep
+        else "no sweep"
+    )
+    per_class = "\n".join(
+        f"| {CLASS_MEANING[k]} | {evaluation.precision[k]:.4f} | {evaluation.recall[k]:.4f} | {evaluation.f1[k]:.4f} "
+        f"| {sum(evaluation.confusion_matrix[k])} |"
+        for k in range(NUM_CLASSES)
+    )
+    confusion = "\n".join(
+        f"| {k} | " + " | ".join(str(n) for n in evaluation.confusion_matrix[k]) + " |" for k in range(NUM_CLASSES)
+    )
+    tracker_run = ", ".join(f"{k}: {v}" for k, v in config.tracker_run.items()) or "not tracked"
+    body = f"""# {published_as}
+
+A CNN that grades forage quality (how many animals, 0 to 3+, the spot at the centre of the image supports, as
+pastoralists reported it) from a 65 x 65 pixel Landsat-8 image of northern Kenya, trained by droughtwatch_assets.
+Feature set `{config.feature_set}`: channels {", ".join(config.features)}.
+
+## Intended use and limits
+
+- For advisers comparing plots and seasons in the region the DroughtWatch data covers. Not for other regions,
+  sensors or seasons without checking the drift of the inputs first, and not as the only basis of a decision.
+- Trained on {data}. A model trained on the generated sample has learned synthetic data only.
+- Val accuracy {evaluation.accuracy:.4f} against {evaluation.majority_rate:.4f} for always predicting the most
+  frequent class: judge it by the per-class figures, since the classes are unbalanced.
+
+## Training
+
+| setting | value |
+|---|---|
+| raw data version | {evaluation.data_version} |
+| processed data version | {config.data_version} |
+| feature set | {config.feature_set} ({len(config.features)} channels) |
+| learning rate | {config.learning_rate:g} |
+| batch size | {config.batch_size} |
+| epochs | {config.epochs} |
+| seed | {config.seed} |
+| class weights | {", ".join(f"{k}: {w:g}" for k, w in config.class_weights.items())} |
+| hyperparameters | {sweep} |
+
+## Evaluation on val ({evaluation.records} records)
+
+Accuracy {evaluation.accuracy:.4f}, macro-F1 {evaluation.macro_f1:.4f}, majority-class rate
+{evaluation.majority_rate:.4f}.
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{per_class}
+
+Confusion matrix (rows: true class, columns: predicted class):
+
+| true | 0 | 1 | 2 | 3 |
+|---|---|---|---|---|
+{confusion}
+
+## Export
+
+ONNX (`model.onnx`, md5 {model_md5}); largest difference from Keras on a val batch: {parity:.3g}.
+
+## Lineage
+
+- Dagster run that trained it: {config.dagster_run_id}
+- Tracker run ({config.tracker}): {tracker_run}
+"""
+    return f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n{body}"
+
+
+def front_matter(card: str) -> dict:
+    """The YAML front matter of a model card."""
+    if not card.startswith("---\n"):
+        raise ValueError("a model card starts with YAML front matter between --- lines")
+    return yaml.safe_load(card.split("---\n", 2)[1])
