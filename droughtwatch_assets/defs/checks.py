@@ -17,6 +17,7 @@ from droughtwatch_assets.defs.metadata import freshness_metadata
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.defs.provenance import last_publication, latest_raw_data_version
 from droughtwatch_assets.model.artifacts import OnnxArtifact
+from droughtwatch_assets.model.evaluate import EvaluationRecord
 
 CLASS_DRIFT_LIMIT = 0.10  # largest tolerated gap between train and val class shares
 
@@ -104,11 +105,11 @@ def onnx_matches_keras(onnx_model: OnnxArtifact) -> dg.AssetCheckResult:
     partitions_def=feature_set_partitions,
     description="Val accuracy above always predicting the majority class (a warning).",
 )
-def beats_the_majority_class(model_evaluation: dict) -> dg.AssetCheckResult:
+def beats_the_majority_class(model_evaluation: EvaluationRecord) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        passed=model_evaluation["accuracy"] > model_evaluation["majority_rate"],
+        passed=model_evaluation.accuracy > model_evaluation.majority_rate,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"accuracy": model_evaluation["accuracy"], "majority_rate": model_evaluation["majority_rate"]},
+        metadata={"accuracy": model_evaluation.accuracy, "majority_rate": model_evaluation.majority_rate},
     )
 
 

@@ -1,5 +1,7 @@
 """The feature sets' models compared (leaderboard) and the best one promoted (champion)."""
 
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
@@ -10,7 +12,6 @@ from droughtwatch_assets.defs.metadata import champion_history_table
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import OnnxModels
 from droughtwatch_assets.model.card import model_card
-from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.model.selection import Candidate, Metric, champion_record, choose, with_promotion
 from droughtwatch_assets.storage.registry import CARD_FILE
 from droughtwatch_assets.storage.retention import with_source_version
@@ -49,7 +50,7 @@ def champion(
     tracking: TrackingResource,
     leaderboard: list[dict],
     onnx_model: OnnxModels,
-    model_evaluation: dict[str, EvaluationRecord],
+    model_evaluation: Any,  # dict[str, EvaluationRecord]; the record itself when there is one feature set
 ) -> dg.Output[dict]:
     current = store.published(CHAMPION)
     current_record = current[1].champion if current else None
@@ -60,7 +61,8 @@ def champion(
         context.log.info(f"no new champion: {decision.reason}")
     else:
         winner = decision.winner.feature_set
-        evaluation = model_evaluation.get(winner)
+        evaluations = model_evaluation if isinstance(model_evaluation, dict) else {winner: model_evaluation}
+        evaluation = evaluations.get(winner)
         current_record, history, promoted = promote(
             context, config, store, tracking, decision, (onnx_model[winner], evaluation), history
         )
