@@ -72,7 +72,10 @@ def promote(context, config: ChampionConfig, store: ArtifactStore, tracking: Tra
     history = with_promotion(history, record)
     source = with_source_version(onnx.config, ("onnx_model", winner.feature_set), onnx.root)
     publication = store.publish(
-        CHAMPION, onnx.onnx_path, source.model_copy(update={"champion": record, "history": history})
+        CHAMPION,
+        onnx.onnx_path,
+        source.model_copy(update={"champion": record, "history": history}),
+        onnx.attachments(),
     )
     store.retain_after_commit(context.log, models=[CHAMPION])
     context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
