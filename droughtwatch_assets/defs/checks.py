@@ -21,6 +21,8 @@ from droughtwatch_assets.defs.provenance import last_publication, latest_raw_dat
 from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.model import drift
 from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE, OnnxArtifact
+from droughtwatch_assets.storage.registry import TornPair
+from droughtwatch_assets.storage.s3_client import S3Error
 
 CLASS_DRIFT_LIMIT = 0.10  # largest tolerated gap between train and val class shares
 
@@ -113,6 +115,9 @@ def published_reference(store: ArtifactStore, feature_set: str) -> PublishedRefe
     return PublishedReference(name, version, drift.read_reference(path))
 
 
+NO_PUBLISHED_MODEL = "no published model for this feature set yet: nothing to compare with"
+
+
 class DriftConfig(dg.Config):
     psi_warn: float = Field(default=drift.PSI_WARN, description="a feature whose PSI reaches this fails as a warning")
     psi_fail: float = Field(default=drift.PSI_FAIL, description="a feature whose PSI reaches this fails as an error")
@@ -133,29 +138,32 @@ def inputs_have_not_drifted(
     store: ArtifactStore,
     processed_tfrecords: ShardedDataset,
 ) -> dg.AssetCheckResult:
-    published = published_reference(store, context.partition_key)
-    if published is None or published.reference is None:
-        note = (
-            "no published model for this feature set yet: nothing to compare with"
-            if published is None
-            else f"{published.label} has no drift reference (published before they were): nothing to compare with"
-        )
-        return dg.AssetCheckResult(passed=True, metadata={"compared_with": "none", "note": note})
-    limits = drift.Limits(config.psi_warn, config.psi_fail)
     try:
-        report = drift.compare(published.reference, processed_tfrecords, limits)
+        published = published_reference(store, context.partition_key)
+    except (OSError, ValueError, S3Error, TornPair) as exc:
+        return drift_warning("none", f"the published models could not be read: {exc}")
+    if published is None:
+        return dg.AssetCheckResult(passed=True, metadata={"compared_with": "none", "note": NO_PUBLISHED_MODEL})
+    if published.reference is None:
+        note = f"{published.label} has no drift reference (published before they were): nothing to compare with"
+        return dg.AssetCheckResult(passed=True, metadata={"compared_with": published.label, "note": note})
+    try:
+        report = drift.compare(published.reference, processed_tfrecords, drift.Limits(config.psi_warn, config.psi_fail))
     except drift.NothingToCompare as exc:
         return dg.AssetCheckResult(passed=True, metadata={"compared_with": published.label, "note": str(exc)})
     except ValueError as exc:  # other features than the model's
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"compared_with": published.label, "problem": str(exc)},
-        )
+        return drift_warning(published.label, str(exc))
     return dg.AssetCheckResult(
         passed=report.status == "ok",
         severity=dg.AssetCheckSeverity.ERROR if report.status == "fail" else dg.AssetCheckSeverity.WARN,
         metadata=drift_metadata(report, published.label, published.reference),
+    )
+
+
+def drift_warning(compared_with: str, problem: str) -> dg.AssetCheckResult:
+    """The drift check could not compare: a warning that says why, never an error that fails the run."""
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"compared_with": compared_with, "problem": problem}
     )
 
 

@@ -42,10 +42,12 @@ def published(tmp_path_factory):
     return data, result, instance
 
 
-def check_data(tmp_path, published, raw: dict, limits: dict | None = None, downstream=()):
-    """raw_tfrecords and processed_tfrecords from `raw` into a copy of the published data folder, with the check."""
+def check_data(tmp_path, published, raw: dict, limits: dict | None = None, downstream=(), change=lambda data: None):
+    """raw_tfrecords and processed_tfrecords from `raw` into a copy of the published data folder (`change`d
+    first), with the check."""
     data = tmp_path / "data"
     shutil.copytree(published[0], data, symlinks=True)
+    change(data)
     config = run_config(raw, {**UNTRAINED, "register_model": False} if downstream else None)
     if limits is not None:
         config.ops[f"processed_tfrecords_{CHECK}"] = {"config": limits}
@@ -103,6 +105,7 @@ def test_records_from_another_region_fail_the_check_as_an_error_that_does_not_bl
         ({"psi_warn": 0.1, "psi_fail": 100.0}, False, dg.AssetCheckSeverity.WARN),
         ({"psi_warn": 50.0, "psi_fail": 100.0}, True, None),
     ],
+    ids=["a warning below the fail limit", "a pass below both"],
 )
 def test_the_psi_limits_are_run_config(tmp_path, published, real_folder, limits, passed, severity):
     _, evaluation = check_data(tmp_path, published, {"source": "folder", "folder": str(real_folder)}, limits)
@@ -111,6 +114,17 @@ def test_the_psi_limits_are_run_config(tmp_path, published, real_folder, limits,
         assert evaluation.severity == severity
     statuses = {row["status"] for row in table_rows(evaluation.metadata["drift"])}
     assert statuses == ({"ok", "warn"} if not passed else {"ok"})
+
+
+def test_an_unreadable_drift_reference_is_a_warning_that_names_it(tmp_path, published):
+    def corrupt(data):
+        folder = data / "registry" / "baseline"
+        (folder / "versions" / (folder / "CURRENT").read_text().strip() / "drift_reference.json").write_text("{")
+
+    result, evaluation = check_data(tmp_path, published, TINY_SAMPLE, change=corrupt)
+    assert result.success and not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    problem = evaluation.metadata["problem"].value
+    assert problem.startswith("the published models could not be read: ") and "drift_reference.json is not a" in problem
 
 
 def test_predictions_far_from_the_training_priors_report_class_drift_and_warn(published):
