@@ -26,13 +26,13 @@ UNTRAINED = {"epochs": 0, "tracker": "none", "model_name": "baseline", "register
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-    """A data folder where an untrained baseline was published from the tiny sample (with the drift check in
-    that run, before anything was published), and the run's result and instance."""
+    """A data folder where an untrained baseline (exported, so TensorFlow loads: the tests using it are
+    `integration`) was published from the tiny sample, and the run's result and instance."""
     data = tmp_path_factory.mktemp("published") / "data"
     instance = dg.DagsterInstance.ephemeral()
     chain = assets_named(*DATA_ASSETS, "trained_model", "onnx_model", "published_model", "predictions")
     result = dg.materialize(
-        [*chain, *checks_named(CHECK)],
+        chain,
         partition_key="baseline",
         resources=local_resources(data),
         run_config=run_config(TINY_SAMPLE, UNTRAINED),
@@ -61,12 +61,19 @@ def check_data(tmp_path, published, raw: dict, limits: dict | None = None, downs
     return result, evaluation
 
 
-def test_the_check_is_silent_when_no_model_is_published_yet_and_says_so(published):
-    [evaluation] = [e for e in published[1].get_asset_check_evaluations() if e.asset_check_key.name == CHECK]
-    assert evaluation.passed
+def test_the_check_is_silent_when_no_model_is_published_yet_and_says_so(tmp_path):
+    result = dg.materialize(
+        [*assets_named(*DATA_ASSETS), *checks_named(CHECK)],
+        partition_key="baseline",
+        resources=local_resources(tmp_path),
+        run_config=run_config(TINY_SAMPLE),
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.metadata["compared_with"].value == "none"
     assert evaluation.metadata["note"].value == "no published model for this feature set yet: nothing to compare with"
 
 
+@pytest.mark.integration
 def test_the_drift_reference_is_published_with_the_model(published):
     folder = published[0] / "registry" / "baseline"
     version = (folder / "CURRENT").read_text().strip()
@@ -79,6 +86,7 @@ def test_the_drift_reference_is_published_with_the_model(published):
     assert (onnx_version / "drift_reference.json").read_text() == (folder / "drift_reference.json").read_text()
 
 
+@pytest.mark.integration
 def test_the_published_models_own_data_shows_no_drift(tmp_path, published):
     _, evaluation = check_data(tmp_path, published, TINY_SAMPLE)
     assert evaluation.passed
@@ -88,6 +96,7 @@ def test_the_published_models_own_data_shows_no_drift(tmp_path, published):
     assert evaluation.metadata["compared_with"].value.startswith("baseline version v-")
 
 
+@pytest.mark.integration
 def test_records_from_another_region_fail_the_check_as_an_error_that_does_not_block(tmp_path, published, real_folder):
     raw = {"source": "folder", "folder": str(real_folder)}
     result, evaluation = check_data(tmp_path, published, raw, downstream=("trained_model",))
@@ -99,6 +108,7 @@ def test_records_from_another_region_fail_the_check_as_an_error_that_does_not_bl
     assert result.success and result.asset_materializations_for_node("trained_model")  # training went on
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "limits, passed, severity",
     [
@@ -116,6 +126,7 @@ def test_the_psi_limits_are_run_config(tmp_path, published, real_folder, limits,
     assert statuses == ({"ok", "warn"} if not passed else {"ok"})
 
 
+@pytest.mark.integration
 def test_an_unreadable_drift_reference_is_a_warning_that_names_it(tmp_path, published):
     def corrupt(data):
         folder = data / "registry" / "baseline"
@@ -127,6 +138,7 @@ def test_an_unreadable_drift_reference_is_a_warning_that_names_it(tmp_path, publ
     assert problem.startswith("the published models could not be read: ") and "drift_reference.json is not a" in problem
 
 
+@pytest.mark.integration
 def test_predictions_far_from_the_training_priors_report_class_drift_and_warn(published):
     """The untrained model predicts one class for every record: far from the sample's class priors."""
     _, result, instance = published
