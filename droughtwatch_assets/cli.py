@@ -87,6 +87,8 @@ def predict(args: argparse.Namespace) -> int:
     from droughtwatch_assets.core.features import load_feature_sets, validate_features
     from droughtwatch_assets.core.model_config import embedded_config
     from droughtwatch_assets.defs.settings import current
+    from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE
+    from droughtwatch_assets.model.drift import class_prior_drift, read_reference
     from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
     from droughtwatch_assets.records.tfrecord import RecordError
     from droughtwatch_assets.storage.registry import fetch_published
@@ -103,6 +105,7 @@ def predict(args: argparse.Namespace) -> int:
             else:
                 raise ValueError(f"{args.model} carries no config naming its features; pass --features")
             result = predict_shards(model, features, input_shards(args.input), on_bad_record=args.on_bad_record)
+            reference = read_reference(model.parent / DRIFT_REFERENCE)  # published with the model, if it has one
         except (RecordError, FileNotFoundError, ValueError, RuntimeError) as exc:
             print(f"droughtwatch predict: {exc}", file=sys.stderr)
             return 2
@@ -113,6 +116,13 @@ def predict(args: argparse.Namespace) -> int:
         f"{skipped}) -> {args.output}"
     )
     print("predicted class counts: " + ", ".join(f"{k}: {n}" for k, n in enumerate(result.class_distribution())))
+    if reference is None:
+        print("class drift: no training class priors known (the model carries no drift reference)")
+        return 0
+    class_drift = class_prior_drift(result.class_distribution(), reference.class_priors)
+    print(f"class drift against the training priors: {class_drift.line()}")
+    if class_drift.drifted:
+        print(f"droughtwatch predict: warning: class drift, {class_drift.line()}", file=sys.stderr)
     return 0
 
 

@@ -103,12 +103,13 @@ def test_s3_publications_are_versioned_pairs_named_by_current(tmp_path, two_mode
 def test_attachments_are_published_in_the_same_version_as_the_model(tmp_path, two_models):
     registry = LocalModelRegistry(tmp_path / "registry")
     first = registry.publish("baseline", *two_models[0], {"NOTES.md": "card of the first"})
-    registry.publish("baseline", *two_models[1], {"NOTES.md": "card of the second"})
+    second = registry.publish("baseline", *two_models[1], {"NOTES.md": "card of the second"})
     folder = tmp_path / "registry" / "baseline"
     assert (folder / "versions" / first.version / "NOTES.md").read_text() == "card of the first"
     assert (folder / "NOTES.md").read_text() == "card of the second"
     model, config = registry.current("baseline")
     assert (model.parent / "NOTES.md").read_text() == "card of the second" and config.seed == 1
+    assert model.parent.name == second.version and registry.model_names() == ["baseline"]
 
 
 def test_s3_attachments_come_down_with_the_current_version(tmp_path, two_models, s3_env):
@@ -120,3 +121,12 @@ def test_s3_attachments_come_down_with_the_current_version(tmp_path, two_models,
     assert (model.parent / "NOTES.md").read_text() == "card of the second" and config.seed == 1
     top = client.get_object(Bucket="dw-attach", Key="baseline/NOTES.md")["Body"].read().decode()
     assert top == "card of the second"
+
+
+def test_a_published_s3_folder_fetched_for_predictions_brings_its_attachments(tmp_path, two_models, s3_env):
+    client = s3.client(s3_env["AWS_ENDPOINT_URL"], "us-east-1")
+    store = S3ArtifactStore(client, "dw-fetch-attach", "", tmp_path / "cache", create_bucket=True)
+    S3ModelRegistry(store).publish("baseline", *two_models[0], {"drift_reference.json": "{}"})
+    model, _ = fetch_published("s3://dw-fetch-attach/baseline/", tmp_path / "scratch")
+    assert (model.parent / "drift_reference.json").read_text() == "{}"
+    assert sorted(p.name for p in model.parent.iterdir()) == ["config.yaml", "drift_reference.json", "model.onnx"]

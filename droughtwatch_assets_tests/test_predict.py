@@ -125,3 +125,41 @@ def test_cli_reads_the_model_from_s3(real_shard, reference_onnx, tmp_path, s3_en
     result = run_predict("s3://dw-cli-models/baseline/model.onnx", real_shard, out, "--features", "baseline")
     assert result.returncode == 0, result.stderr
     assert pq.read_table(out).num_rows == 79
+
+
+def real_reference(real_folder, root):
+    """The drift reference of the real shard processed with the baseline features."""
+    from droughtwatch_assets.data.datasets import build_raw_dataset, find_split_shards
+    from droughtwatch_assets.data.processing import ProcessingOptions, process_dataset
+    from droughtwatch_assets.model.drift import reference_from
+
+    raw = build_raw_dataset(find_split_shards(real_folder), root / "raw", {"type": "folder"})
+    features = ("B2", "B3", "B4", "B5")
+    return reference_from(process_dataset(raw, root / "processed", "baseline", features, ProcessingOptions(workers=1)))
+
+
+@pytest.mark.integration
+def test_cli_tests_the_predicted_classes_against_the_published_models_priors(real_folder, reference_onnx, tmp_path):
+    from droughtwatch_assets.storage.registry import LocalModelRegistry
+
+    reference = real_reference(real_folder, tmp_path)
+    registry = LocalModelRegistry(tmp_path / "registry")
+    registry.publish("baseline", reference_onnx, model_config(), {"drift_reference.json": reference.to_json()})
+    result = run_predict(tmp_path / "registry" / "baseline", real_folder / "val", tmp_path / "out.parquet")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("79 predictions from 81 records (2 blank images vetoed)")
+    assert lines[1].startswith("predicted class counts: 0: ")
+    assert lines[2].startswith("class drift against the training priors: chi-square ") and " (3 dof), p = " in lines[2]
+    # the original model predicts class 3 for 17 records, where the shard has 5
+    assert lines[2].endswith("not distributed as in training (p < 0.01)")
+    assert "droughtwatch predict: warning: class drift, chi-square " in result.stderr
+
+
+@pytest.mark.integration
+def test_cli_says_no_priors_are_known_for_a_model_without_a_drift_reference(real_shard, reference_onnx, tmp_path):
+    result = run_predict(reference_onnx, real_shard, tmp_path / "out.parquet", "--features", "baseline")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "class drift: no training class priors known (the model carries no drift reference)"
+    )

@@ -3,8 +3,10 @@ export disagrees with Keras is never published or registered."""
 
 import math
 import time
+from dataclasses import dataclass
 
 import dagster as dg
+from pydantic import Field
 
 from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
 from droughtwatch_assets.core.features import feature_range
@@ -13,11 +15,15 @@ from droughtwatch_assets.defs.assets.model_evaluation import model_evaluation
 from droughtwatch_assets.defs.assets.onnx_model import onnx_model
 from droughtwatch_assets.defs.assets.processed_tfrecords import processed_tfrecords
 from droughtwatch_assets.defs.assets.published_model import published_model
-from droughtwatch_assets.defs.metadata import freshness_metadata
+from droughtwatch_assets.defs.metadata import drift_metadata, freshness_metadata
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.defs.provenance import last_publication, latest_raw_data_version
-from droughtwatch_assets.model.artifacts import OnnxArtifact
+from droughtwatch_assets.defs.resources import ArtifactStore
+from droughtwatch_assets.model import drift
+from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE, OnnxArtifact
 from droughtwatch_assets.model.evaluate import EvaluationRecord
+from droughtwatch_assets.storage.registry import TornPair
+from droughtwatch_assets.storage.s3_client import S3Error
 
 CLASS_DRIFT_LIMIT = 0.10  # largest tolerated gap between train and val class shares
 
@@ -86,6 +92,82 @@ def class_balance_is_stable(processed_tfrecords: ShardedDataset) -> dg.AssetChec
     )
 
 
+@dataclass(frozen=True)
+class PublishedReference:
+    model_name: str
+    version: str
+    reference: drift.DriftReference | None  # None: published before drift references were
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_name} version {self.version}"
+
+
+def published_reference(store: ArtifactStore, feature_set: str) -> PublishedReference | None:
+    """The newest publication of a model trained on this feature set (a configuration's, or the champion), or None."""
+    found = []
+    for name in store.published_names():
+        published = store.published(name)
+        if published is not None and published[1].feature_set == feature_set:
+            found.append((published[1].published_version or "", name, published[0].parent / DRIFT_REFERENCE))
+    if not found:
+        return None
+    version, name, path = max(found)
+    return PublishedReference(name, version, drift.read_reference(path))
+
+
+NO_PUBLISHED_MODEL = "no published model for this feature set yet: nothing to compare with"
+
+
+class DriftConfig(dg.Config):
+    psi_warn: float = Field(default=drift.PSI_WARN, description="a feature whose PSI reaches this fails as a warning")
+    psi_fail: float = Field(default=drift.PSI_FAIL, description="a feature whose PSI reaches this fails as an error")
+
+
+@dg.asset_check(
+    asset=processed_tfrecords,
+    blocking=False,
+    partitions_def=feature_set_partitions,
+    description="The partition's train split is distributed like the data the published model of this feature set "
+    "was trained on: PSI per feature, and of the blank-image share, on the model's drift reference. A WARN at PSI "
+    ">= psi_warn (0.1), an ERROR at >= psi_fail (0.2); it never blocks. Silent, and says so, while no model of this "
+    "feature set is published.",
+)
+def inputs_have_not_drifted(
+    context: dg.AssetCheckExecutionContext,
+    config: DriftConfig,
+    store: ArtifactStore,
+    processed_tfrecords: ShardedDataset,
+) -> dg.AssetCheckResult:
+    try:
+        published = published_reference(store, context.partition_key)
+    except (OSError, ValueError, S3Error, TornPair) as exc:
+        return drift_warning("none", f"the published models could not be read: {exc}")
+    if published is None:
+        return dg.AssetCheckResult(passed=True, metadata={"compared_with": "none", "note": NO_PUBLISHED_MODEL})
+    if published.reference is None:
+        note = f"{published.label} has no drift reference (published before they were): nothing to compare with"
+        return dg.AssetCheckResult(passed=True, metadata={"compared_with": published.label, "note": note})
+    try:
+        report = drift.compare(published.reference, processed_tfrecords, drift.Limits(config.psi_warn, config.psi_fail))
+    except drift.NothingToCompare as exc:
+        return dg.AssetCheckResult(passed=True, metadata={"compared_with": published.label, "note": str(exc)})
+    except ValueError as exc:  # other features than the model's
+        return drift_warning(published.label, str(exc))
+    return dg.AssetCheckResult(
+        passed=report.status == "ok",
+        severity=dg.AssetCheckSeverity.ERROR if report.status == "fail" else dg.AssetCheckSeverity.WARN,
+        metadata=drift_metadata(report, published.label, published.reference),
+    )
+
+
+def drift_warning(compared_with: str, problem: str) -> dg.AssetCheckResult:
+    """The drift check could not compare: a warning that says why, never an error that fails the run."""
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"compared_with": compared_with, "problem": problem}
+    )
+
+
 @dg.asset_check(
     asset=onnx_model,
     blocking=True,
@@ -146,6 +228,7 @@ def published_model_is_fresh(context: dg.AssetCheckExecutionContext, config: Fre
 asset_checks = [
     processed_values_are_valid,
     class_balance_is_stable,
+    inputs_have_not_drifted,
     onnx_matches_keras,
     beats_the_majority_class,
     published_model_is_fresh,

@@ -151,8 +151,9 @@ def evaluation_metadata(result, probabilities, labels, data_version: str, model_
     }
 
 
-def predictions_metadata(result, shards: int, training_counts: list[int]) -> dict:
-    """predictions' metadata: counts, the predicted class distribution beside the training one, and a preview."""
+def predictions_metadata(result, shards: int, training_counts: list[int], class_drift) -> dict:
+    """predictions' metadata: counts, the predicted class distribution beside the training one, how far apart
+    they are (drift.ClassDrift), and a preview."""
     predicted = result.class_distribution()
     rows = [
         [
@@ -176,6 +177,9 @@ def predictions_metadata(result, shards: int, training_counts: list[int]) -> dic
         "prediction_distribution": table(
             [("class", "int"), ("predicted", "int"), ("predicted share", "float"), ("training share", "float")], rows
         ),
+        "class_drift": class_drift.line(),
+        "class_drift_chi_square": class_drift.statistic,
+        "class_drift_p_value": class_drift.p_value,
         "preview": table(list(kinds.items()), [list(row.values()) for row in result.table.slice(0, 5).to_pylist()]),
     }
 
@@ -275,3 +279,32 @@ def freshness_metadata(rows: list[list], newest: str | None, stale: list[str]) -
     if stale:
         metadata["stale"] = "\n".join(stale)
     return metadata
+
+
+def drift_metadata(report, compared_with: str, reference) -> dict:
+    """inputs_have_not_drifted's metadata: one row per feature and one for the blank-image share
+    (drift.DriftReport), against the reference of the published model `compared_with`."""
+    columns = [
+        ("feature", "string"),
+        ("PSI", "float"),
+        ("status", "string"),
+        ("reference mean", "float"),
+        ("mean now", "float"),
+    ]
+    rows = [
+        [row.feature, round(row.psi, 4), row.status, round(row.reference_mean, 4), round(row.mean_now, 4)]
+        for row in report.rows
+    ]
+    return {
+        "drift": table(columns, rows),
+        "max_psi": report.max_psi,
+        "status": report.status,
+        "drifted": ", ".join(report.drifted) or "none",
+        "compared_with": compared_with,
+        "reference_data_version": reference.data_version,
+        "vetoed_fraction": report.rows[-1].mean_now,
+        "reference_vetoed_fraction": reference.vetoed_fraction,
+        "records_sampled": report.records,
+        "psi_warn": report.limits.warn,
+        "psi_fail": report.limits.fail,
+    }

@@ -124,6 +124,10 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
         """The current publication of model_name in the registry (a local model file, its config), or None."""
         return self._registry().current(model_name, self.new_staging_dir())
 
+    def published_names(self) -> list[str]:
+        """The models published in the registry."""
+        return self._registry().model_names()
+
 
 class LocalStore(ArtifactStore):
     """Versioned directories under base_dir, swapped in atomically; published models under base_dir/registry."""

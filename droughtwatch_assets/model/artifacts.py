@@ -12,6 +12,8 @@ from typing import ClassVar
 from droughtwatch_assets.core.model_config import ModelConfig
 
 TRAINING_CONFIG = "training_config.yaml"
+# The training data's distribution (drift.py): made with the trained model, exported and published beside it.
+DRIFT_REFERENCE = "drift_reference.json"
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class DirectoryArtifact:
 
 @dataclass(frozen=True)
 class ModelArtifact(DirectoryArtifact):
-    """root/model.keras, root/history.json and root/training_config.yaml."""
+    """root/model.keras, root/history.json, root/training_config.yaml and root/drift_reference.json."""
 
     MAIN_FILE: ClassVar[str] = "model.keras"
     ASSET: ClassVar[str] = "trained_model"
@@ -45,6 +47,10 @@ class ModelArtifact(DirectoryArtifact):
     def config(self) -> ModelConfig:
         return ModelConfig.from_yaml((self.root / TRAINING_CONFIG).read_text(), str(self.root / TRAINING_CONFIG))
 
+    @property
+    def drift_reference_path(self) -> Path:
+        return self.root / DRIFT_REFERENCE
+
     def write_metadata(self, config: ModelConfig, history: dict) -> None:
         (self.root / TRAINING_CONFIG).write_text(config.to_yaml())
         (self.root / "history.json").write_text(json.dumps(history))
@@ -52,7 +58,8 @@ class ModelArtifact(DirectoryArtifact):
 
 @dataclass(frozen=True)
 class OnnxArtifact(DirectoryArtifact):
-    """root/model.onnx and root/config.yaml: the layout published as <model name>/ in the registry."""
+    """root/model.onnx and root/config.yaml: the layout published as <model name>/ in the registry; with
+    root/drift_reference.json, published beside them, for a model trained since drift references exist."""
 
     MAIN_FILE: ClassVar[str] = "model.onnx"
     ASSET: ClassVar[str] = "onnx_model"
@@ -71,6 +78,15 @@ class OnnxArtifact(DirectoryArtifact):
 
     def write_config(self, config: ModelConfig) -> None:
         self.config_path.write_text(config.to_yaml())
+
+    @property
+    def drift_reference_path(self) -> Path:
+        return self.root / DRIFT_REFERENCE
+
+    def attachments(self) -> dict[str, str]:
+        """The files published with the model besides model.onnx and config.yaml: name -> text."""
+        path = self.drift_reference_path
+        return {DRIFT_REFERENCE: path.read_text()} if path.exists() else {}
 
     @property
     def parity(self) -> dict:

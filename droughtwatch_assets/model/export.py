@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +96,9 @@ class CheckedExport:
 
 
 def export_checked(trained: ModelArtifact, target: OnnxArtifact, dataset) -> CheckedExport:
-    """Export a trained model into `target` with its config embedded and beside it, and measure how far
-    onnxruntime is from Keras on a batch of the dataset (the caller decides what is too far)."""
+    """Export a trained model into `target` with its config embedded and beside it (and its drift reference, if it
+    has one), and measure how far onnxruntime is from Keras on a batch of the dataset (the caller decides what is
+    too far)."""
     batch = parity_batch(dataset)
     if not len(batch.images):
         raise NothingToCheck("holds no records in train or val: there is nothing to check the ONNX export against")
@@ -107,4 +109,6 @@ def export_checked(trained: ModelArtifact, target: OnnxArtifact, dataset) -> Che
     diff = parity_max_abs_diff(model, target.onnx_path, batch.images)
     target.write_config(config)
     target.write_parity(diff, len(batch.images))
+    if trained.drift_reference_path.exists():
+        shutil.copyfile(trained.drift_reference_path, target.drift_reference_path)
     return CheckedExport(describe_onnx(target.onnx_path), diff, batch)

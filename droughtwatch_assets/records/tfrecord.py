@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -404,13 +404,20 @@ class ProcessedRecords:
     ids: list[str]
 
 
-def read_processed(path: str | os.PathLike, channels: int, limit: int | None = None) -> ProcessedRecords:
+def read_processed(
+    path: str | os.PathLike, channels: int, limit: int | None = None, indices: Collection[int] | None = None
+) -> ProcessedRecords:
+    """The shard's records, the first `limit` of them, or those at `indices` (the others are not parsed)."""
     images, labels, ids = [], [], []
     expected = PIXELS * channels * 4
+    wanted = None if indices is None else set(indices)
+    last = max(wanted, default=-1) if wanted is not None else None
     # a processed shard whose records were all vetoed or skipped is an empty file, and valid
     for index, payload in iter_records(path) if os.path.getsize(path) else ():
-        if index == limit:
+        if index == limit or (last is not None and index > last):
             break
+        if wanted is not None and index not in wanted:
+            continue
         feature_map = _parse(path, index, payload)
         values = feature_map[IMAGE_KEY].bytes_list.value if IMAGE_KEY in feature_map else []
         if len(values) != 1 or len(values[0]) != expected:

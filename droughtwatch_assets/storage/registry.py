@@ -121,11 +121,14 @@ class LocalModelRegistry:
             return None
         return fetch_published(str(folder), folder)
 
+    def model_names(self) -> list[str]:
+        """The published models: folders of the registry that have a CURRENT."""
+        return sorted(p.name for p in self.root.iterdir() if (p / CURRENT).is_file()) if self.root.is_dir() else []
+
     def plan_retention(self, policy, now, models=None) -> tuple[retention.RetentionPlan, list[ModelConfig]]:
         """(the publications the policy removes, of `models` or all; the configs of every publication kept)."""
         removals, kept_configs = [], []
-        names = sorted(p.name for p in self.root.iterdir() if (p / CURRENT).is_file()) if self.root.is_dir() else []
-        for name in names:
+        for name in self.model_names():
             folder = self.root / name / VERSIONS
             versions = sorted(p.name for p in folder.iterdir() if p.name.startswith("v-") and p.is_dir())
             current = (self.root / name / CURRENT).read_text().strip()
@@ -266,7 +269,8 @@ class S3ModelRegistry:
 
 def fetch_published(location: str, scratch: str | os.PathLike) -> tuple[Path, ModelConfig | None]:
     """(a local model.onnx, its config or None) from what a user points at: a model file, a published
-    `<model>/` folder, or an `s3://bucket/.../<model>/` prefix or `s3://.../model.onnx` key."""
+    `<model>/` folder, or an `s3://bucket/.../<model>/` prefix or `s3://.../model.onnx` key. A publication's
+    attachments sit beside the model file (downloaded with it from S3)."""
     scratch = Path(scratch)
     if location.startswith("s3://"):
         scratch.mkdir(parents=True, exist_ok=True)
@@ -306,6 +310,21 @@ def _fetch_s3(uri: str, scratch: Path) -> tuple[Path, ModelConfig | None]:
     base = f"s3://{bucket}/{prefix}/{VERSIONS}/{version}"
     model = download_uri(f"{base}/{MODEL_FILE}", scratch / MODEL_FILE, s3_client)
     config_path = download_uri(f"{base}/{CONFIG_FILE}", scratch / CONFIG_FILE, s3_client)
+    for name in _attachment_names(s3_client, bucket, f"{prefix}/{VERSIONS}/{version}/"):
+        download_uri(f"{base}/{name}", scratch / name, s3_client)  # beside the model, as in a published folder
     config = ModelConfig.from_yaml(config_path.read_text(), f"{base}/{CONFIG_FILE}")
     check_pair(model, config, uri)
     return model, config
+
+
+def _attachment_names(s3_client, bucket: str, prefix: str) -> list[str]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from droughtwatch_assets.storage.s3_client import describe_failure
+
+    try:
+        listing = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    except (ClientError, BotoCoreError) as exc:
+        raise describe_failure(s3_client, bucket, f"listing of s3://{bucket}/{prefix}", exc) from None
+    names = (obj["Key"][len(prefix) :] for obj in listing)
+    return sorted(name for name in names if name and "/" not in name and name not in (MODEL_FILE, CONFIG_FILE))

@@ -1,5 +1,6 @@
 """The leaderboard and the champion on the embedded sample, with real training."""
 
+import json
 import time
 from pathlib import Path
 
@@ -136,6 +137,10 @@ def test_in_s3_the_champion_is_published_as_a_pair_an_inference_client_can_use(t
         client.get_object(Bucket="dw-champion-models", Key=f"champion/versions/{version}/config.yaml")["Body"].read()
     )
     assert config["champion"]["feature_set"] == "baseline" and config["features"] == ["B2", "B3", "B4", "B5"]
+    key = f"champion/versions/{version}/drift_reference.json"  # the training data's, published with the model
+    reference = json.loads(client.get_object(Bucket="dw-champion-models", Key=key)["Body"].read())
+    assert reference["features"] == config["features"] and reference["data_version"] == config["data_version"]
     predicted = run_predict("s3://dw-champion-models/champion/", real_shard, tmp_path / "out.parquet")
     assert predicted.returncode == 0, predicted.stderr
     assert "79 predictions from 81 records" in predicted.stdout
+    assert "class drift against the training priors: chi-square " in predicted.stdout

@@ -88,7 +88,7 @@ def promote(context, config: ChampionConfig, store: ArtifactStore, tracking: Tra
     source = with_source_version(onnx.config, ("onnx_model", winner.feature_set), onnx.root)
     published = source.model_copy(update={"champion": record, "history": history})
     card = model_card(onnx.config, evaluation, onnx.parity["max_abs_diff"], CHAMPION)
-    publication = store.publish(CHAMPION, onnx.onnx_path, published, {CARD_FILE: card})
+    publication = store.publish(CHAMPION, onnx.onnx_path, published, {**onnx.attachments(), CARD_FILE: card})
     store.retain_after_commit(context.log, models=[CHAMPION])
     context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
     tags = {"feature_set": winner.feature_set, "data_version": winner.data_version}

@@ -7,6 +7,7 @@ from droughtwatch_assets.defs.failures import bad_record_failure
 from droughtwatch_assets.defs.metadata import predictions_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.model.artifacts import OnnxArtifact, PredictionsArtifact
+from droughtwatch_assets.model.drift import class_prior_drift, read_reference
 from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
 from droughtwatch_assets.records.tfrecord import RecordError
 
@@ -22,7 +23,8 @@ class PredictionsConfig(dg.Config):
     group_name="deployment",
     kinds={"onnx", "parquet"},
     description="Class probabilities from the ONNX model on new raw shards, processed exactly as in training. "
-    "Parquet with the original's monitoring columns: ID, P_0..P_3, P_label, label.",
+    "Parquet with the original's monitoring columns: ID, P_0..P_3, P_label, label. The predicted class counts "
+    "are tested against the training class priors (chi-square); a warning when p < 0.01.",
 )
 def predictions(
     context: dg.AssetExecutionContext,
@@ -41,5 +43,12 @@ def predictions(
     artifact = PredictionsArtifact(store.new_staging_dir())
     write_parquet(result, artifact.parquet_path)
     context.log.info(f"{result.table.num_rows} predictions from {len(shards)} shards, {result.vetoed} vetoed")
-    metadata = predictions_metadata(result, len(shards), processed_tfrecords.class_counts("train"))
+    training_counts = processed_tfrecords.class_counts("train")
+    reference = read_reference(onnx_model.drift_reference_path)  # None for a model trained before references
+    class_drift = class_prior_drift(
+        result.class_distribution(), reference.class_priors if reference else training_counts
+    )
+    if class_drift.drifted:
+        context.log.warning(f"class drift against the training priors: {class_drift.line()}")
+    metadata = predictions_metadata(result, len(shards), training_counts, class_drift)
     return dg.Output(artifact, metadata=metadata)

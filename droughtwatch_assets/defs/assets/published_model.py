@@ -13,14 +13,16 @@ from droughtwatch_assets.storage.retention import with_source_version
 
 
 @dg.asset(
-    **PER_FEATURE_SET,
+    # 2: the drift reference is published too; the daily schedule retrains once, so the published model has one
+    **{**PER_FEATURE_SET, "code_version": "2"},
     group_name="deployment",
     kinds={"s3", "onnx"},
     io_manager_key="value_io_manager",
     description="The ONNX model and its config.yaml published as <model name>/model.onnx and <model name>/config.yaml "
     "in the registry (s3://<registry bucket>/ in S3 mode), for configurations with register_model set "
     "(the baseline). Each publication also lands whole in <model name>/versions/<version>/ before "
-    "<model name>/CURRENT names it, so a reader never pairs a model with another model's config. "
+    "<model name>/CURRENT names it, so a reader never pairs a model with another model's config. The training "
+    "data's drift reference (drift_reference.json) is published with them. "
     "Other configurations are not published.",
 )
 def published_model(
@@ -46,7 +48,7 @@ def published_model(
     card = model_card(config, evaluated(context, onnx_model, model_evaluation), onnx_model.parity["max_abs_diff"], name)
     # the onnx_model version published stays as long as the publication does (retention.py)
     source = with_source_version(config, ("onnx_model", context.partition_key), onnx_model.root)
-    publication = store.publish(name, onnx_model.onnx_path, source, {CARD_FILE: card})
+    publication = store.publish(name, onnx_model.onnx_path, source, {**onnx_model.attachments(), CARD_FILE: card})
     store.retain_after_commit(context.log, models=[name])
     context.log.info(f"published {name} version {publication.version}: {publication.version_uri}")
     with tracking.step(context, config.tracker, job_type="publish") as tracker:

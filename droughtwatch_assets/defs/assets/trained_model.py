@@ -12,6 +12,7 @@ from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mism
 from droughtwatch_assets.defs.metadata import training_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import ModelArtifact
+from droughtwatch_assets.model.drift import reference_from
 from droughtwatch_assets.model.sweep import Holdout, grid
 
 
@@ -62,7 +63,8 @@ class TrainingConfig(dg.Config):
     group_name="training",
     kinds={"tensorflow", "keras"},
     description="The original baseline CNN trained on one feature set: categorical cross-entropy, Adam, "
-    "class weights {0:1, 1:4, 2:4, 3:6}. Saved as .keras with its per-epoch history. With a sweep grid in its "
+    "class weights {0:1, 1:4, 2:4, 3:6}. Saved as .keras with its per-epoch history and the train split's drift "
+    "reference (drift_reference.json: per-channel decile bins of a seeded pixel sample). With a sweep grid in its "
     "config, every combination is trained and the best on a hold-out carved from train is kept.",
 )
 def trained_model(
@@ -97,6 +99,7 @@ def trained_model(
         trained.run.model.save(artifact.keras_path)
         tracker.log_keras_model(artifact.keras_path)
         artifact.write_metadata(model_config, trained.run.history)
+        artifact.drift_reference_path.write_text(reference_from(data).to_json())  # what drift is measured against
     metadata = training_metadata(trained, model_config, data.class_counts("val"), tracker)
     return dg.Output(artifact, metadata=metadata)
 

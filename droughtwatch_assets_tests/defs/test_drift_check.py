@@ -1,0 +1,158 @@
+"""The drift check on processed_tfrecords against the published model's drift reference, and the predictions'
+class drift, through Dagster's materialize()."""
+
+import json
+import logging
+import shutil
+
+import dagster as dg
+import pytest
+
+from droughtwatch_assets.core.configurations import CONFIGURATIONS
+from droughtwatch_assets.defs.deployment import local_resources
+from droughtwatch_assets.model.drift import BLANK
+from droughtwatch_assets_tests.conftest import (
+    DATA_ASSETS,
+    TINY_SAMPLE,
+    assets_named,
+    checks_named,
+    run_config,
+    table_rows,
+)
+
+CHECK = "inputs_have_not_drifted"
+UNTRAINED = {"epochs": 0, "tracker": "none", "model_name": "baseline", "register_model": True}
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A data folder where an untrained baseline (exported, so TensorFlow loads: the tests using it are
+    `integration`) was published from the tiny sample, and the run's result and instance."""
+    data = tmp_path_factory.mktemp("published") / "data"
+    instance = dg.DagsterInstance.ephemeral()
+    chain = assets_named(*DATA_ASSETS, "trained_model", "onnx_model", "published_model", "predictions")
+    result = dg.materialize(
+        chain,
+        partition_key="baseline",
+        resources=local_resources(data),
+        run_config=run_config(TINY_SAMPLE, UNTRAINED),
+        instance=instance,
+    )
+    assert result.success
+    return data, result, instance
+
+
+def check_data(tmp_path, published, raw: dict, limits: dict | None = None, downstream=(), change=lambda data: None):
+    """raw_tfrecords and processed_tfrecords from `raw` into a copy of the published data folder (`change`d
+    first), with the check."""
+    data = tmp_path / "data"
+    shutil.copytree(published[0], data, symlinks=True)
+    change(data)
+    config = run_config(raw, {**UNTRAINED, "register_model": False} if downstream else None)
+    if limits is not None:
+        config.ops[f"processed_tfrecords_{CHECK}"] = {"config": limits}
+    result = dg.materialize(
+        [*assets_named(*DATA_ASSETS, *downstream), *checks_named(CHECK)],
+        partition_key="baseline",
+        resources=local_resources(data),
+        run_config=config,
+    )
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == CHECK]
+    return result, evaluation
+
+
+def test_the_check_is_silent_when_no_model_is_published_yet_and_says_so(tmp_path):
+    result = dg.materialize(
+        [*assets_named(*DATA_ASSETS), *checks_named(CHECK)],
+        partition_key="baseline",
+        resources=local_resources(tmp_path),
+        run_config=run_config(TINY_SAMPLE),
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.passed and evaluation.metadata["compared_with"].value == "none"
+    assert evaluation.metadata["note"].value == "no published model for this feature set yet: nothing to compare with"
+
+
+@pytest.mark.integration
+def test_the_drift_reference_is_published_with_the_model(published):
+    folder = published[0] / "registry" / "baseline"
+    version = (folder / "CURRENT").read_text().strip()
+    reference = json.loads((folder / "versions" / version / "drift_reference.json").read_text())
+    assert reference["features"] == ["B2", "B3", "B4", "B5"] and reference["split"] == "train"
+    assert (folder / "drift_reference.json").read_text() == (
+        folder / "versions" / version / "drift_reference.json"
+    ).read_text()
+    onnx_version = published[0] / "onnx_model" / "baseline" / "current"
+    assert (onnx_version / "drift_reference.json").read_text() == (folder / "drift_reference.json").read_text()
+
+
+@pytest.mark.integration
+def test_the_published_models_own_data_shows_no_drift(tmp_path, published):
+    _, evaluation = check_data(tmp_path, published, TINY_SAMPLE)
+    assert evaluation.passed
+    rows = table_rows(evaluation.metadata["drift"])
+    assert [row["feature"] for row in rows] == ["B2", "B3", "B4", "B5", BLANK]
+    assert all(row["PSI"] == 0 and row["status"] == "ok" for row in rows)
+    assert evaluation.metadata["compared_with"].value.startswith("baseline version v-")
+
+
+@pytest.mark.integration
+def test_records_from_another_region_fail_the_check_as_an_error_that_does_not_block(tmp_path, published, real_folder):
+    raw = {"source": "folder", "folder": str(real_folder)}
+    result, evaluation = check_data(tmp_path, published, raw, downstream=("trained_model",))
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    rows = {row["feature"]: row for row in table_rows(evaluation.metadata["drift"])}
+    assert rows["B2"]["status"] == "fail" and rows["B2"]["PSI"] >= 0.2
+    assert evaluation.metadata["max_psi"].value >= 0.2 and "B2" in evaluation.metadata["drifted"].value
+    assert evaluation.metadata["vetoed_fraction"].value == pytest.approx(2 / 81)
+    assert result.success and result.asset_materializations_for_node("trained_model")  # training went on
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "limits, passed, severity",
+    [
+        ({"psi_warn": 0.1, "psi_fail": 100.0}, False, dg.AssetCheckSeverity.WARN),
+        ({"psi_warn": 50.0, "psi_fail": 100.0}, True, None),
+    ],
+    ids=["a warning below the fail limit", "a pass below both"],
+)
+def test_the_psi_limits_are_run_config(tmp_path, published, real_folder, limits, passed, severity):
+    _, evaluation = check_data(tmp_path, published, {"source": "folder", "folder": str(real_folder)}, limits)
+    assert evaluation.passed == passed and evaluation.metadata["psi_fail"].value == 100.0
+    if severity is not None:
+        assert evaluation.severity == severity
+    statuses = {row["status"] for row in table_rows(evaluation.metadata["drift"])}
+    assert statuses == ({"ok", "warn"} if not passed else {"ok"})
+
+
+@pytest.mark.integration
+def test_an_unreadable_drift_reference_is_a_warning_that_names_it(tmp_path, published):
+    def corrupt(data):
+        folder = data / "registry" / "baseline"
+        (folder / "versions" / (folder / "CURRENT").read_text().strip() / "drift_reference.json").write_text("{")
+
+    result, evaluation = check_data(tmp_path, published, TINY_SAMPLE, change=corrupt)
+    assert result.success and not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    problem = evaluation.metadata["problem"].value
+    assert problem.startswith("the published models could not be read: ") and "drift_reference.json is not a" in problem
+
+
+@pytest.mark.integration
+def test_predictions_far_from_the_training_priors_report_class_drift_and_warn(published):
+    """The untrained model predicts one class for every record: far from the sample's class priors."""
+    _, result, instance = published
+    metadata = result.asset_materializations_for_node("predictions")[0].metadata
+    assert metadata["class_drift_p_value"].value < 0.01 and metadata["class_drift_chi_square"].value > 100
+    assert metadata["class_drift"].value.endswith("not distributed as in training (p < 0.01)")
+    logs = instance.all_logs(result.run_id)
+    assert any(e.level == logging.WARNING and "class drift against the training priors" in e.user_message for e in logs)
+
+
+def test_the_jobs_the_sensor_and_the_schedule_launch_run_the_drift_check():
+    from droughtwatch_assets.definitions import defs
+
+    for name in [*(f"{c}_job" for c in CONFIGURATIONS), "experiments_job"]:
+        assert f"processed_tfrecords_{CHECK}" in defs.resolve_job_def(name).graph.node_dict, name
+    [check] = checks_named(CHECK)
+    assert not check.check_specs_by_output_name[next(iter(check.check_specs_by_output_name))].blocking

@@ -1,0 +1,155 @@
+"""Drift of the inputs (PSI per channel against a model's drift reference) and of the predictions (chi-square)."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from droughtwatch_assets.core.features import BAND_INDEX
+from droughtwatch_assets.data.datasets import build_raw_dataset, find_split_shards
+from droughtwatch_assets.data.processing import ProcessingOptions, process_dataset
+from droughtwatch_assets.data.sample import CLASS_PRIOR, SampleSpec, write_sample
+from droughtwatch_assets.model import drift
+from droughtwatch_assets.records.tfrecord import encode_raw_example, read_raw
+from droughtwatch_assets.records.writer import RecordWriter
+
+BASELINE = ("B2", "B3", "B4", "B5")
+TINY = SampleSpec(train_records=192, val_records=64, records_per_shard=128)
+
+
+def processed(raw_folder, root, features=BASELINE):
+    raw = build_raw_dataset(find_split_shards(raw_folder), root / "raw", {"type": "folder"})
+    return process_dataset(raw, root / "processed", "test", features, ProcessingOptions(workers=1))
+
+
+def scaled_copy(raw_folder, target, band: str, factor: float):
+    """The raw shards with one band's uint8 values scaled, rounded and clipped to 0..255 (a sensor's gain change)."""
+    for source in sorted(raw_folder.glob("*/part-*")):
+        block = read_raw(source)
+        bands = block.bands.copy()
+        scaled = np.rint(bands[:, BAND_INDEX[band]].astype(np.float32) * factor)
+        bands[:, BAND_INDEX[band]] = np.clip(scaled, 0, 255).astype(np.uint8)
+        (target / source.parent.name).mkdir(parents=True, exist_ok=True)
+        with RecordWriter(target / source.parent.name / source.name) as writer:
+            for image, label, name in zip(bands, block.labels, block.ids):
+                writer.write(encode_raw_example(image, int(label), name))
+    return target
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """The tiny generated sample as raw shards, and processed with the baseline features."""
+    root = tmp_path_factory.mktemp("sample")
+    write_sample(root / "raw_shards", TINY)
+    return root / "raw_shards", processed(root / "raw_shards", root)
+
+
+@pytest.fixture(scope="module")
+def reference(sample):
+    return drift.reference_from(sample[1])
+
+
+def by_feature(report: drift.DriftReport) -> dict[str, drift.ChannelDrift]:
+    return {row.feature: row for row in report.rows}
+
+
+def test_the_reference_holds_decile_bins_of_a_seeded_pixel_sample(sample, reference):
+    dataset = sample[1]
+    assert reference.features == list(BASELINE) and reference.data_version == dataset.manifest.data_version
+    assert reference.records == dataset.records("train") and reference.pixels >= drift.SAMPLE_PIXELS
+    assert reference.quantiles == list(drift.QUANTILES) and all(len(edges) == 9 for edges in reference.edges)
+    # bands take 256 values, so a decile edge sits on a value that many pixels share: bins are near-deciles
+    assert all(0.05 < share < 0.15 for shares in reference.expected for share in shares)
+    assert all(sum(shares) == pytest.approx(1) for shares in reference.expected)
+    assert reference.vetoed_fraction == dataset.manifest.splits["train"].vetoed / 192
+    assert reference.class_priors == [c / dataset.records("train") for c in dataset.class_counts("train")]
+    assert drift.DriftReference.from_json(reference.to_json(), "here") == reference
+    assert drift.reference_from(dataset) == reference  # the same seed draws the same pixels
+
+
+def test_the_same_data_gives_a_psi_of_zero(sample, reference):
+    report = drift.compare(reference, sample[1])
+    assert [row.feature for row in report.rows] == [*BASELINE, drift.BLANK]
+    assert report.max_psi < 1e-12 and report.status == "ok" and report.drifted == []
+
+
+def test_one_band_scaled_by_1_2_is_flagged_on_that_channel_only(sample, reference, tmp_path):
+    brighter = processed(scaled_copy(sample[0], tmp_path / "raw_shards", "B4", 1.2), tmp_path)
+    rows = by_feature(drift.compare(reference, brighter))
+    assert rows["B4"].psi >= drift.PSI_FAIL and rows["B4"].status == "fail"
+    assert rows["B4"].mean_now > rows["B4"].reference_mean * 1.15
+    assert all(rows[name].psi < 1e-12 and rows[name].status == "ok" for name in ("B2", "B3", "B5", drift.BLANK))
+
+
+def test_records_from_another_region_and_season_are_flagged(real_folder, reference, tmp_path):
+    """The real shard (another place and time than the generated sample's) against the sample's reference."""
+    report = drift.compare(reference, processed(real_folder, tmp_path))
+    assert report.status == "fail" and report.max_psi >= drift.PSI_FAIL
+    assert by_feature(report)[drift.BLANK].mean_now == pytest.approx(2 / 81)  # the shard's two blank records
+
+
+def test_the_limits_decide_between_ok_warn_and_fail():
+    limits = drift.Limits(warn=0.1, fail=0.2)
+    assert [limits.status(v) for v in (0.0, 0.099, 0.1, 0.19, 0.2, 3.0)] == ["ok", "ok", "warn", "warn", "fail", "fail"]
+    assert drift.Limits(warn=0.5, fail=1.0).status(0.3) == "ok"
+
+
+def test_psi_of_known_shares():
+    assert drift.psi([0.5, 0.5], [0.5, 0.5]) == 0
+    assert drift.psi([0.5, 0.5], [0.25, 0.75]) == pytest.approx(0.25 * np.log(2) + 0.25 * np.log(1.5))
+    assert np.isfinite(drift.psi([0.5, 0.5, 0.0], [0.5, 0.0, 0.5]))  # empty bins get a small share
+
+
+def test_data_with_other_features_is_not_compared(sample, reference, tmp_path):
+    other = processed(sample[0], tmp_path, ("B4", "B3", "B2"))
+    with pytest.raises(ValueError, match="holds features B4, B3, B2; the reference was made from B2, B3, B4, B5"):
+        drift.compare(reference, other)
+
+
+def test_a_model_without_a_reference_reads_as_none(tmp_path):
+    assert drift.read_reference(tmp_path / "drift_reference.json") is None
+
+
+def test_uniform_predictions_against_skewed_priors_are_flagged():
+    result = drift.class_prior_drift([250, 250, 250, 250], CLASS_PRIOR)
+    assert result.dof == 3 and result.p_value < drift.P_VALUE_LIMIT and result.drifted
+    assert "not distributed as in training (p < 0.01)" in result.line()
+
+
+def test_predictions_matching_the_priors_are_not_flagged():
+    counts = np.rint(1000 * CLASS_PRIOR).astype(int)
+    result = drift.class_prior_drift(counts, CLASS_PRIOR * 86317)  # counts or shares: the same priors
+    assert result.statistic < 0.1 and result.p_value > 0.9 and not result.drifted
+    assert result.line().endswith("consistent with training")
+
+
+def test_a_predicted_class_that_training_never_had_is_drift():
+    result = drift.class_prior_drift([5, 5, 0, 1], [0.5, 0.5, 0.0, 0.0])
+    assert result.statistic == np.inf and result.p_value == 0 and result.drifted
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 4, 7])
+def test_the_chi_square_tail_matches_scipy(dof):
+    chi2 = pytest.importorskip("scipy.stats").chi2
+    for statistic in (0.01, 0.5, 3.0, 11.34, 40.0, 400.0):
+        assert drift.chi_square_sf(statistic, dof) == pytest.approx(chi2.sf(statistic, dof), rel=1e-9, abs=1e-300)
+
+
+def test_pixels_come_from_every_shard_of_the_split(sample):
+    dataset = sample[1]
+    few = drift.pixel_sample(dataset, records=150, pixels=1500)
+    assert few.records == 150 and few.values.shape == (1500, 4)
+    first_shard = dataset.manifest.splits["train"].shards[0].records
+    assert first_shard < 150  # so the draw reached the second shard
+
+
+def test_an_empty_split_has_nothing_to_compare(sample, tmp_path):
+    folder = tmp_path / "blank"
+    shutil.copytree(sample[0], folder)
+    for shard in (folder / "train").glob("part-*"):
+        block = read_raw(shard)
+        with RecordWriter(shard) as writer:
+            for label in block.labels:
+                writer.write(encode_raw_example(np.zeros((11, 65, 65), np.uint8), int(label)))
+    with pytest.raises(drift.NothingToCompare, match="the train split has no records"):
+        drift.pixel_sample(processed(folder, tmp_path))
