@@ -30,7 +30,9 @@ def published(tmp_path_factory):
     `integration`) was published from the tiny sample, and the run's result and instance."""
     data = tmp_path_factory.mktemp("published") / "data"
     instance = dg.DagsterInstance.ephemeral()
-    chain = assets_named(*DATA_ASSETS, "trained_model", "onnx_model", "published_model", "predictions")
+    chain = assets_named(
+        *DATA_ASSETS, "trained_model", "onnx_model", "model_evaluation", "published_model", "predictions"
+    )
     result = dg.materialize(
         chain,
         partition_key="baseline",
