@@ -10,7 +10,10 @@ from droughtwatch_assets.core.model_config import ModelConfig
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 
 CLASS_MEANING = {k: f"{k}{'+' if k == NUM_CLASSES - 1 else ''} animals" for k in range(NUM_CLASSES)}
-DATA_KIND = {"sample": "the generated sample (synthetic, embedded in the package)"}
+DATA_KIND = {
+    "sample": "the generated sample (synthetic data embedded in the package): it has learned synthetic data only and "
+    "says nothing about real plots"
+}
 
 
 def model_card(config: ModelConfig, evaluation: EvaluationRecord, parity: float, published_as: str) -> str:
@@ -44,7 +47,7 @@ def model_card(config: ModelConfig, evaluation: EvaluationRecord, parity: float,
             }
         ],
     }
-    data = DATA_KIND.get(config.data_source, f"real DroughtWatch shards (source: {config.data_source or 'unknown'})")
+    data = DATA_KIND.get(config.data_source, f"real DroughtWatch shards (raw source: {config.data_source or 'unknown'})")
     sweep = (
         f"chosen by a sweep of {config.sweep.combinations} combinations on a {config.sweep.holdout_fraction:.0%} "
         f"hold-out of train (trial {config.sweep.selected_trial})"
@@ -70,9 +73,9 @@ Feature set `{config.feature_set}`: channels {", ".join(config.features)}.
 
 - For advisers comparing plots and seasons in the region the DroughtWatch data covers. Not for other regions,
   sensors or seasons without checking the drift of the inputs first, and not as the only basis of a decision.
-- Trained on {data}. A model trained on the generated sample has learned synthetic data only.
-- Val accuracy {evaluation.accuracy:.4f} against {evaluation.majority_rate:.4f} for always predicting the most
-  frequent class: judge it by the per-class figures, since the classes are unbalanced.
+- Trained on {data}.
+- Val accuracy {evaluation.accuracy:.4f}, against {evaluation.majority_rate:.4f} for always predicting the most frequent
+  class: the classes are unbalanced, so judge it by the per-class figures below.
 
 ## Training
 
