@@ -19,13 +19,18 @@ DATA_KIND = {
 def model_card(config: ModelConfig, evaluation: EvaluationRecord, parity: float, published_as: str) -> str:
     """The card of the model file that `evaluation` judged, published as `published_as` (a model name, or
     champion)."""
-    model_md5 = evaluation.model_md5
-    front = {
+    front = yaml.safe_dump(card_metadata(config, evaluation, published_as), sort_keys=False)
+    return f"---\n{front}---\n\n{card_body(config, evaluation, parity, published_as)}"
+
+
+def card_metadata(config: ModelConfig, evaluation: EvaluationRecord, published_as: str) -> dict:
+    """The front matter: what a model hub or a script reads, the model-index with the val figures."""
+    return {
         "model_name": published_as,
         "library_name": "onnx",
         "pipeline_tag": "image-classification",
         "tags": ["droughtwatch", "landsat-8", "forage-quality", config.feature_set],
-        "model_md5": model_md5,
+        "model_md5": evaluation.model_md5,
         "data_version": evaluation.data_version,  # the raw data's, as the leaderboard compares it
         "model-index": [
             {
@@ -47,7 +52,12 @@ def model_card(config: ModelConfig, evaluation: EvaluationRecord, parity: float,
             }
         ],
     }
-    data = DATA_KIND.get(config.data_source, f"real DroughtWatch shards (raw source: {config.data_source or 'unknown'})")
+
+
+def card_body(config: ModelConfig, evaluation: EvaluationRecord, parity: float, published_as: str) -> str:
+    model_md5 = evaluation.model_md5
+    source = config.data_source or "unknown"
+    data = DATA_KIND.get(config.data_source, f"real DroughtWatch shards (raw source: {source})")
     sweep = (
         f"chosen by a sweep of {config.sweep.combinations} combinations on a {config.sweep.holdout_fraction:.0%} "
         f"hold-out of train (trial {config.sweep.selected_trial})"
@@ -115,7 +125,7 @@ ONNX (`model.onnx`, md5 {model_md5}); largest difference from Keras on a val bat
 - Dagster run that trained it: {config.dagster_run_id}
 - Tracker run ({config.tracker}): {tracker_run}
 """
-    return f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n{body}"
+    return body
 
 
 def front_matter(card: str) -> dict:
