@@ -91,6 +91,18 @@ def files_under(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
+def step_errors(instance: dg.DagsterInstance, runs) -> str:
+    """Why steps failed or retried (a failed health check included), with what caused it, run by run."""
+    lines = []
+    for run in runs:
+        for entry in instance.all_logs(run.run_id):
+            error = getattr(entry.dagster_event.event_specific_data, "error", None) if entry.dagster_event else None
+            while error is not None:
+                lines.append(f"{entry.step_key}: {error.message.strip()}")
+                error = error.cause
+    return "\n".join(lines) + "\n"
+
+
 def s3_objects(endpoint: str, bucket: str) -> dict[str, bytes]:
     credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
     s3 = boto3.client("s3", endpoint_url=endpoint, **credentials)
@@ -167,10 +179,9 @@ def test_a_backfill_on_a_dask_cluster_runs_every_step_on_the_workers_which_share
 
         # every run succeeded, one per feature set
         runs = instance.get_runs()
-        messages = "\n".join(str(e.message) for r in runs for e in instance.all_logs(r.run_id) if e.message)
-        assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * len(feature_sets), (
-            messages[-3000:] + "\n" + "\n".join(text[-2000:] for text in worker_logs.values())
-        )
+        assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * len(feature_sets), step_errors(
+            instance, runs
+        )[:3000] + "\n".join(text[-2000:] for text in worker_logs.values())
         assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(feature_sets)
 
         # every step ran on a Dask worker, one task per step process, as the workers' own logs record it
