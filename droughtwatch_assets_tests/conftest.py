@@ -31,7 +31,7 @@ FIXTURE_MARKERS = {
     "dagster_ui": ("browser", "daemon"),
     "postgres_server": ("postgres",),
 }
-KIND_MARKERS = ("s3", "mlflow", "postgres", "daemon", "browser")
+KIND_MARKERS = ("s3", "mlflow", "postgres", "daemon", "browser", "dask")
 VENV_BIN = Path(sys.executable).parent
 
 

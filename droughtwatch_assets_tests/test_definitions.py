@@ -140,7 +140,7 @@ def test_the_deployment_switch_picks_the_resource_set():
     assert isinstance(resources_for(Deployment.from_env({}))["store"], LocalStore)
     s3 = resources_for(Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "k8s", "DROUGHTWATCH_S3_BUCKET": "b"}))
     assert isinstance(s3["store"], S3Store) and s3["store"].bucket == "b"
-    with pytest.raises(ValueError, match="DROUGHTWATCH_DEPLOYMENT='cloud' is not one of local, s3, k8s"):
+    with pytest.raises(ValueError, match="DROUGHTWATCH_DEPLOYMENT='cloud' is not one of local, s3, k8s, dask"):
         Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "cloud"})
 
 

@@ -25,7 +25,21 @@ CHAIN_STEP = {"code_version": "1", "retry_policy": STORAGE_RETRY}
 PER_FEATURE_SET = {**CHAIN_STEP, "partitions_def": feature_set_partitions}
 
 
-def k8s_pod(cpu: str, memory: str, memory_limit: str) -> dict:
-    """op_tags sizing the step's pod under the Kubernetes executor (ignored by the multiprocess one)."""
-    resources = {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": memory_limit}}
-    return {"dagster-k8s/config": {"container_config": {"resources": resources}}}
+# dagster-dask's op tag for a step's Dask worker resources (its DASK_RESOURCE_REQUIREMENTS_KEY), spelt out here so
+# that loading the definitions does not import Dask.
+DASK_RESOURCES_TAG = "dagster-dask/resource_requirements"
+GIB = 2**30
+
+
+def step_size(cpu: int, memory_gib: int, memory_limit_gib: int) -> dict:
+    """op_tags sizing a step wherever steps are placed: its pod under Kubernetes (requests, and a memory limit), the
+    worker resources it takes under Dask (`CPU` and `MEMORY` in bytes, the requests; a worker runs it only while it
+    has that much of what it offers with `dask worker --resources` left). The multiprocess executor ignores both."""
+    resources = {
+        "requests": {"cpu": str(cpu), "memory": f"{memory_gib}Gi"},
+        "limits": {"memory": f"{memory_limit_gib}Gi"},
+    }
+    return {
+        "dagster-k8s/config": {"container_config": {"resources": resources}},
+        DASK_RESOURCES_TAG: {"CPU": cpu, "MEMORY": memory_gib * GIB},
+    }

@@ -1,4 +1,4 @@
-"""The resource set and the executor of each named deployment (local, s3, k8s); what picks one, and every other
+"""The resource set and the executor of each named deployment (local, s3, k8s, dask); what picks one, and every other
 setting, is in settings.py."""
 
 from __future__ import annotations
@@ -87,8 +87,12 @@ def resources_for(deployment: Deployment) -> dict:
 
 
 def executor_for(deployment: Deployment) -> dg.ExecutorDefinition | None:
-    """None keeps Dagster's default (multiprocess); k8s runs each step as a Kubernetes job, sized by the
-    assets' `dagster-k8s/config` op tags."""
+    """None keeps Dagster's default (multiprocess); k8s runs each step as a Kubernetes job, dask as a task on the
+    Dask scheduler; both size the steps by the assets' op tags (`step_size`)."""
+    if deployment.name == "dask":
+        from droughtwatch_assets.defs.dask_executor import dask_executor
+
+        return dask_executor.configured({"address": deployment.dask_scheduler}, name="dask")
     if deployment.name != "k8s":
         return None
     from dagster_k8s import k8s_job_executor

@@ -316,7 +316,7 @@ class TrackingResource(dg.ConfigurableResource):
         if kind == "mlflow":
             from droughtwatch_assets.tracking.mlflow_backend import MlflowTracker
 
-            tracker = MlflowTracker(self.mlflow_tracking_uri, self.mlflow_experiment, dagster_run_id)
+            tracker = MlflowTracker(self.mlflow_tracking_uri, self.mlflow_experiment, dagster_run_id, job_type)
             tracker.check_reachable()
             return tracker
         return NullTracker()

@@ -5,6 +5,7 @@ DROUGHTWATCH_DEPLOYMENT picks a named set:
     local   files under DROUGHTWATCH_DATA_DIR, steps as processes on this machine (the default)
     s3      assets and published models in S3, steps as processes on this machine
     k8s     assets and published models in S3, each step a Kubernetes job
+    dask    assets and published models in S3, each step a task on the Dask scheduler at DROUGHTWATCH_DASK_SCHEDULER
 DROUGHTWATCH_KEEP_VERSIONS (default 5; 0: only `droughtwatch gc` removes) and DROUGHTWATCH_GRACE_MINUTES
 (default 60) set retention after each commit (see retention.py).
 """
@@ -26,7 +27,7 @@ from droughtwatch_assets.tracking import TrackerName
 from droughtwatch_assets.tracking.wandb_backend import DEFAULT_BASE_URL
 
 DEFAULT_INTERVAL_SECONDS = 60  # how often new_raw_shards lists the raw source, at most
-DeploymentName = Literal["local", "s3", "k8s"]
+DeploymentName = Literal["local", "s3", "k8s", "dask"]
 DEFAULT_DATA_DIR = ".droughtwatch"
 AWS_VARIABLES = (
     "AWS_ENDPOINT_URL",
@@ -101,6 +102,14 @@ class Deployment:
     k8s_max_concurrent: int = 8
     k8s_env_secrets: tuple[str, ...] = ("droughtwatch-aws",)
     k8s_env_vars: tuple[str, ...] = field(default=())
+    dask_scheduler: str = ""  # the scheduler's address, tcp://host:8786; required by the dask deployment
+
+    def __post_init__(self):
+        if self.name == "dask" and not self.dask_scheduler:
+            raise ValueError(
+                "DROUGHTWATCH_DEPLOYMENT=dask needs DROUGHTWATCH_DASK_SCHEDULER: the address of a running Dask "
+                "scheduler, such as tcp://10.0.0.5:8786"
+            )
 
     @property
     def storage(self) -> Literal["local", "s3"]:
@@ -143,6 +152,7 @@ class Deployment:
                 s for s in env.get("DROUGHTWATCH_K8S_ENV_SECRETS", "droughtwatch-aws").split(",") if s
             ),
             k8s_env_vars=tuple(v for v in K8S_ENV_VARS if env.get(v)),
+            dask_scheduler=env.get("DROUGHTWATCH_DASK_SCHEDULER", "").strip(),
         )
 
 

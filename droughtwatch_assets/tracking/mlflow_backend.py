@@ -19,13 +19,17 @@ ARRAY_THRESHOLD_INDEX = 50  # the 0.50 threshold, logged as a scalar beside the 
 
 class MlflowTracker(Tracker):
     """One MLflow run per Dagster run: the first step that tracks opens it, tagged with the Dagster run id,
-    and later steps (in other processes under the multiprocess executor) find it by that tag and log to it."""
+    and later steps (in other processes, on other machines) find it by that tag and log to it. Promoting the
+    champion is a child run under it: the champion's record (another feature set's data version, say) would
+    change params the training logged, which MLflow refuses."""
 
     name = "mlflow"
 
-    def __init__(self, tracking_uri: str | None, experiment: str, dagster_run_id: str):
+    def __init__(self, tracking_uri: str | None, experiment: str, dagster_run_id: str, job_type: str = "train"):
         self.tracking_uri, self.experiment, self.dagster_run_id = tracking_uri, experiment, dagster_run_id
+        self.job_type = job_type
         self.run_info = None
+        self.child = False
 
     def check_reachable(self, timeout: float = 5) -> None:
         """Fail in seconds, naming the URI, instead of after MLflow's minutes of retries."""
@@ -40,7 +44,8 @@ class MlflowTracker(Tracker):
                 f"MLflow tracker at {without_credentials(uri)} is unreachable ({reason})"
             ) from None
 
-    def _open(self, run_name: str | None) -> None:
+    def _open(self, run_name: str | None) -> bool:
+        """Start the Dagster run's run, or resume it; whether it was there already."""
         if self.tracking_uri:
             mlflow.set_tracking_uri(self.tracking_uri)
         experiment = mlflow.set_experiment(self.experiment)
@@ -54,10 +59,15 @@ class MlflowTracker(Tracker):
         else:
             run = mlflow.start_run(run_name=run_name, tags={"dagster_run_id": self.dagster_run_id})
         self.run_info = run.info
+        return bool(found)
 
     def start(self, run_name: str, config: dict) -> None:
-        self._open(run_name)
-        mlflow.set_tag("mlflow.runName", run_name)
+        if self._open(run_name) and self.job_type == "promote":
+            tags = {"droughtwatch_promotion_of": self.dagster_run_id}  # not dagster_run_id: later steps find the parent
+            self.run_info = mlflow.start_run(run_name=run_name, nested=True, tags=tags).info
+            self.child = True
+        else:
+            mlflow.set_tag("mlflow.runName", run_name)
         mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in config.items()})
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -81,8 +91,9 @@ class MlflowTracker(Tracker):
         self._open(None)
 
     def finish(self, failed: bool = False) -> None:
-        if mlflow.active_run() is not None:
-            mlflow.end_run("FAILED" if failed else "FINISHED")
+        for _ in range(2 if self.child else 1):  # the child run, then the Dagster run's run
+            if mlflow.active_run() is not None:
+                mlflow.end_run("FAILED" if failed else "FINISHED")
 
     def log_epoch(self, epoch: int, logs: dict[str, Any]) -> None:
         scalars, arrays = epoch_metrics(logs)

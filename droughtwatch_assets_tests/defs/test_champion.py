@@ -100,6 +100,38 @@ def test_the_better_feature_set_becomes_champion_and_a_worse_challenger_leaves_i
     assert "79 predictions from 81 records" in predicted.stdout
 
 
+def test_a_run_that_trains_one_feature_set_and_promotes_another_records_the_promotion_in_a_child_mlflow_run(
+    tmp_path, mlflow_server
+):
+    """As in experiments_job: the champion step joins the MLflow run its own run's training opened, and the winner's
+    record (another feature set's data version) must not overwrite the params the training logged."""
+    instance = dg.DagsterInstance.ephemeral()
+    train(tmp_path, instance, "baseline", epochs=2)
+    experiment = f"promotion-{time.time_ns()}"
+    tracking = TrackingResource(
+        default_tracker="mlflow", mlflow_tracking_uri=mlflow_server, mlflow_experiment=experiment
+    )
+    result = dg.materialize(
+        [*assets_named(*EVALUATED, "leaderboard", "champion"), champion_is_sound],
+        partition_key="rgb",
+        instance=instance,
+        resources={**local_resources(tmp_path), "tracking": tracking},
+        run_config=run_config(training={"epochs": 0, "tracker": "mlflow"}),  # untrained: baseline stays the best
+    )
+    assert result.success
+    assert result.output_for_node("champion")["champion"]["feature_set"] == "baseline"
+    assert [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY] == []
+
+    client = MlflowClient(mlflow_server)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    [run] = client.search_runs([experiment_id], f"tags.dagster_run_id = '{result.run_id}'")
+    [promotion] = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert (run.info.status, promotion.info.status) == ("FINISHED", "FINISHED")
+    assert run.data.params["feature_set"] == "rgb" and promotion.data.params["feature_set"] == "baseline"
+    assert run.data.params["data_version"] != promotion.data.params["data_version"]
+    assert client.get_model_version_by_alias("droughtwatch", "champion").tags["feature_set"] == "baseline"
+
+
 @pytest.mark.integration
 def test_a_model_that_does_not_beat_the_majority_class_is_never_champion(tmp_path):
     instance = dg.DagsterInstance.ephemeral()

@@ -56,7 +56,7 @@ SECRET_VALUES = {
     "DAGSTER_PG_PASSWORD": "fake-postgres-password-5be8-never-in-a-job",
 }
 
-# The pod sizes, written out: a change to an asset's k8s_pod(...) or to the values file's resources shows here.
+# The pod sizes, written out: a change to an asset's step_size(...) or to the values file's resources shows here.
 POD_SIZES = {
     "processed_tfrecords": {"requests": {"cpu": "4", "memory": "4Gi"}, "limits": {"memory": "6Gi"}},
     "trained_model": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "12Gi"}},

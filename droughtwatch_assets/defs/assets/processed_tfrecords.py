@@ -6,7 +6,7 @@ from pydantic import Field
 from droughtwatch_assets.core.features import feature_set
 from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.data.processing import ProcessingOptions, process_dataset
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, k8s_pod
+from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, step_size
 from droughtwatch_assets.defs.failures import bad_record_failure
 from droughtwatch_assets.defs.metadata import dataset_metadata
 from droughtwatch_assets.defs.partitions import FEATURE_SETS
@@ -25,7 +25,7 @@ class ProcessingConfig(dg.Config):
 
 @dg.asset(
     **PER_FEATURE_SET,
-    op_tags=k8s_pod(cpu="4", memory="4Gi", memory_limit="6Gi"),  # one worker process per core
+    op_tags=step_size(cpu=4, memory_gib=4, memory_limit_gib=6),  # one worker process per core
     group_name="data",
     kinds={"tfrecord", "numpy"},
     description="Processed TFRecords of one feature set: bands / 255, blank images vetoed, NDVI/NDMI/EVI on request. "

@@ -7,7 +7,7 @@ from pydantic import Field
 from droughtwatch_assets.core.configurations import CLASS_WEIGHTS, Hyperparameters
 from droughtwatch_assets.core.model_config import ModelConfig, SweepRecord
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, k8s_pod
+from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, step_size
 from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import training_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
@@ -59,7 +59,7 @@ class TrainingConfig(dg.Config):
 
 @dg.asset(
     **PER_FEATURE_SET,
-    op_tags=k8s_pod(cpu="4", memory="8Gi", memory_limit="12Gi"),  # the step that needs the most memory
+    op_tags=step_size(cpu=4, memory_gib=8, memory_limit_gib=12),  # the step that needs the most memory
     group_name="training",
     kinds={"tensorflow", "keras"},
     description="The original baseline CNN trained on one feature set: categorical cross-entropy, Adam, "

@@ -1,0 +1,198 @@
+"""The Dask deployment's executor: every step a task on an existing Dask scheduler, run by a worker that has the
+resources the step's op tags ask for (`dagster-dask/resource_requirements`, set by `step_size`).
+
+Dagster's step-delegating executor orchestrates, as it does for Kubernetes: it claims pool slots (the champion's
+pool), retries a step under its retry policy, and follows each step through the events it writes to the instance.
+A task runs its step as a Kubernetes step pod does, `dagster api execute_step` in a process of its own, with the
+worker's environment: its DAGSTER_HOME (the same instance database), settings, credentials and local disk.
+
+Not dagster-dask's `dask_executor`, whose tag convention this follows: it names each task `<job>.<step>`, and the
+scheduler answers a task whose name it already holds with that task's result, so two runs of one job at once (a
+backfill) are handed each other's steps; it ignores pools and retry policies; it runs steps in the worker's own
+threads and process, where Dagster is not thread-safe and the worker's daemon process may not start the process
+pool that processing uses; and its steps open the run worker's instance reference, whose compute-log folder is on
+the run worker's disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+
+import dagster as dg
+import distributed
+from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.execution.retries import RetryMode
+from dagster._core.executor.step_delegating import (
+    CheckStepHealthResult,
+    StepDelegatingExecutor,
+    StepHandler,
+    StepHandlerContext,
+)
+from dagster._grpc.types import ExecuteStepArgs
+from dagster_dask.executor import get_dask_resource_requirements
+
+logger = logging.getLogger("distributed.worker.droughtwatch")  # the worker's log, next to Dask's own lines
+
+
+def run_step_on_worker(task: str, compressed_args: str) -> None:
+    """The Dask task: one step as `dagster api execute_step`, in the worker's environment and working directory. The
+    step's own log goes to the worker's log; its events go to the instance."""
+    worker = distributed.get_worker()
+    logger.info("task %s: starting its step on worker %s (%s)", task, worker.name, worker.address)
+    cancelled = distributed.Event(cancel_event(task))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "api", "execute_step", "--compressed-input-json", compressed_args]
+    )
+    while True:
+        try:
+            code = process.wait(timeout=1)
+            break
+        except subprocess.TimeoutExpired:
+            if cancelled.is_set():
+                process.terminate()  # the step reports its interruption to the instance
+    logger.info("task %s: its step process exited with %s", task, code)
+    if code != 0:
+        raise RuntimeError(f"`dagster api execute_step` exited with {code} on Dask worker {worker.name}")
+
+
+def cancel_event(task: str) -> str:
+    return f"droughtwatch-cancel-{task}"
+
+
+def fits(requirements: Mapping[str, float], offered: Mapping[str, float]) -> bool:
+    """Whether a worker that offers these resources can ever run a task with these requirements."""
+    return all(offered.get(name, 0) >= amount for name, amount in requirements.items())
+
+
+class DaskStepHandler(StepHandler):
+    """Submits each step to the scheduler as a task named after the run, the step and the attempt."""
+
+    def __init__(self, address: str):
+        self._address = address
+        self._client: distributed.Client | None = None
+        self._futures: dict[str, distributed.Future] = {}  # a task is cancelled once no future holds it
+
+    @property
+    def name(self) -> str:
+        return "DaskStepHandler"
+
+    def _connect(self) -> distributed.Client:
+        if self._client is None:
+            try:
+                self._client = distributed.Client(self._address, set_as_default=False, timeout="30s")
+            except OSError as exc:
+                raise dg.Failure(
+                    f"cannot reach the Dask scheduler at {self._address} (DROUGHTWATCH_DASK_SCHEDULER): {exc}"
+                ) from None
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._futures.clear()
+
+    @staticmethod
+    def _step_key(context: StepHandlerContext) -> str:
+        [step_key] = context.execute_step_args.step_keys_to_execute or [None]
+        assert step_key is not None, "one step at a time"
+        return step_key
+
+    @staticmethod
+    def _task(context: StepHandlerContext, step_key: str) -> str:
+        # Task names are the scheduler's keys across all clients: the run id keeps concurrent runs' steps apart,
+        # the attempt a retry apart from the attempt before.
+        known_state = context.execute_step_args.known_state
+        attempt = known_state.get_retry_state().get_attempt_count(step_key) if known_state else 0
+        return f"{context.dagster_run.job_name}.{step_key}-{context.execute_step_args.run_id}-{attempt}"
+
+    def _requirements(self, context: StepHandlerContext, step_key: str) -> dict[str, float]:
+        return get_dask_resource_requirements(context.step_tags[step_key])
+
+    def launch_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
+        step_key = self._step_key(step_handler_context)
+        task = self._task(step_handler_context, step_key)
+        requirements = self._requirements(step_handler_context, step_key)
+        # The step opens the instance of the worker's DAGSTER_HOME, not the run worker's reference to its own.
+        args = step_handler_context.execute_step_args
+        args = ExecuteStepArgs(
+            job_origin=args.job_origin,
+            run_id=args.run_id,
+            step_keys_to_execute=args.step_keys_to_execute,
+            instance_ref=None,
+            retry_mode=args.retry_mode,
+            known_state=args.known_state,
+            should_verify_step=args.should_verify_step,
+            print_serialized_events=False,
+        )
+        [compressed] = [entry["value"] for entry in args.get_command_env()]
+        yield DagsterEvent.step_worker_starting(
+            step_handler_context.get_step_context(step_key),
+            message=f'Submitting step "{step_key}" to the Dask scheduler at {self._address} as task {task}'
+            + (f", on a worker with {requirements}" if requirements else ""),
+            metadata={"Dask task": task, "Dask resources": dg.MetadataValue.json(requirements)},
+        )
+        self._futures[step_key] = self._connect().submit(
+            run_step_on_worker, task, compressed, key=task, resources=requirements or None, pure=False
+        )
+
+    def check_step_health(self, step_handler_context: StepHandlerContext) -> CheckStepHealthResult:
+        step_key = self._step_key(step_handler_context)
+        future = self._futures.get(step_key)
+        if future is None:
+            return CheckStepHealthResult.unhealthy(f"no Dask task of step {step_key} was submitted by this run worker")
+        if future.status == "error":
+            return CheckStepHealthResult.unhealthy(f"Dask task {future.key} failed: {future.exception()}")
+        if future.status in ("cancelled", "lost"):
+            return CheckStepHealthResult.unhealthy(f"Dask task {future.key} was {future.status}")
+        requirements = self._requirements(step_handler_context, step_key)
+        if future.status == "pending" and requirements:
+            workers = self._connect().scheduler_info()["workers"].values()
+            if not any(fits(requirements, worker.get("resources", {})) for worker in workers):
+                offered = sorted({str(worker.get("resources", {})) for worker in workers}) or ["no workers"]
+                return CheckStepHealthResult.unhealthy(
+                    f"step {step_key} needs Dask worker resources {requirements}, and no worker connected to "
+                    f"{self._address} offers them (workers offer: {', '.join(offered)}); start workers with "
+                    "`dask worker --resources` (docs/beyond-one-machine.md)"
+                )
+        return CheckStepHealthResult.healthy()
+
+    def terminate_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
+        step_key = self._step_key(step_handler_context)
+        future = self._futures.pop(step_key, None)
+        if future is None:
+            return
+        yield DagsterEvent.engine_event(
+            step_handler_context.get_step_context(step_key),
+            message=f"Stopping Dask task {future.key} of step {step_key}",
+            event_specific_data=EngineEventData(),
+        )
+        distributed.Event(cancel_event(future.key), client=self._connect()).set()
+        future.cancel()
+
+
+class DaskExecutor(StepDelegatingExecutor):
+    """The step-delegating executor with the Dask step handler; its client closes when the run's steps end."""
+
+    def __init__(self, step_handler: DaskStepHandler, **kwargs):
+        super().__init__(step_handler, **kwargs)
+        self._dask = step_handler
+
+    def execute(self, plan_context, execution_plan):
+        try:
+            yield from super().execute(plan_context, execution_plan)
+        finally:
+            self._dask.close()
+
+
+@dg.executor(
+    name="dask",
+    config_schema={"address": dg.Field(dg.StringSource, description="the Dask scheduler, tcp://host:8786")},
+    requirements=dg.multiple_process_executor_requirements(),
+)
+def dask_executor(init_context: dg.InitExecutorContext) -> DaskExecutor:
+    """Every step a task on the Dask scheduler at `address`."""
+    return DaskExecutor(DaskStepHandler(init_context.executor_config["address"]), retries=RetryMode.ENABLED)

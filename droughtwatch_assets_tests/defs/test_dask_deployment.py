@@ -1,0 +1,358 @@
+"""The Dask deployment as a cluster in a box: a real `dask scheduler` and two `dask worker` processes on loopback,
+started as docs/beyond-one-machine.md starts them, each worker in its own empty working directory, HOME, TMPDIR,
+DROUGHTWATCH_DATA_DIR and DAGSTER_HOME. What they share is what a cluster shares: S3 (moto), the instance's Postgres
+and the MLflow server. `dagster-daemon` runs experiments_job as a backfill over all four feature sets; the run
+workers it starts only orchestrate, and every step runs on a Dask worker."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import boto3
+import dagster as dg
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from droughtwatch_assets.defs.partitions import feature_set_partitions
+from droughtwatch_assets_tests.conftest import (
+    REPO_ROOT,
+    VENV_BIN,
+    daemon_until_runs_end,
+    dagster_cli,
+    dagster_home,
+    free_port,
+)
+
+GUIDE = REPO_ROOT / "docs" / "beyond-one-machine.md"
+WORKERS = ("worker-1", "worker-2")
+# what a worker logs as it starts a task (dask_executor.run_step_on_worker)
+TASK_STARTED = re.compile(
+    r"task experiments_job\.(?P<step>\w+)-(?P<run>[0-9a-f-]{36})-(?P<attempt>\d+): starting its step "
+    r"on worker (?P<worker>\S+) "
+)
+# What the steps' own settings and credentials must not come from: this process's environment.
+OWN_SETTINGS = ("DROUGHTWATCH_", "DAGSTER_", "AWS_", "MLFLOW_", "WANDB_")
+
+
+def documented_worker_resources() -> str:
+    """The resources the guide starts `dask worker` with."""
+    return re.search(r'^dask worker .*--resources "([^"]+)"', GUIDE.read_text(), re.MULTILINE)[1]
+
+
+def base_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(OWN_SETTINGS)}
+    # the workers import the project from this checkout, as the code location does
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+def own_folders(root: Path, instance_file: str) -> dict[str, str]:
+    """A machine's own empty folders: working directory, HOME, TMPDIR, data directory and DAGSTER_HOME."""
+    for name in ("cwd", "home", "tmp", "data"):
+        (root / name).mkdir(parents=True)
+    return {
+        "HOME": str(root / "home"),
+        "TMPDIR": str(root / "tmp"),
+        "DROUGHTWATCH_DATA_DIR": str(root / "data"),
+        "DAGSTER_HOME": str(dagster_home(root / "dagster_home", instance_file)),
+    }
+
+
+@contextlib.contextmanager
+def running(command: list, env: dict, cwd: Path, log: Path):
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def step_errors(instance: dg.DagsterInstance, runs) -> str:
+    """Why steps failed or retried (a failed health check included), with what caused it, run by run."""
+    lines = []
+    for run in runs:
+        for entry in instance.all_logs(run.run_id):
+            error = getattr(entry.dagster_event.event_specific_data, "error", None) if entry.dagster_event else None
+            while error is not None:
+                lines.append(f"{entry.step_key}: {error.message.strip()}")
+                error = error.cause
+    return "\n".join(lines) + "\n"
+
+
+def s3_objects(endpoint: str, bucket: str) -> dict[str, bytes]:
+    credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+    s3 = boto3.client("s3", endpoint_url=endpoint, **credentials)
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page["Contents"]]
+    return {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+@pytest.mark.dask
+@pytest.mark.daemon
+def test_a_backfill_on_a_dask_cluster_runs_every_step_on_the_workers_which_share_only_s3_postgres_and_mlflow(
+    tmp_path, s3_endpoint, mlflow_server, postgres_database, monkeypatch
+):
+    feature_sets = feature_set_partitions.get_partition_keys()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    machines = Path(tempfile.mkdtemp(prefix="droughtwatch-dask-"))  # every machine's own disk, removed at the end
+    port = free_port()
+    tag = f"dask-{time.time_ns()}"
+    shared = {
+        **postgres_database.env,
+        "DROUGHTWATCH_DEPLOYMENT": "dask",
+        "DROUGHTWATCH_DASK_SCHEDULER": f"tcp://127.0.0.1:{port}",
+        "DROUGHTWATCH_S3_BUCKET": tag,
+        "DROUGHTWATCH_REGISTRY_BUCKET": f"{tag}-models",
+        "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "DROUGHTWATCH_TRACKER": "mlflow",
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "DROUGHTWATCH_MLFLOW_EXPERIMENT": tag,
+        "DROUGHTWATCH_KEEP_VERSIONS": "0",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    instance_file = "deploy/dagster-postgres.yaml"
+    try:
+        own = {name: own_folders(machines / name, instance_file) for name in ("orchestrator", *WORKERS)}
+        orchestrator_env = {**base_env(), **shared, **own["orchestrator"]}
+        scheduler = [VENV_BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
+        with contextlib.ExitStack() as cluster:
+            orchestrator_cwd = machines / "orchestrator" / "cwd"
+            cluster.enter_context(running(scheduler, orchestrator_env, orchestrator_cwd, logs / "scheduler.log"))
+            for name in WORKERS:
+                worker = [VENV_BIN / "dask", "worker", shared["DROUGHTWATCH_DASK_SCHEDULER"], "--name", name]
+                worker += ["--host", "127.0.0.1", "--nthreads", "2", "--no-dashboard"]
+                worker += ["--resources", documented_worker_resources()]
+                env = {**base_env(), **shared, **own[name]}
+                cluster.enter_context(running(worker, env, machines / name / "cwd", logs / f"{name}.log"))
+            from distributed import Client
+
+            client = cluster.enter_context(Client(shared["DROUGHTWATCH_DASK_SCHEDULER"], timeout="60s"))
+            client.wait_for_workers(len(WORKERS), timeout=120)
+
+            dagster_cli(
+                "job",
+                "backfill",
+                "-w",
+                "workspace.yaml",
+                "-j",
+                "experiments_job",
+                "--partitions",
+                ",".join(feature_sets),
+                "--noprompt",
+                env=orchestrator_env,
+            )
+            for name, value in postgres_database.env.items():
+                monkeypatch.setenv(name, value)
+            instance = dg.DagsterInstance.from_config(own["orchestrator"]["DAGSTER_HOME"])
+            assert len(instance.get_runs()) == len(feature_sets)
+            daemon_until_runs_end(orchestrator_env, instance, timeout=1200)
+        worker_logs = {name: (logs / f"{name}.log").read_text() for name in WORKERS}
+        files = {name: files_under(machines / name) for name in own}
+
+        # every run succeeded, one per feature set
+        runs = instance.get_runs()
+        assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * len(feature_sets), step_errors(
+            instance, runs
+        )[:3000] + "\n".join(text[-2000:] for text in worker_logs.values())
+        assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(feature_sets)
+
+        # every step ran on a Dask worker, one task per step process, as the workers' own logs record it
+        tasks = [
+            (m["run"], m["step"], m["attempt"], name)
+            for name in WORKERS
+            for m in TASK_STARTED.finditer(worker_logs[name])
+            if m["worker"] == name
+        ]
+        assert len({task[:3] for task in tasks}) == len(tasks), "no task ran twice"
+        processes = [
+            (run.run_id, event.step_key, event.dagster_event.engine_event_data.metadata["pid"].value)
+            for run in runs
+            for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTED)
+        ]
+        assert sorted((run, step) for run, step, *_ in tasks) == sorted((run, step) for run, step, _ in processes)
+        assert {name for *_, name in tasks} == set(WORKERS), "both workers ran steps"
+        # and each step's process (its pid as the instance has it) started in the log of a worker that ran the step
+        for run_id, step_key, pid in processes:
+            line = f"experiments_job - {run_id} - {pid} - {step_key} - STEP_WORKER_STARTED"
+            [name] = [n for n in WORKERS if line in worker_logs[n]]
+            assert any(task[:2] == (run_id, step_key) and task[3] == name for task in tasks), line
+
+        # the champion is the best evaluated model: its published config (in the registry bucket) names it
+        accuracy = {}
+        for feature_set in feature_sets:
+            [record] = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_evaluation"), asset_partitions=[feature_set]),
+                limit=1,
+            ).records
+            accuracy[feature_set] = record.asset_materialization.metadata["val_accuracy"].value
+        registry = s3_objects(s3_endpoint, shared["DROUGHTWATCH_REGISTRY_BUCKET"])
+        champion = yaml.safe_load(registry["champion/config.yaml"])["champion"]
+        assert champion["val_accuracy"] == pytest.approx(max(accuracy.values())), (champion, accuracy)
+        assert accuracy[champion["feature_set"]] == pytest.approx(max(accuracy.values())), (champion, accuracy)
+
+        # the assets are in S3, and each run is one ended MLflow run
+        stored = s3_objects(s3_endpoint, shared["DROUGHTWATCH_S3_BUCKET"])
+        for asset, partitions in (
+            ("raw_tfrecords", ["__all__"]),
+            ("processed_tfrecords", feature_sets),
+            ("trained_model", feature_sets),
+            ("onnx_model", feature_sets),
+        ):
+            assert all(f"droughtwatch/{asset}/{p}/CURRENT" in stored for p in partitions), asset
+        assert {f"droughtwatch/values/{a}" for a in ("leaderboard", "champion")} <= set(stored)
+        mlflow = MlflowClient(mlflow_server)
+        tracked = mlflow.search_runs([mlflow.get_experiment_by_name(tag).experiment_id])
+        assert sorted(r.data.tags["dagster_run_id"] for r in tracked if "dagster_run_id" in r.data.tags) == sorted(
+            r.run_id for r in runs
+        )
+        assert {r.info.status for r in tracked} == {"FINISHED"}
+        promoted = mlflow.get_model_version_by_alias("droughtwatch", "champion")
+        assert promoted.tags["feature_set"] == champion["feature_set"]
+
+        # no step read another machine's disk: the orchestrating side made no files of the pipeline, each worker's
+        # files are its own, and no worker's folder is named anywhere the others could learn it from
+        assert [f for f in files["orchestrator"] if f.startswith("data/")] == [], files["orchestrator"]
+        assert all(any(f.startswith("data/") for f in files[name]) for name in WORKERS), files
+        events = "\n".join(event for (event,) in postgres_database.query("SELECT event FROM event_logs"))
+        shared_text = [events, *(repr(r.data.params) + repr(r.data.tags) for r in tracked)]
+        shared_bytes = [*stored.values(), *registry.values()]
+        for name in WORKERS:
+            folder = str(machines / name)
+            assert not any(folder in text for text in shared_text), f"{name}'s folder named in the run logs or MLflow"
+            assert not any(folder.encode() in blob for blob in shared_bytes), f"{name}'s folder named in S3"
+    finally:
+        shutil.rmtree(machines, ignore_errors=True)
+    assert not machines.exists()
+
+
+def worker_resources(option: str) -> dict[str, float]:
+    """`dask worker --resources "CPU=4,MEMORY=16e9"` as the worker reads it."""
+    return {name: float(amount) for name, amount in (pair.split("=") for pair in option.split(","))}
+
+
+def sized_steps() -> dict[str, dict]:
+    """Each asset's op tags, parsed (Dagster keeps tag values as strings), for the assets that size their step."""
+    from droughtwatch_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    tags = {key.to_user_string(): graph.get(key).assets_def.op.tags for key in graph.get_all_asset_keys()}
+    return {name: {k: json.loads(v) for k, v in t.items() if "/" in k} for name, t in tags.items() if t}
+
+
+def test_the_dask_deployment_needs_the_schedulers_address_and_names_the_variable():
+    from droughtwatch_assets.defs.deployment import executor_for, resources_for
+    from droughtwatch_assets.defs.resources import S3Store
+    from droughtwatch_assets.defs.settings import Deployment
+
+    with pytest.raises(ValueError, match="DROUGHTWATCH_DEPLOYMENT=dask needs DROUGHTWATCH_DASK_SCHEDULER"):
+        Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "dask"})
+    env = {"DROUGHTWATCH_DEPLOYMENT": "dask", "DROUGHTWATCH_DASK_SCHEDULER": "tcp://10.0.0.5:8786"}
+    deployment = Deployment.from_env({**env, "DROUGHTWATCH_S3_BUCKET": "b"})
+    executor = executor_for(deployment)
+    assert executor.name == "dask"
+    assert executor.config_schema.resolve_config({}).value == {"config": {"address": "tcp://10.0.0.5:8786"}}
+    assert isinstance(resources_for(deployment)["store"], S3Store), "steps on other machines share S3, not a disk"
+
+
+def test_the_step_size_tags_are_dagster_dasks_and_ask_dask_for_what_they_request_of_kubernetes():
+    from dagster_dask.executor import DASK_RESOURCE_REQUIREMENTS_KEY
+    from kubernetes.utils import parse_quantity
+
+    from droughtwatch_assets.defs.asset_defaults import DASK_RESOURCES_TAG
+
+    assert DASK_RESOURCES_TAG == DASK_RESOURCE_REQUIREMENTS_KEY
+    sized = sized_steps()
+    assert set(sized) == {"processed_tfrecords", "trained_model"}
+    for name, tags in sized.items():
+        requests = tags["dagster-k8s/config"]["container_config"]["resources"]["requests"]
+        dask = tags[DASK_RESOURCES_TAG]
+        assert dask == {"CPU": int(requests["cpu"]), "MEMORY": int(parse_quantity(requests["memory"]))}, name
+
+
+def test_every_sized_step_fits_on_a_worker_started_as_the_guide_starts_them():
+    from droughtwatch_assets.defs.asset_defaults import DASK_RESOURCES_TAG
+    from droughtwatch_assets.defs.dask_executor import fits
+
+    offered = worker_resources(documented_worker_resources())
+    for name, tags in sized_steps().items():
+        assert fits(tags[DASK_RESOURCES_TAG], offered), f"{name} needs {tags[DASK_RESOURCES_TAG]}: no worker runs it"
+
+
+def handler_context(step_key: str, run_id: str = "r1", attempts: int = 0, tags=None) -> SimpleNamespace:
+    """What DaskStepHandler reads of a StepHandlerContext."""
+    from dagster._core.execution.plan.state import KnownExecutionState
+
+    known_state = KnownExecutionState(previous_retry_attempts={step_key: attempts}) if attempts else None
+    args = SimpleNamespace(step_keys_to_execute=[step_key], run_id=run_id, known_state=known_state)
+    return SimpleNamespace(
+        execute_step_args=args, dagster_run=SimpleNamespace(job_name="experiments_job"), step_tags={step_key: tags}
+    )
+
+
+def test_steps_of_concurrent_runs_and_each_retry_of_a_step_are_tasks_of_their_own():
+    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+
+    names = {
+        DaskStepHandler._task(handler_context("trained_model", run, attempts), "trained_model")
+        for run in ("6f1c0e7e-0000-4000-8000-000000000001", "6f1c0e7e-0000-4000-8000-000000000002")
+        for attempts in (0, 1)
+    }
+    assert len(names) == 4
+    assert "experiments_job.trained_model-6f1c0e7e-0000-4000-8000-000000000002-1" in names
+
+
+class Scheduler:
+    """The answers of a Client that DaskStepHandler's health check asks for."""
+
+    def __init__(self, *offered: dict):
+        self.offered = offered
+
+    def scheduler_info(self):
+        return {"workers": {f"tcp://10.0.0.{i}:4000": {"resources": r} for i, r in enumerate(self.offered)}}
+
+
+def test_a_step_that_no_worker_has_the_resources_for_fails_its_health_check_instead_of_waiting_forever():
+    from droughtwatch_assets.definitions import defs
+    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+
+    tags = defs.resolve_asset_graph().get(dg.AssetKey("trained_model")).assets_def.op.tags
+    context = handler_context("trained_model", tags=tags)
+    handler = DaskStepHandler("tcp://scheduler:8786")
+    handler._futures["trained_model"] = SimpleNamespace(status="pending", key="task")
+
+    handler._client = Scheduler({"CPU": 2.0, "MEMORY": 16e9}, {})
+    health = handler.check_step_health(context)
+    assert not health.is_healthy
+    assert "needs Dask worker resources {'CPU': 4, 'MEMORY': 8589934592}" in health.unhealthy_reason
+    assert "`dask worker --resources`" in health.unhealthy_reason
+
+    handler._client = Scheduler({"CPU": 2.0}, worker_resources(documented_worker_resources()))
+    assert handler.check_step_health(context).is_healthy
