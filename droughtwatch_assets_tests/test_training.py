@@ -46,9 +46,9 @@ def test_only_the_training_side_is_augmented_with_views_drawn_from_the_training_
     process_shard(real_shard, tmp_path / "shard", ("NDVI",))
     seeds = []
 
-    def drawing(batches, seed):
+    def drawing(batches, seed, parse):
         seeds.append(seed)
-        return random_views(batches, seed)
+        return random_views(batches, seed, parse)
 
     monkeypatch.setattr(training, "random_views", drawing)
     shard = training.SplitInput([tmp_path / "shard"], 79)

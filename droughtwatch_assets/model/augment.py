@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tensorflow as tf
 
 from droughtwatch_assets.model.views import VIEWS, pixel_permutations
@@ -17,19 +19,21 @@ def dihedral(images: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.gather(flat, sources, batch_dims=1), shape)
 
 
-def random_views(batches: tf.data.Dataset, seed: int) -> tf.data.Dataset:
-    """(images, labels) batches with each image replaced by a random view of itself, the labels unchanged.
+def random_views(batches: tf.data.Dataset, seed: int, parse: Callable = lambda batch: batch) -> tf.data.Dataset:
+    """parse(batch) -> (images, labels) for each batch, with each image replaced by a random view of itself and
+    the labels unchanged.
 
     The views are drawn per image, uniformly, from `seed`: the same seed gives the same views, and each pass
-    over the dataset (each epoch) draws new ones.
+    over the dataset (each epoch) draws new ones. Parsing and turning share one map stage: a stage of its own
+    costs more CPU than the turning itself.
     """
     # one key per batch, drawn anew every pass; a stateless draw from it gives each image of the batch its view
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
-    def turn(batch, key):
-        images, labels = batch
+    def parse_and_turn(batch, key):
+        images, labels = parse(batch)
         draw_seed = tf.stack([key, tf.constant(seed, tf.int64)])
         k = tf.random.stateless_uniform(tf.shape(images)[:1], draw_seed, minval=0, maxval=VIEWS, dtype=tf.int32)
         return dihedral(images, k), labels
 
-    return tf.data.Dataset.zip(batches, keys).map(turn, num_parallel_calls=tf.data.AUTOTUNE)
+    return tf.data.Dataset.zip(batches, keys).map(parse_and_turn, num_parallel_calls=tf.data.AUTOTUNE)

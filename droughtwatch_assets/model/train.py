@@ -52,9 +52,11 @@ def tfrecord_dataset(
         ds = ds.apply(tf.data.experimental.assert_cardinality(records))
     if shuffle_seed is not None:
         ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
     if augment == "dihedral":
-        ds = random_views(ds, shuffle_seed)
+        ds = random_views(ds, shuffle_seed, parse)
+    else:
+        ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
