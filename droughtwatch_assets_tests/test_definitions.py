@@ -47,6 +47,7 @@ def test_each_configuration_job_presets_the_original_training_settings(job_name)
     assert (training["model_name"], training["epochs"], training["register_model"]) == (name, epochs, registered)
     assert (training["learning_rate"], training["batch_size"], training["seed"]) == (5e-4, 64, 0)
     assert training["sweep"]["learning_rate"] == training["sweep"]["batch_size"] == training["sweep"]["epochs"] == []
+    assert training["augment"] == "none" and training["sweep"]["augment"] == []
     assert job.tags["droughtwatch/configuration"] == name
     assert f"Launch it for the '{feature_set}' partition" in job.description
 

@@ -163,3 +163,28 @@ def test_cli_says_no_priors_are_known_for_a_model_without_a_drift_reference(real
     assert result.stdout.splitlines()[-1] == (
         "class drift: no training class priors known (the model carries no drift reference)"
     )
+
+
+def test_tta_averages_the_models_probabilities_over_the_eight_views_and_is_off_by_default(
+    real_shard, reference_onnx, tmp_path
+):
+    import onnxruntime as ort
+
+    from droughtwatch_assets.data.processing import process_shard
+    from droughtwatch_assets.records.tfrecord import read_processed
+
+    process_shard(real_shard, tmp_path / "shard", ("B2", "B3", "B4", "B5"))
+    images = read_processed(tmp_path / "shard", 4).images
+    session = ort.InferenceSession(str(reference_onnx), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def on_view(k: int) -> np.ndarray:
+        turned = np.rot90(images, k % 4, axes=(1, 2))
+        return session.run(None, {name: np.ascontiguousarray(turned[:, :, ::-1] if k >= 4 else turned)})[0]
+
+    plain, labels = predict.predict_processed(reference_onnx, [tmp_path / "shard"], 4)
+    averaged, same_labels = predict.predict_processed(reference_onnx, [tmp_path / "shard"], 4, tta=True)
+    np.testing.assert_array_equal(plain, on_view(0))
+    np.testing.assert_allclose(averaged, np.mean([on_view(k) for k in range(8)], axis=0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(labels, same_labels)
+    assert not np.allclose(averaged, plain)  # the reference model is not invariant to turns and flips

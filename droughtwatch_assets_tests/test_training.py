@@ -4,6 +4,7 @@ import pytest
 from droughtwatch_assets.core.configurations import Hyperparameters
 from droughtwatch_assets.data.processing import process_shard
 from droughtwatch_assets.model import train as training
+from droughtwatch_assets.model.augment import random_views
 from droughtwatch_assets.records.tfrecord import read_processed
 from droughtwatch_assets.records.writer import RecordWriter, write_processed
 
@@ -39,6 +40,20 @@ def test_zero_epochs_gives_an_untrained_model(real_shard, tmp_path):
     shard = training.SplitInput([tmp_path / "shard"], 79)
     run = training.train(shard, shard, 1, Hyperparameters(epochs=0))
     assert run.history == {} and run.model.count_params() > 0
+
+
+def test_only_the_training_side_is_augmented_with_views_drawn_from_the_training_seed(real_shard, tmp_path, monkeypatch):
+    process_shard(real_shard, tmp_path / "shard", ("NDVI",))
+    seeds = []
+
+    def drawing(batches, seed, parse):
+        seeds.append(seed)
+        return random_views(batches, seed, parse)
+
+    monkeypatch.setattr(training, "random_views", drawing)
+    shard = training.SplitInput([tmp_path / "shard"], 79)
+    run = training.train(shard, shard, 1, Hyperparameters(epochs=1, batch_size=64, augment="dihedral"), seed=3)
+    assert seeds == [3] and len(run.history["val_loss"]) == 1
 
 
 def first_batch_loss(path, monkeypatch, weights=None) -> float:

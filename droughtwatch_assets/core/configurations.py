@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 # Minority classes weigh more, as in the original.
 CLASS_WEIGHTS: dict[int, float] = {0: 1.0, 1: 4.0, 2: 4.0, 3: 6.0}
@@ -10,6 +11,9 @@ CLASS_WEIGHTS: dict[int, float] = {0: 1.0, 1: 4.0, 2: 4.0, 3: 6.0}
 PARITY_TOLERANCE = 1e-5
 # The run tag that names the configuration a job trains.
 CONFIGURATION_TAG = "droughtwatch/configuration"
+# Training-time augmentation: none, as in the original, or a random flip or quarter turn of each image.
+Augment = Literal["none", "dihedral"]
+AUGMENTS: tuple[str, ...] = get_args(Augment)
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,7 @@ class Hyperparameters:
     learning_rate: float = 5e-4
     batch_size: int = 64
     epochs: int = 2  # 0 gives the untrained model (the original's 'dummy')
+    augment: Augment = "none"
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class ModelConfiguration:
     epochs: int
     register: bool
     description: str
+    augment: Augment = "none"
 
 
 CONFIGURATIONS: dict[str, ModelConfiguration] = {

@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from droughtwatch_assets.core.configurations import Augment
+
 CONFIG_METADATA_KEY = "droughtwatch_config"
 
 
@@ -22,6 +24,7 @@ class SweepRecord(BaseModel):
     learning_rate: list[float]
     batch_size: list[int]
     epochs: list[int]
+    augment: list[Augment] = ["none"]  # configs written before augmentation have no such field
     holdout_fraction: float
     holdout_seed: int
     selected_trial: int
@@ -39,6 +42,7 @@ class ModelConfig(BaseModel):
     learning_rate: float
     batch_size: int
     epochs: int
+    augment: Augment = "none"  # configs written before augmentation have no such field
     seed: int
     register_model: bool
     tracker: str  # the tracker the model's run reports to: wandb, mlflow or none

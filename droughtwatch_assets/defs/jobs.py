@@ -18,7 +18,10 @@ ONE_FEATURE_SET = dg.AssetSelection.all() - dg.AssetSelection.assets("leaderboar
 def preset(configuration: ModelConfiguration) -> dg.RunConfig:
     """The configuration's training settings, as the job's default run config (editable in the launchpad)."""
     training = TrainingConfig(
-        model_name=configuration.name, epochs=configuration.epochs, register_model=configuration.register
+        model_name=configuration.name,
+        epochs=configuration.epochs,
+        augment=configuration.augment,
+        register_model=configuration.register,
     )
     return dg.RunConfig(ops={"trained_model": training})
 

@@ -93,6 +93,7 @@ def sweep_table(trials) -> dg.TableMetadataValue:
         ("learning_rate", "float"),
         ("batch_size", "int"),
         ("epochs", "int"),
+        ("augment", "string"),
         ("holdout_accuracy", "float"),
         ("holdout_loss", "float"),
         ("seconds", "float"),
@@ -116,8 +117,9 @@ def export_metadata(info, parity: float, batch) -> dict:
     }
 
 
-def evaluation_metadata(result, probabilities, labels, data_version: str, model_md5: str) -> dict:
-    """model_evaluation's metadata: the headline figures, what the leaderboard compares, tables and pictures."""
+def evaluation_metadata(result, probabilities, labels, data_version: str, model_md5: str, tta: bool = False) -> dict:
+    """model_evaluation's metadata: the headline figures, what the leaderboard compares, tables and pictures; `tta`:
+    whether the probabilities are averaged over the 8 dihedral views of each image."""
     from droughtwatch_assets.model.plots import confusion_matrix, markdown_image, pr_curves
 
     confusion_rows = [[k, *result.confusion[k].tolist()] for k in range(NUM_CLASSES)]
@@ -134,6 +136,7 @@ def evaluation_metadata(result, probabilities, labels, data_version: str, model_
         "majority_class_rate": result.majority_rate,
         "beats_majority_by": result.accuracy - result.majority_rate,
         "val_records": len(labels),
+        "tta": tta,
         "macro_f1": float(result.f1.mean()),
         "recall": dg.MetadataValue.json([round(float(r), 4) for r in result.recall]),
         # what the leaderboard compares: which model, on which raw data
@@ -205,6 +208,7 @@ def training_metadata(trained, config: ModelConfig, val_counts: list[int], track
         "learning_rate": config.learning_rate,
         "batch_size": config.batch_size,
         "epochs": config.epochs,
+        "augment": config.augment,
         "majority_class_rate": max(val_counts) / max(1, sum(val_counts)),
         "tracker": tracker.name,
         **tracker.metadata(),

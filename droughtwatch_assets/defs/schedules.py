@@ -19,7 +19,16 @@ from droughtwatch_assets.sources.raw import source_fingerprint
 REASON_TAG = "droughtwatch/retrain_reason"
 BASELINE = CONFIGURATIONS["baseline"]
 # Settings that change the model; the tracker a run reports to does not.
-TRAINING_SETTINGS = ("model_name", "learning_rate", "batch_size", "epochs", "sweep", "seed", "register_model")
+TRAINING_SETTINGS = (
+    "model_name",
+    "learning_rate",
+    "batch_size",
+    "epochs",
+    "augment",
+    "sweep",
+    "seed",
+    "register_model",
+)
 
 
 def training_settings(config: dict) -> dict:

@@ -97,6 +97,7 @@ Feature set `{config.feature_set}`: channels {", ".join(config.features)}.
 | learning rate | {config.learning_rate:g} |
 | batch size | {config.batch_size} |
 | epochs | {config.epochs} |
+| augmentation | {config.augment} |
 | seed | {config.seed} |
 | class weights | {", ".join(f"{k}: {w:g}" for k, w in config.class_weights.items())} |
 | hyperparameters | {sweep} |

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from droughtwatch_assets.core.features import IMAGE_SIZE, NUM_CLASSES
 from droughtwatch_assets.data.datasets import SHARD_GLOB
 from droughtwatch_assets.data.processing import compute_features, keep_mask
+from droughtwatch_assets.model.views import average_over_views
 from droughtwatch_assets.records.tfrecord import NO_LABEL, BadRecordPolicy, BadRecords, iter_raw_blocks
 
 COLUMNS = ["ID", *(f"P_{k}" for k in range(NUM_CLASSES)), "P_label", "label"]
@@ -105,18 +106,26 @@ def write_parquet(predictions: Predictions, path: str | os.PathLike) -> None:
 
 
 def predict_processed(
-    model_path: str | os.PathLike, shards: list[Path], channels: int
+    model_path: str | os.PathLike, shards: list[Path], channels: int, tta: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, labels) of an ONNX model over processed shards, one shard in memory at a time."""
+    """(probabilities, labels) of an ONNX model over processed shards, one shard in memory at a time.
+
+    `tta` (test-time augmentation): each image's probabilities are the mean over its 8 dihedral views.
+    """
     from droughtwatch_assets.records.tfrecord import read_processed
 
     session = ort.InferenceSession(os.fspath(model_path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: images})[0]
+
     probabilities, labels = [], []
     for shard in shards:
         records = read_processed(shard, channels)
         for start in range(0, len(records.labels), 256):
-            probabilities.append(session.run(None, {name: records.images[start : start + 256]})[0])
+            images = records.images[start : start + 256]
+            probabilities.append(average_over_views(predict, images) if tta else predict(images))
         labels.append(records.labels)
     if not probabilities:
         return np.empty((0, NUM_CLASSES), np.float32), np.empty(0, np.int64)

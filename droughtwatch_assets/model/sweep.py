@@ -15,14 +15,22 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from droughtwatch_assets.core.configurations import Hyperparameters
+from droughtwatch_assets.core.configurations import Augment, Hyperparameters
 from droughtwatch_assets.core.model_config import SweepRecord
 
 
-def grid(learning_rates: Sequence[float], batch_sizes: Sequence[int], epochs: Sequence[int]) -> list[Hyperparameters]:
-    """Every combination, in a stable order (learning rate, then batch size, then epochs), without repeats."""
-    combinations = itertools.product(dict.fromkeys(learning_rates), dict.fromkeys(batch_sizes), dict.fromkeys(epochs))
-    return [Hyperparameters(float(lr), int(batch), int(n)) for lr, batch, n in combinations]
+def grid(
+    learning_rates: Sequence[float],
+    batch_sizes: Sequence[int],
+    epochs: Sequence[int],
+    augments: Sequence[Augment] = ("none",),
+) -> list[Hyperparameters]:
+    """Every combination, in a stable order (learning rate, then batch size, then epochs, then augment), without
+    repeats."""
+    combinations = itertools.product(
+        dict.fromkeys(learning_rates), dict.fromkeys(batch_sizes), dict.fromkeys(epochs), dict.fromkeys(augments)
+    )
+    return [Hyperparameters(float(lr), int(batch), int(n), augment) for lr, batch, n, augment in combinations]
 
 
 def holdout_mask(records: int, fraction: float, seed: int) -> np.ndarray:
@@ -137,6 +145,7 @@ def summary(trials: Sequence[Trial], holdout: Holdout) -> SweepRecord:
         learning_rate=sorted({t.hyperparameters.learning_rate for t in trials}),
         batch_size=sorted({t.hyperparameters.batch_size for t in trials}),
         epochs=sorted({t.hyperparameters.epochs for t in trials}),
+        augment=list(dict.fromkeys(t.hyperparameters.augment for t in trials)),
         holdout_fraction=holdout.fraction,
         holdout_seed=holdout.seed,
         selected_trial=chosen.number,

@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from droughtwatch_assets.core.configurations import CLASS_WEIGHTS, Hyperparameters
+from droughtwatch_assets.core.configurations import CLASS_WEIGHTS, Augment, Hyperparameters
 from droughtwatch_assets.core.features import IMAGE_SIZE, NUM_CLASSES
+from droughtwatch_assets.model.augment import random_views
 from droughtwatch_assets.model.network import build_model, compile_model
 from droughtwatch_assets.records.tfrecord import IMAGE_KEY, LABEL_KEY
 
@@ -24,12 +25,17 @@ def tfrecord_dataset(
     shuffle_buffer: int = 4096,
     records: int | None = None,
     select: np.ndarray | None = None,
+    augment: Augment = "none",
 ) -> tf.data.Dataset:
     """Batches of (float32 [b, 65, 65, C], one-hot labels [b, 4]) from processed shards.
 
     `select`, a boolean mask over the records in file order, keeps only the records it marks (a hold-out split).
     Parsing is batched in graph mode: one parse_example per batch, not per record.
+    With augment="dihedral" each image is a random flip or quarter turn of itself, drawn from the shuffle seed
+    (augment.random_views): augmentation is for the training side, which shuffles.
     """
+    if augment != "none" and shuffle_seed is None:
+        raise ValueError(f"augment {augment!r} draws from the shuffle seed: give shuffle_seed")
     schema = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
 
     def parse(serialised):
@@ -46,7 +52,12 @@ def tfrecord_dataset(
         ds = ds.apply(tf.data.experimental.assert_cardinality(records))
     if shuffle_seed is not None:
         ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if augment == "dihedral":
+        ds = random_views(ds, shuffle_seed, parse)
+    else:
+        ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 class EmptySplit(ValueError):
@@ -82,9 +93,17 @@ class SplitInput:
     records: int
     select: np.ndarray | None = None
 
-    def dataset(self, channels: int, batch_size: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+    def dataset(
+        self, channels: int, batch_size: int, shuffle_seed: int | None = None, augment: Augment = "none"
+    ) -> tf.data.Dataset:
         return tfrecord_dataset(
-            self.files, channels, batch_size, shuffle_seed=shuffle_seed, records=self.records, select=self.select
+            self.files,
+            channels,
+            batch_size,
+            shuffle_seed=shuffle_seed,
+            records=self.records,
+            select=self.select,
+            augment=augment,
         )
 
     @property
@@ -102,7 +121,9 @@ def train(
     on_epoch: Callable[[int, dict], None] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainingRun:
-    """Build, compile and fit the baseline CNN with the class weights. epochs=0 gives the untrained ('dummy') model."""
+    """Build, compile and fit the baseline CNN with the class weights. epochs=0 gives the untrained ('dummy') model.
+
+    Only the train side is augmented (hyperparameters.augment), with views drawn from `seed`."""
     if hyperparameters.epochs > 0:
         for split, side in (("train", train_split), ("val", val_split)):
             if side.size == 0:
@@ -124,8 +145,8 @@ def train(
     if hyperparameters.epochs > 0:
         batch = hyperparameters.batch_size
         model.fit(
-            train_split.dataset(channels, batch, shuffle_seed=seed),
-            validation_data=val_split.dataset(channels, batch),
+            train_split.dataset(channels, batch, shuffle_seed=seed, augment=hyperparameters.augment),
+            validation_data=val_split.dataset(channels, batch),  # never augmented
             epochs=hyperparameters.epochs,
             class_weight=CLASS_WEIGHTS,
             callbacks=[EpochCallback(record), *callbacks],

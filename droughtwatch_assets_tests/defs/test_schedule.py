@@ -166,3 +166,19 @@ def test_the_published_model_turns_stale_when_newer_raw_data_exists_or_it_is_too
         "newer raw data" in stale.metadata["stale"].value
         and "baseline: trained on raw data" in stale.metadata["stale"].value
     )
+
+
+def test_another_augment_is_a_config_change_and_a_config_from_before_augment_is_none():
+    from droughtwatch_assets.defs.jobs import preset
+    from droughtwatch_assets.defs.provenance import PublishedRun
+    from droughtwatch_assets.defs.schedules import BASELINE, reasons_to_retrain
+
+    scheduled = preset(BASELINE).to_config_dict()["ops"]["trained_model"]["config"]
+    earlier = {key: value for key, value in scheduled.items() if key != "augment"}
+    earlier["sweep"] = {key: value for key, value in scheduled["sweep"].items() if key != "augment"}
+    last = PublishedRun("run", 0.0, "raw", "fingerprint", {}, earlier)
+    assert reasons_to_retrain(last, "fingerprint", {}, scheduled) == []
+    for changed in ({"augment": "dihedral"}, {"sweep": {**scheduled["sweep"], "augment": ["none", "dihedral"]}}):
+        assert reasons_to_retrain(last, "fingerprint", {}, {**scheduled, **changed}) == [
+            "config change: the baseline's training settings differ from the last published model's"
+        ]

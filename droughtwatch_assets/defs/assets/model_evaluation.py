@@ -1,4 +1,5 @@
 import dagster as dg
+from pydantic import Field
 
 from droughtwatch_assets.data.datasets import ShardedDataset, md5_of
 from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
@@ -9,16 +10,27 @@ from droughtwatch_assets.model.evaluate import EvaluationRecord, evaluate
 from droughtwatch_assets.model.predict import predict_processed
 
 
+class EvaluationConfig(dg.Config):
+    tta: bool = Field(
+        default=False,
+        description="test-time augmentation: average each image's probabilities over its 8 flips and quarter turns",
+    )
+
+
 @dg.asset(
     **PER_FEATURE_SET,
     group_name="evaluation",
     kinds={"onnx", "numpy"},
     io_manager_key="value_io_manager",
     description="The exported model judged on the validation split: confusion matrix, per-class precision, recall "
-    "and F1, precision-recall curves, and accuracy against always predicting the majority class.",
+    "and F1, precision-recall curves, and accuracy against always predicting the majority class. With tta, each "
+    "image's probabilities are averaged over its 8 dihedral views.",
 )
 def model_evaluation(
-    context: dg.AssetExecutionContext, onnx_model: OnnxArtifact, processed_tfrecords: ShardedDataset
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    onnx_model: OnnxArtifact,
+    processed_tfrecords: ShardedDataset,
 ) -> dg.Output[EvaluationRecord]:
     if not processed_tfrecords.records("val"):
         raise refusal(
@@ -26,10 +38,13 @@ def model_evaluation(
             f"blank or skipped as bad): there is nothing to evaluate on. Check the raw val/ shards"
         )
     probabilities, labels = predict_processed(
-        onnx_model.onnx_path, processed_tfrecords.shards("val"), len(processed_tfrecords.features)
+        onnx_model.onnx_path, processed_tfrecords.shards("val"), len(processed_tfrecords.features), tta=config.tta
     )
     result = evaluate(probabilities, labels)
-    context.log.info(f"val accuracy {result.accuracy:.3f} against the majority-class rate {result.majority_rate:.3f}")
+    context.log.info(
+        f"val accuracy {result.accuracy:.3f}{' (averaged over 8 views)' if config.tta else ''} against the "
+        f"majority-class rate {result.majority_rate:.3f}"
+    )
     record = result.record(md5_of(onnx_model.onnx_path), processed_tfrecords.manifest.raw_data_version)
-    metadata = evaluation_metadata(result, probabilities, labels, record.data_version, record.model_md5)
+    metadata = evaluation_metadata(result, probabilities, labels, record.data_version, record.model_md5, config.tta)
     return dg.Output(record, metadata=metadata)

@@ -2,9 +2,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from droughtwatch_assets.core.configurations import CLASS_WEIGHTS, Hyperparameters
+from droughtwatch_assets.core.configurations import AUGMENTS, CLASS_WEIGHTS, Augment, Hyperparameters
 from droughtwatch_assets.core.model_config import ModelConfig, SweepRecord
 from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, step_size
@@ -22,10 +22,20 @@ class SweepConfig(dg.Config):
     learning_rate: list[float] = Field(default=[], description="learning rates to try, e.g. [0.001, 0.0005]")
     batch_size: list[int] = Field(default=[], description="batch sizes to try")
     epochs: list[int] = Field(default=[], description="epoch counts to try")
+    # list[str], not list[Augment]: Dagster's config schema takes a Literal only as a field's own type
+    augment: list[str] = Field(default=[], description="augmentations to try: none, dihedral")
     holdout_fraction: float = Field(
         default=0.2, description="share of train held out to choose the combination on (val is never used)"
     )
     holdout_seed: int = Field(default=0, description="the hold-out split's seed: the same split every run")
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentations(cls, augment: list[str]) -> list[str]:
+        unknown = [value for value in augment if value not in AUGMENTS]
+        if unknown:
+            raise ValueError(f"sweep augment {unknown}: each must be one of {', '.join(AUGMENTS)}")
+        return augment
 
 
 class TrainingConfig(dg.Config):
@@ -33,11 +43,16 @@ class TrainingConfig(dg.Config):
     learning_rate: float = 5e-4
     batch_size: int = 64
     epochs: int = 2  # 0 exports the untrained model (the original's 'dummy')
+    augment: Augment = Field(
+        default="none",
+        description="none, as in the original; dihedral: each training image a random flip or quarter turn of "
+        "itself, drawn anew every epoch from the seed (validation is never augmented)",
+    )
     sweep: SweepConfig = Field(
         default_factory=SweepConfig,
         description="two or more combinations: train each on train minus a hold-out, keep the best on the hold-out",
     )
-    seed: int = 0  # weight initialisation and shuffle order
+    seed: int = 0  # weight initialisation, shuffle order and augmentation
     register_model: bool = False  # promote to the model registry (the baseline configuration sets it)
     tracker: Literal["deployment", "wandb", "mlflow", "none"] = Field(
         default="deployment", description="wandb, mlflow or none; deployment: DROUGHTWATCH_TRACKER's (else wandb)"
@@ -54,6 +69,7 @@ class TrainingConfig(dg.Config):
             self.sweep.learning_rate or [self.learning_rate],
             self.sweep.batch_size or [self.batch_size],
             self.sweep.epochs or [self.epochs],
+            self.sweep.augment or [self.augment],
         )
 
 
