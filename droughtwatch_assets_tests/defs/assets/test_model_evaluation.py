@@ -43,5 +43,5 @@ def test_evaluation_with_tta_scores_the_averaged_views_and_records_that_it_did(e
     assert (plain.metadata["tta"].value, averaged.metadata["tta"].value) == (False, True)
     for output, tta in ((plain, False), (averaged, True)):
         probabilities, labels = predict_processed(onnx_model.onnx_path, processed.shards("val"), 4, tta=tta)
-        assert output.value["accuracy"] == float((probabilities.argmax(axis=1) == labels).mean())
+        assert output.value.accuracy == float((probabilities.argmax(axis=1) == labels).mean())
     assert EvaluationConfig().tta is False
