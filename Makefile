@@ -79,6 +79,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_end_to_end.py
 	$(BIN)/python benchmarks/bench_sensor.py
 	$(BIN)/python benchmarks/bench_experiments.py
+	$(BIN)/python benchmarks/bench_backfill.py
 
 materialize: install instance
 	$(BIN)/dagster asset materialize -m droughtwatch_assets.definitions --select '*' --partition baseline

@@ -435,6 +435,23 @@ def dagster_cli(*args: str, env: dict, timeout: float = 300) -> subprocess.Compl
     return completed
 
 
+def backfill_experiments(feature_sets, env: dict) -> subprocess.CompletedProcess:
+    """`dagster job backfill` of experiments_job over these partitions, as a user launches one; the runs wait in
+    the instance's queue for a daemon."""
+    return dagster_cli(
+        "job",
+        "backfill",
+        "-w",
+        "workspace.yaml",
+        "-j",
+        "experiments_job",
+        "--partitions",
+        ",".join(feature_sets),
+        "--noprompt",
+        env=env,
+    )
+
+
 def dagster_home(folder: Path, instance: str = "dagster.yaml") -> Path:
     """A new DAGSTER_HOME with the project's dagster.yaml (its run queue and pools), as the Makefile makes one;
     `instance` names another of the project's instance files (deploy/dagster-postgres.yaml)."""

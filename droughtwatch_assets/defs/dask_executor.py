@@ -3,8 +3,9 @@ resources the step's op tags ask for (`dagster-dask/resource_requirements`, set 
 
 Dagster's step-delegating executor orchestrates, as it does for Kubernetes: it claims pool slots (the champion's
 pool), retries a step under its retry policy, and follows each step through the events it writes to the instance.
-A task runs its step as a Kubernetes step pod does, `dagster api execute_step` in a process of its own, with the
-worker's environment: its DAGSTER_HOME (the same instance database), settings, credentials and local disk.
+A task runs its step as a Kubernetes step pod does, `dagster api execute_step` in a process of its own (forked from
+the worker's preloaded step server, fork_server.py), with the worker's environment: its DAGSTER_HOME (the same
+instance database), settings, credentials and local disk.
 
 Not dagster-dask's `dask_executor`, whose tag convention this follows: it names each task `<job>.<step>`, and the
 scheduler answers a task whose name it already holds with that task's result, so two runs of one job at once (a
@@ -17,8 +18,6 @@ the run worker's disk.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 
 import dagster as dg
@@ -34,28 +33,31 @@ from dagster._core.executor.step_delegating import (
 from dagster._grpc.types import ExecuteStepArgs
 from dagster_dask.executor import get_dask_resource_requirements
 
+from droughtwatch_assets.defs.fork_server import StepServer
+
 logger = logging.getLogger("distributed.worker.droughtwatch")  # the worker's log, next to Dask's own lines
 
 
 def run_step_on_worker(task: str, compressed_args: str) -> None:
-    """The Dask task: one step as `dagster api execute_step`, in the worker's environment and working directory. The
-    step's own log goes to the worker's log; its events go to the instance."""
+    """The Dask task: one step as `dagster api execute_step`, forked from the worker's step server (fork_server.py)
+    with the worker's environment and working directory. The step's own log goes to the worker's log; its events go
+    to the instance."""
     worker = distributed.get_worker()
     logger.info("task %s: starting its step on worker %s (%s)", task, worker.name, worker.address)
     cancelled = distributed.Event(cancel_event(task))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "api", "execute_step", "--compressed-input-json", compressed_args]
-    )
-    while True:
-        try:
-            code = process.wait(timeout=1)
-            break
-        except subprocess.TimeoutExpired:
-            if cancelled.is_set():
-                process.terminate()  # the step reports its interruption to the instance
-    logger.info("task %s: its step process exited with %s", task, code)
+    pid, code = _step_server.run(compressed_args, cancelled.is_set)
+    logger.info("task %s: its step process %s exited with %s", task, pid, code)
     if code != 0:
         raise RuntimeError(f"`dagster api execute_step` exited with {code} on Dask worker {worker.name}")
+
+
+_step_server = StepServer()  # one per worker process, started by its first task or by `dask_setup`
+
+
+def dask_setup(worker: distributed.Worker) -> None:
+    """`dask worker --preload droughtwatch_assets.defs.dask_executor`: the worker's step server starts (and
+    preloads) with the worker, not with its first step."""
+    _step_server.start()
 
 
 def cancel_event(task: str) -> str:
@@ -195,4 +197,8 @@ class DaskExecutor(StepDelegatingExecutor):
 )
 def dask_executor(init_context: dg.InitExecutorContext) -> DaskExecutor:
     """Every step a task on the Dask scheduler at `address`."""
-    return DaskExecutor(DaskStepHandler(init_context.executor_config["address"]), retries=RetryMode.ENABLED)
+    # The run worker reads its steps' events four times a second (Dagster's default is once): a chain of short
+    # steps otherwise waits about a second between each step and the next.
+    return DaskExecutor(
+        DaskStepHandler(init_context.executor_config["address"]), retries=RetryMode.ENABLED, sleep_seconds=0.25
+    )

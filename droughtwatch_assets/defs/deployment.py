@@ -86,15 +86,18 @@ def resources_for(deployment: Deployment) -> dict:
     }
 
 
-def executor_for(deployment: Deployment) -> dg.ExecutorDefinition | None:
-    """None keeps Dagster's default (multiprocess); k8s runs each step as a Kubernetes job, dask as a task on the
-    Dask scheduler; both size the steps by the assets' op tags (`step_size`)."""
+def executor_for(deployment: Deployment) -> dg.ExecutorDefinition:
+    """local and s3 keep Dagster's default executor, its step processes forked from a preloaded server
+    (local_executor.py); k8s runs each step as a Kubernetes job, dask as a task on the Dask scheduler; both size the
+    steps by the assets' op tags (`step_size`)."""
     if deployment.name == "dask":
         from droughtwatch_assets.defs.dask_executor import dask_executor
 
         return dask_executor.configured({"address": deployment.dask_scheduler}, name="dask")
     if deployment.name != "k8s":
-        return None
+        from droughtwatch_assets.defs.local_executor import local_executor
+
+        return local_executor
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor.configured(

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -28,8 +29,8 @@ from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets_tests.conftest import (
     REPO_ROOT,
     VENV_BIN,
+    backfill_experiments,
     daemon_until_runs_end,
-    dagster_cli,
     dagster_home,
     free_port,
 )
@@ -45,9 +46,15 @@ TASK_STARTED = re.compile(
 OWN_SETTINGS = ("DROUGHTWATCH_", "DAGSTER_", "AWS_", "MLFLOW_", "WANDB_")
 
 
+def documented_worker_options() -> list[str]:
+    """The options the guide starts `dask worker` with (after the scheduler's address)."""
+    return shlex.split(re.search(r"^dask worker \S+ (.*)$", GUIDE.read_text(), re.MULTILINE)[1])
+
+
 def documented_worker_resources() -> str:
     """The resources the guide starts `dask worker` with."""
-    return re.search(r'^dask worker .*--resources "([^"]+)"', GUIDE.read_text(), re.MULTILINE)[1]
+    options = documented_worker_options()
+    return options[options.index("--resources") + 1]
 
 
 def base_env() -> dict[str, str]:
@@ -148,8 +155,7 @@ def test_a_backfill_on_a_dask_cluster_runs_every_step_on_the_workers_which_share
             cluster.enter_context(running(scheduler, orchestrator_env, orchestrator_cwd, logs / "scheduler.log"))
             for name in WORKERS:
                 worker = [VENV_BIN / "dask", "worker", shared["DROUGHTWATCH_DASK_SCHEDULER"], "--name", name]
-                worker += ["--host", "127.0.0.1", "--nthreads", "2", "--no-dashboard"]
-                worker += ["--resources", documented_worker_resources()]
+                worker += ["--host", "127.0.0.1", "--no-dashboard", *documented_worker_options()]
                 env = {**base_env(), **shared, **own[name]}
                 cluster.enter_context(running(worker, env, machines / name / "cwd", logs / f"{name}.log"))
             from distributed import Client
@@ -157,18 +163,7 @@ def test_a_backfill_on_a_dask_cluster_runs_every_step_on_the_workers_which_share
             client = cluster.enter_context(Client(shared["DROUGHTWATCH_DASK_SCHEDULER"], timeout="60s"))
             client.wait_for_workers(len(WORKERS), timeout=120)
 
-            dagster_cli(
-                "job",
-                "backfill",
-                "-w",
-                "workspace.yaml",
-                "-j",
-                "experiments_job",
-                "--partitions",
-                ",".join(feature_sets),
-                "--noprompt",
-                env=orchestrator_env,
-            )
+            backfill_experiments(feature_sets, orchestrator_env)
             for name, value in postgres_database.env.items():
                 monkeypatch.setenv(name, value)
             instance = dg.DagsterInstance.from_config(own["orchestrator"]["DAGSTER_HOME"])

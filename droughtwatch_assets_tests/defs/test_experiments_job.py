@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from droughtwatch_assets_tests.conftest import daemon_until_runs_end, dagster_cli, dagster_home, table_rows
+from droughtwatch_assets_tests.conftest import backfill_experiments, daemon_until_runs_end, dagster_home, table_rows
 
 
 def step_interval(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tuple[float, float]:
@@ -23,18 +23,7 @@ def step_interval(instance: dg.DagsterInstance, run_id: str, step_key: str) -> t
 def test_a_backfill_of_experiments_job_runs_partitions_at_once_ranks_them_and_promotes_the_best(tmp_path):
     home = dagster_home(tmp_path / "home")
     env = {**os.environ, "DAGSTER_HOME": str(home), "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data")}
-    dagster_cli(
-        "job",
-        "backfill",
-        "-w",
-        "workspace.yaml",
-        "-j",
-        "experiments_job",
-        "--partitions",
-        "baseline,rgb",
-        "--noprompt",
-        env=env,
-    )
+    backfill_experiments(["baseline", "rgb"], env)
     instance = dg.DagsterInstance.from_config(str(home))
     assert len(instance.get_runs()) == 2
 
