@@ -38,10 +38,10 @@ from droughtwatch_assets.defs.fork_server import StepServer
 logger = logging.getLogger("distributed.worker.droughtwatch")  # the worker's log, next to Dask's own lines
 
 
-def run_step_on_worker(task: str, compressed_args: str) -> None:
+def run_step_on_worker(task: str, compressed_args: str) -> str:
     """The Dask task: one step as `dagster api execute_step`, forked from the worker's step server (fork_server.py)
     with the worker's environment and working directory. The step's own log goes to the worker's log; its events go
-    to the instance."""
+    to the instance. Returns the worker's address."""
     worker = distributed.get_worker()
     logger.info("task %s: starting its step on worker %s (%s)", task, worker.name, worker.address)
     cancelled = distributed.Event(cancel_event(task))
@@ -49,6 +49,7 @@ def run_step_on_worker(task: str, compressed_args: str) -> None:
     logger.info("task %s: its step process %s exited with %s", task, pid, code)
     if code != 0:
         raise RuntimeError(f"`dagster api execute_step` exited with {code} on Dask worker {worker.name}")
+    return worker.address
 
 
 _step_server = StepServer()  # one per worker process, started by its first task or by `dask_setup`
@@ -114,10 +115,18 @@ class DaskStepHandler(StepHandler):
     def _requirements(self, context: StepHandlerContext, step_key: str) -> dict[str, float]:
         return get_dask_resource_requirements(context.step_tags[step_key])
 
+    def _preferred_workers(self, context: StepHandlerContext, step_key: str) -> list[str]:
+        """The workers that ran this step's upstream steps in this run. Storage keeps a local copy of what a step
+        wrote or read, so there the step reads its inputs without downloading them."""
+        upstream = context.get_step_context(step_key).step.get_execution_dependency_keys()
+        done = [self._futures[key] for key in upstream if key in self._futures]
+        return sorted({future.result() for future in done if future.status == "finished"})
+
     def launch_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
         step_key = self._step_key(step_handler_context)
         task = self._task(step_handler_context, step_key)
         requirements = self._requirements(step_handler_context, step_key)
+        preferred = self._preferred_workers(step_handler_context, step_key)
         # The step opens the instance of the worker's DAGSTER_HOME, not the run worker's reference to its own.
         args = step_handler_context.execute_step_args
         args = ExecuteStepArgs(
@@ -134,11 +143,19 @@ class DaskStepHandler(StepHandler):
         yield DagsterEvent.step_worker_starting(
             step_handler_context.get_step_context(step_key),
             message=f'Submitting step "{step_key}" to the Dask scheduler at {self._address} as task {task}'
-            + (f", on a worker with {requirements}" if requirements else ""),
+            + (f", on a worker with {requirements}" if requirements else "")
+            + (f", preferably on {', '.join(preferred)} (where its upstream steps ran)" if preferred else ""),
             metadata={"Dask task": task, "Dask resources": dg.MetadataValue.json(requirements)},
         )
         self._futures[step_key] = self._connect().submit(
-            run_step_on_worker, task, compressed, key=task, resources=requirements or None, pure=False
+            run_step_on_worker,
+            task,
+            compressed,
+            key=task,
+            resources=requirements or None,
+            workers=preferred or None,
+            allow_other_workers=bool(preferred),  # a preference: any worker with the resources may run it
+            pure=False,
         )
 
     def check_step_health(self, step_handler_context: StepHandlerContext) -> CheckStepHealthResult:

@@ -28,7 +28,7 @@ PRELOADED = (
     "droughtwatch_assets.model.train",  # TensorFlow and Keras
     "droughtwatch_assets.model.export",  # tf2onnx, ONNX Runtime
 )
-_KEY_VARIABLE = "DROUGHTWATCH_FORK_SERVER_KEY"
+_KEY_BYTES = 32
 
 
 def execute_step(compressed_args: str) -> None:
@@ -46,7 +46,7 @@ class StepServer:
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._address: tuple[str, int] | None = None
-        self._key = os.urandom(32)
+        self._key = os.urandom(_KEY_BYTES)
 
     def start(self) -> None:
         """Starts the server (if it is not running) in the background: its fork server preloads meanwhile."""
@@ -58,11 +58,12 @@ class StepServer:
                 read, write = os.pipe()
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", __name__, str(write)],
-                    stdin=subprocess.PIPE,  # the server ends when this worker process ends and the pipe closes
+                    stdin=subprocess.PIPE,  # the key; then the server ends when this process ends and the pipe closes
                     pass_fds=(write,),
-                    env={**os.environ, _KEY_VARIABLE: self._key.hex()},
                 )
                 os.close(write)
+                self._process.stdin.write(self._key)
+                self._process.stdin.flush()
                 with os.fdopen(read) as announced:  # once the fork server has preloaded
                     host, port = announced.read().split()
                 self._address = (host, int(port))
@@ -90,7 +91,7 @@ def _serve_step(context, connection: Connection) -> None:
 
 
 def _exit_with_parent() -> None:
-    sys.stdin.buffer.read()
+    sys.stdin.buffer.read()  # until the client's end of the pipe closes
     os._exit(0)
 
 
@@ -99,7 +100,8 @@ def serve(announce_fd: int) -> None:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOADED))
     multiprocessing.forkserver.ensure_running()
-    with Listener(("127.0.0.1", 0), authkey=bytes.fromhex(os.environ.pop(_KEY_VARIABLE))) as listener:
+    key = sys.stdin.buffer.read(_KEY_BYTES)
+    with Listener(("127.0.0.1", 0), authkey=key) as listener:
         threading.Thread(target=_exit_with_parent, daemon=True).start()
         with os.fdopen(announce_fd, "w") as announce:
             host, port = listener.address

@@ -351,3 +351,25 @@ def test_a_step_that_no_worker_has_the_resources_for_fails_its_health_check_inst
 
     handler._client = Scheduler({"CPU": 2.0}, worker_resources(documented_worker_resources()))
     assert handler.check_step_health(context).is_healthy
+
+
+def test_a_step_prefers_the_workers_where_its_upstream_steps_ran_in_this_run():
+    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+
+    def finished(address):
+        return SimpleNamespace(status="finished", result=lambda: address)
+
+    upstream = {"processed_tfrecords": {"raw_tfrecords"}, "trained_model": {"processed_tfrecords", "raw_tfrecords"}}
+    context = SimpleNamespace(
+        get_step_context=lambda key: SimpleNamespace(
+            step=SimpleNamespace(get_execution_dependency_keys=lambda: upstream.get(key, set()))
+        )
+    )
+    handler = DaskStepHandler("tcp://scheduler:8786")
+    assert handler._preferred_workers(context, "raw_tfrecords") == []
+    handler._futures["raw_tfrecords"] = finished("tcp://10.0.0.1:4000")
+    assert handler._preferred_workers(context, "processed_tfrecords") == ["tcp://10.0.0.1:4000"]
+    handler._futures["processed_tfrecords"] = finished("tcp://10.0.0.2:4000")
+    assert handler._preferred_workers(context, "trained_model") == ["tcp://10.0.0.1:4000", "tcp://10.0.0.2:4000"]
+    handler._futures["processed_tfrecords"] = SimpleNamespace(status="error")  # a failed attempt ran nowhere useful
+    assert handler._preferred_workers(context, "trained_model") == ["tcp://10.0.0.1:4000"]
