@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import dagster as dg
 import pytest
-from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType, TickStatus
 
 from droughtwatch_assets.defs.deployment import AWS_VARIABLES, local_resources
 from droughtwatch_assets.defs.jobs import configuration_jobs
@@ -279,8 +279,11 @@ def test_turned_on_as_users_do_a_shard_dropped_into_the_folder_starts_a_baseline
     def ticks():
         return instance.get_ticks(state.instigator_origin_id, state.selector_id)
 
+    def ended_ticks():  # a tick is stored as STARTED before it lists the folder: drop the shard only after one ended
+        return [t for t in ticks() if t.status != TickStatus.STARTED]
+
     with dagster_daemon(env):
-        wait_for(ticks, "the daemon's first sensor tick", timeout=300)
+        wait_for(ended_ticks, "the daemon's first sensor tick to end", timeout=300)
         assert instance.get_runs() == []
         shutil.copyfile(real_shard, real_folder / "train" / "part-r-00077")
         [run] = wait_for(instance.get_runs, "a run requested by the sensor", timeout=300)
