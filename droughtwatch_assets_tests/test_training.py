@@ -1,11 +1,19 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from droughtwatch_assets.core.configurations import Hyperparameters
 from droughtwatch_assets.data.processing import process_shard
 from droughtwatch_assets.model import train as training
-from droughtwatch_assets.model.augment import random_views
-from droughtwatch_assets.records.tfrecord import read_processed
+from droughtwatch_assets.model.augment import dihedral, random_views
+from droughtwatch_assets.records.tfrecord import (
+    FILENAME_KEY,
+    IMAGE_KEY,
+    LABEL_KEY,
+    encode_example,
+    iter_records,
+    read_processed,
+)
 from droughtwatch_assets.records.writer import RecordWriter, write_processed
 
 
@@ -21,6 +29,46 @@ def test_input_pipeline_keeps_images_and_labels_aligned(real_shard, tmp_path):
     order = [np.flatnonzero((expected.images == img).all(axis=(1, 2, 3)))[0] for img in shuffled[0][0].numpy()]
     assert sorted(order) == list(range(79)) and order != list(range(79))
     np.testing.assert_array_equal(shuffled[0][1].numpy().argmax(axis=1), expected.labels[order])
+
+
+def serialised(image: np.ndarray, label: int, *, first: str = IMAGE_KEY, filename: str = "") -> bytes:
+    """One processed record with its image or its label first, with or without a filename."""
+    features = {IMAGE_KEY: image.astype("<f4").tobytes(), LABEL_KEY: label}
+    if first == LABEL_KEY:
+        features = {LABEL_KEY: label, IMAGE_KEY: features[IMAGE_KEY]}
+    if filename:
+        features[FILENAME_KEY] = filename.encode()
+    return b"".join(bytes(part) for part in encode_example(features))
+
+
+def test_processed_records_are_cut_from_their_bytes_and_any_other_layout_parses_alike(real_shard, tmp_path):
+    process_shard(real_shard, tmp_path / "shard", ("B4", "NDVI"))
+    written = [bytes(payload) for _, payload in iter_records(tmp_path / "shard")][:8]
+    expected = read_processed(tmp_path / "shard", 2, limit=8)
+    images, labels = expected.images, expected.labels
+    parser = training.ProcessedParser(2)
+    views = tf.range(8)
+    turned = dihedral(tf.constant(images), views).numpy()
+    batches = {  # name: (records, whether they have write_processed's layout)
+        "as written, with filenames": (written, True),
+        "no filenames": ([serialised(i, int(y)) for i, y in zip(images, labels)], True),
+        "a long filename": ([serialised(i, int(y), filename="f" * 300) for i, y in zip(images, labels)], True),
+        "the label first": ([serialised(i, int(y), first=LABEL_KEY) for i, y in zip(images, labels)], False),
+        "one label first": ([serialised(images[0], int(labels[0]), first=LABEL_KEY), *written[1:]], False),
+    }
+    for name, (records, laid_out) in batches.items():
+        batch = tf.constant(records)
+        assert bool(parser.laid_out(parser.head_bytes(batch))) is laid_out, name
+        shown, one_hot = parser(batch)
+        np.testing.assert_array_equal(shown.numpy(), images, err_msg=name)
+        np.testing.assert_array_equal(one_hot.numpy(), np.eye(4)[labels], err_msg=name)
+        np.testing.assert_array_equal(parser(batch, views)[0].numpy(), turned, err_msg=name)
+    # a label of 128 or more takes two bytes: parsed as parse_example parses it (one-hot of nothing)
+    wide = tf.constant([serialised(images[0], 200), *written[1:]])
+    assert not bool(parser.laid_out(parser.head_bytes(wide)))
+    np.testing.assert_array_equal(parser(wide)[1].numpy()[0], np.zeros(4))
+    short = tf.constant([written[0][: len(written[0]) // 2]])  # zero-padded: goes to parse_example, which refuses it
+    assert not bool(parser.laid_out(parser.head_bytes(short)))
 
 
 def test_one_epoch_records_history(real_shard, tmp_path):

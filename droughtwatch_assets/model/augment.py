@@ -19,21 +19,25 @@ def dihedral(images: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.gather(flat, sources, batch_dims=1), shape)
 
 
-def random_views(batches: tf.data.Dataset, seed: int, parse: Callable = lambda batch: batch) -> tf.data.Dataset:
-    """parse(batch) -> (images, labels) for each batch, with each image replaced by a random view of itself and
-    the labels unchanged.
+def random_views(
+    batches: tf.data.Dataset, seed: int, parse: Callable = lambda batch, views: (dihedral(batch[0], views), batch[1])
+) -> tf.data.Dataset:
+    """parse(batch, views) -> (images, labels) for each batch, with image i shown as view views[i] of itself and the
+    labels unchanged; by default the batches are (images, labels) already.
 
     The views are drawn per image, uniformly, from `seed`: the same seed gives the same views, and each pass
-    over the dataset (each epoch) draws new ones. Parsing and turning share one map stage: a stage of its own
-    costs more CPU than the turning itself.
+    over the dataset (each epoch) draws new ones. Parsing and turning share one map stage, and the training
+    input's parse fuses the turn into its own copy of the pixels (train.ProcessedParser): a pass of its own
+    costs as much as a plain copy of the batch.
     """
     # one key per batch, drawn anew every pass; a stateless draw from it gives each image of the batch its view
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
     def parse_and_turn(batch, key):
-        images, labels = parse(batch)
         draw_seed = tf.stack([key, tf.constant(seed, tf.int64)])
-        k = tf.random.stateless_uniform(tf.shape(images)[:1], draw_seed, minval=0, maxval=VIEWS, dtype=tf.int32)
-        return dihedral(images, k), labels
+        views = tf.random.stateless_uniform(
+            tf.shape(tf.nest.flatten(batch)[0])[:1], draw_seed, minval=0, maxval=VIEWS, dtype=tf.int32
+        )
+        return parse(batch, views)
 
     return tf.data.Dataset.zip(batches, keys).map(parse_and_turn, num_parallel_calls=tf.data.AUTOTUNE)

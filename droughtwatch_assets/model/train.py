@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -12,9 +13,78 @@ import tensorflow as tf
 
 from droughtwatch_assets.core.configurations import CLASS_WEIGHTS, Augment, Hyperparameters
 from droughtwatch_assets.core.features import IMAGE_SIZE, NUM_CLASSES
-from droughtwatch_assets.model.augment import random_views
+from droughtwatch_assets.model.augment import dihedral, random_views
 from droughtwatch_assets.model.network import build_model, compile_model
-from droughtwatch_assets.records.tfrecord import IMAGE_KEY, LABEL_KEY
+from droughtwatch_assets.records.tfrecord import IMAGE_KEY, LABEL_KEY, ProcessedLayout
+
+
+@tf.function(jit_compile=True)
+def _images_in(raw: tf.Tensor, image_at: int, channels: int) -> tf.Tensor:
+    """The float32 [b, 65, 65, C] images whose little-endian bytes start at `image_at` of each row of raw [b, n]."""
+    image_bytes = IMAGE_SIZE * IMAGE_SIZE * channels * 4
+    pixels = tf.reshape(raw[:, image_at : image_at + image_bytes], [-1, IMAGE_SIZE, IMAGE_SIZE, channels, 4])
+    return tf.bitcast(pixels, tf.float32)
+
+
+@tf.function(jit_compile=True)
+def _views_in(raw: tf.Tensor, image_at: int, channels: int, views: tf.Tensor) -> tf.Tensor:
+    """_images_in with image i shown as view views[i]: one XLA loop reads the bytes and moves the pixels."""
+    return dihedral(_images_in(raw, image_at, channels), views)
+
+
+class ProcessedParser:
+    """parser(serialised [b], views=None) -> (float32 [b, 65, 65, C], one-hot labels [b, 4]) for a batch of processed
+    records, image i shown as its view views[i] (augment.dihedral) when views are given.
+
+    Records laid out as write_processed writes them (records.tfrecord.ProcessedLayout) are cut from their bytes:
+    one copy out of the record and one XLA copy into the images, the view fused into that copy, so that augmenting
+    adds no pass over the data. A batch holding any other record goes through parse_example.
+    """
+
+    def __init__(self, channels: int):
+        self.channels, self.layout = channels, ProcessedLayout.of(channels)
+        head = np.frombuffer(self.layout.head, np.uint8)
+        # the bytes every record shares: all but the length varint (1..3), the image and the label
+        shared = np.ones(len(head), bool)
+        image = slice(self.layout.image_at, self.layout.image_at + self.layout.image_bytes)
+        shared[1:4] = shared[image] = shared[self.layout.label_at] = False
+        self._shared_at, self._shared_bytes = np.flatnonzero(shared), head[shared]
+        self._schema = {
+            IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+        }
+
+    def head_bytes(self, serialised: tf.Tensor) -> tf.Tensor:
+        """uint8 [b, n]: each record's bytes up to its label, zero-padded when shorter."""
+        return tf.io.decode_raw(serialised, tf.uint8, fixed_length=len(self.layout.head))
+
+    def laid_out(self, head_bytes: tf.Tensor) -> tf.Tensor:
+        """Whether every record of the batch has the layout: its shared bytes, a 3-byte length, a 1-byte label."""
+        if sys.byteorder != "little":  # the images are little-endian floats, and bitcast takes the machine's order
+            return tf.constant(False)
+        shared = tf.reduce_all(tf.gather(head_bytes, self._shared_at, axis=1) == self._shared_bytes)
+        varints = tf.bitwise.bitwise_and(tf.gather(head_bytes, [1, 2, 3, self.layout.label_at], axis=1), 0x80)
+        return shared & tf.reduce_all(varints == tf.constant([0x80, 0x80, 0, 0], tf.uint8))
+
+    def __call__(self, serialised: tf.Tensor, views: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        head_bytes = self.head_bytes(serialised)
+        images, labels = tf.cond(
+            self.laid_out(head_bytes),
+            lambda: self._by_layout(head_bytes, views),
+            lambda: self._by_example(serialised, views),
+        )
+        return images, tf.one_hot(labels, NUM_CLASSES)
+
+    def _by_layout(self, head_bytes, views):
+        at, channels = self.layout.image_at, self.channels
+        images = _images_in(head_bytes, at, channels) if views is None else _views_in(head_bytes, at, channels, views)
+        return images, tf.cast(head_bytes[:, self.layout.label_at], tf.int64)
+
+    def _by_example(self, serialised, views):
+        parsed = tf.io.parse_example(serialised, self._schema)
+        images = tf.io.decode_raw(parsed[IMAGE_KEY], tf.float32)
+        images = tf.reshape(images, [-1, IMAGE_SIZE, IMAGE_SIZE, self.channels])
+        return images if views is None else dihedral(images, views), parsed[LABEL_KEY]
 
 
 def tfrecord_dataset(
@@ -30,19 +100,13 @@ def tfrecord_dataset(
     """Batches of (float32 [b, 65, 65, C], one-hot labels [b, 4]) from processed shards.
 
     `select`, a boolean mask over the records in file order, keeps only the records it marks (a hold-out split).
-    Parsing is batched in graph mode: one parse_example per batch, not per record.
+    Parsing is batched in graph mode (ProcessedParser): one parse per batch, not per record.
     With augment="dihedral" each image is a random flip or quarter turn of itself, drawn from the shuffle seed
     (augment.random_views): augmentation is for the training side, which shuffles.
     """
     if augment != "none" and shuffle_seed is None:
         raise ValueError(f"augment {augment!r} draws from the shuffle seed: give shuffle_seed")
-    schema = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
-
-    def parse(serialised):
-        parsed = tf.io.parse_example(serialised, schema)
-        images = tf.reshape(tf.io.decode_raw(parsed[IMAGE_KEY], tf.float32), [-1, IMAGE_SIZE, IMAGE_SIZE, channels])
-        return images, tf.one_hot(parsed[LABEL_KEY], NUM_CLASSES)
-
+    parse = ProcessedParser(channels)
     ds = tf.data.TFRecordDataset([os.fspath(f) for f in files], num_parallel_reads=min(4, len(files)) or None)
     if select is not None:  # parallel reads interleave deterministically, so record i is the same every time
         mask = tf.constant(select, dtype=tf.bool)

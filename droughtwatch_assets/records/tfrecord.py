@@ -197,6 +197,35 @@ def encode_example(features: dict[str, bytes | memoryview | int]) -> list[bytes 
     return parts
 
 
+@dataclass(frozen=True)
+class ProcessedLayout:
+    """Where a processed record's image and label sit in its payload, as write_processed writes it.
+
+    The image comes first and the label second, so both have the same offsets in every record of a channel count,
+    whatever filename follows. `head` is the payload up to and including the label's varint (zero image, label 0):
+    bytes 1..3 hold the length of the whole, which the filename changes; every other byte but the image's and the
+    label's is the same in each record.
+    """
+
+    head: bytes
+    image_at: int
+    image_bytes: int
+
+    @property
+    def label_at(self) -> int:
+        return len(self.head) - 1
+
+    @classmethod
+    def of(cls, channels: int) -> ProcessedLayout:
+        image_bytes = PIXELS * channels * 4
+        image_entry_end = len(b"".join(bytes(p) for p in encode_example({IMAGE_KEY: bytes(image_bytes)})))
+        head = b"".join(bytes(p) for p in encode_example({IMAGE_KEY: bytes(image_bytes), LABEL_KEY: 0}))
+        if len(_varint(len(head) - 4)) != 3:  # the whole's length, a 3-byte varint for any channel count in use
+            raise ValueError(f"no fixed layout for {channels} channels")
+        # the head's own length varint is 3 bytes, as is the image-only payload's: both share the offsets
+        return cls(head=head, image_at=image_entry_end - image_bytes, image_bytes=image_bytes)
+
+
 # --- tf.train.Example decoding (upb protobuf with a private copy of TensorFlow's example.proto) ---
 
 

@@ -17,12 +17,13 @@ from collections.abc import Sequence
 import crc32c
 import numpy as np
 
-from droughtwatch_assets.core.features import IMAGE_SIZE, PIXELS
+from droughtwatch_assets.core.features import IMAGE_SIZE
 from droughtwatch_assets.records.direct_io import ALIGNMENT, DirectFile, aligned_buffer
 from droughtwatch_assets.records.tfrecord import (
     FILENAME_KEY,
     IMAGE_KEY,
     LABEL_KEY,
+    ProcessedLayout,
     encode_example,
     mask_crc,
     masked_crc,
@@ -179,21 +180,20 @@ class UniformBlock:
     """
 
     def __init__(self, writer: RecordWriter, n: int, channels: int, ids: list[bytes]):
-        size = PIXELS * channels * 4
+        layout = ProcessedLayout.of(channels)
+        size = layout.image_bytes
         first = {IMAGE_KEY: bytes(size), LABEL_KEY: 0}
         if ids[0]:
             first[FILENAME_KEY] = ids[0]
         payload = b"".join(bytes(p) for p in encode_example(first))
-        tail = b"".join(bytes(p) for p in encode_example({k: v for k, v in first.items() if k != IMAGE_KEY})[1:])
-        image_at = 12 + len(payload) - len(tail) - size
-        label_entry = b"".join(bytes(p) for p in encode_example({LABEL_KEY: 0})[1:])
+        image_at = 12 + layout.image_at  # after the frame's length and its CRC
         length = struct.pack("<Q", len(payload))
         template = np.frombuffer(length + struct.pack("<I", masked_crc(length)) + payload + bytes(4), np.uint8)
         self._writer, self._n = writer, n
         self._frames = frames = writer.frame_buffer(n, len(template))
         frames[:, :image_at] = template[:image_at]
         frames[:, image_at + size :] = template[image_at + size :]
-        self._label_at = image_at + size + len(label_entry) - 1
+        self._label_at = 12 + layout.label_at
         if ids[0]:
             frames[:, -4 - len(ids[0]) : -4] = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(n, -1)
         self.images = frames[:, image_at : image_at + size].view("<f4").reshape(n, IMAGE_SIZE, IMAGE_SIZE, channels)
