@@ -218,12 +218,11 @@ class ProcessedLayout:
     @classmethod
     def of(cls, channels: int) -> ProcessedLayout:
         image_bytes = PIXELS * channels * 4
-        image_entry_end = len(b"".join(bytes(p) for p in encode_example({IMAGE_KEY: bytes(image_bytes)})))
         head = b"".join(bytes(p) for p in encode_example({IMAGE_KEY: bytes(image_bytes), LABEL_KEY: 0}))
-        if len(_varint(len(head) - 4)) != 3:  # the whole's length, a 3-byte varint for any channel count in use
+        label_entry = b"".join(bytes(p) for p in encode_example({LABEL_KEY: 0})[1:])  # without the whole's length
+        if len(_varint(len(head) - 4)) != 3:  # bytes 1..3: a 3-byte varint for payloads of 16 KiB to 2 MiB
             raise ValueError(f"no fixed layout for {channels} channels")
-        # the head's own length varint is 3 bytes, as is the image-only payload's: both share the offsets
-        return cls(head=head, image_at=image_entry_end - image_bytes, image_bytes=image_bytes)
+        return cls(head=head, image_at=len(head) - len(label_entry) - image_bytes, image_bytes=image_bytes)
 
 
 # --- tf.train.Example decoding (upb protobuf with a private copy of TensorFlow's example.proto) ---
