@@ -89,6 +89,7 @@ class Manifest(BaseModel):
     on_bad_record: BadRecordPolicy = "fail"  # the policy the raw records were read with; later reads follow it
     splits: dict[Literal["train", "val"], Split]
     source: dict = {}  # raw: where the shards came from
+    built_from: str = ""  # raw: what reading the source again would give alike (sources.raw.reuse_key); "": never
     feature_set: str = ""  # processed: the feature set, its features (the channel order) and provenance
     features: list[str] = []
     raw_data_version: str = ""
@@ -196,10 +197,11 @@ def build_raw_dataset(
     source: dict,
     log: Callable[[str], None] = lambda _: None,
     on_bad_record: BadRecordPolicy = "fail",
+    built_from: str = "",
 ) -> ShardedDataset:
     """Copy raw shards into root/<split>/, counting labels and hashing each shard.
 
-    `source` describes where the shards came from and is kept in the manifest.
+    `source` describes where the shards came from and is kept in the manifest, as is `built_from` (reuse_raw_dataset).
     """
     root = Path(root)
     splits = {}
@@ -224,5 +226,44 @@ def build_raw_dataset(
             log(f"raw {split}/{path.name}: {len(labels)} records")
         splits[split] = split_summary(shards)
     version = data_version([[split, s.name, s.md5] for split in SPLITS for s in splits[split].shards])
-    manifest = Manifest(kind="raw", source=source, data_version=version, on_bad_record=on_bad_record, splits=splits)
+    manifest = Manifest(
+        kind="raw",
+        source=source,
+        data_version=version,
+        on_bad_record=on_bad_record,
+        splits=splits,
+        built_from=built_from,
+    )
     return write_manifest(root, manifest)
+
+
+def reuse_raw_dataset(
+    previous: Path | None, root: str | os.PathLike, built_from: str, on_bad_record: BadRecordPolicy
+) -> ShardedDataset | None:
+    """The previous raw version, linked into root as a new one, when it was built from the same `built_from` (not
+    empty) with the same bad-record policy; else None, and root is left empty."""
+    if previous is None or not built_from:
+        return None
+    try:
+        kept = ShardedDataset.open(previous)
+    except (OSError, ValueError):
+        return None
+    manifest = kept.manifest
+    if (manifest.kind, manifest.built_from, manifest.on_bad_record) != ("raw", built_from, on_bad_record):
+        return None
+    for split, summary in manifest.splits.items():  # a version damaged since its commit is read again instead
+        for shard in summary.shards:
+            path = previous / split / shard.name
+            if not path.is_file() or path.stat().st_size != shard.bytes:
+                return None
+    root = Path(root)
+    for path in sorted(previous.rglob("*")):
+        target = root / path.relative_to(previous)
+        if path.is_dir():
+            target.mkdir(exist_ok=True)
+            continue
+        try:
+            os.link(path, target)  # versions are never written after their commit, so they may share files
+        except OSError:  # another file system
+            shutil.copyfile(path, target)
+    return ShardedDataset.open(root)

@@ -150,6 +150,15 @@ def source_fingerprint(source: RawSource, s3_client=None, listing: dict[str, Sha
     return data_version([source.kind, parts])
 
 
+def reuse_key(source: RawSource, fingerprint: str, code_version: str) -> str:
+    """What a raw version built now is built from, for reuse_raw_dataset: the source's fingerprint and the code
+    version. Empty (never reuse) for an archive without an expected sha256, whose fingerprint misses a changed
+    archive behind the same URL."""
+    if source.kind == "archive" and not source.archive_sha256:
+        return ""
+    return data_version([fingerprint, code_version])
+
+
 def list_folder_shards(folder: str | os.PathLike) -> dict[str, ShardStamp]:
     """<folder>/{train,val}/part-* (or <folder>/droughtwatch_data/..., as find_split_shards) with size and mtime."""
     folder = Path(folder).absolute()

@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from droughtwatch_assets.data.datasets import ShardedDataset
+from droughtwatch_assets.data.sample import SampleSpec, write_sample
 from droughtwatch_assets.definitions import assets
 from droughtwatch_assets.defs.checks import asset_checks
 from droughtwatch_assets.defs.deployment import build_resources, local_resources
@@ -247,10 +248,10 @@ def test_unchanged_raw_shards_keep_their_data_version_and_are_not_reprocessed(tm
         )
 
     first, second = run(), run()
-    versions = [
-        r.asset_materializations_for_node("raw_tfrecords")[0].tags["dagster/data_version"] for r in (first, second)
-    ]
+    raw = [r.asset_materializations_for_node("raw_tfrecords")[0] for r in (first, second)]
+    versions = [m.tags["dagster/data_version"] for m in raw]
     assert versions[0] == versions[1]
+    assert [m.metadata["source_unchanged"].value for m in raw] == [False, True]  # the second kept the shards
     processed = [r.asset_materializations_for_node("processed_tfrecords")[0].metadata for r in (first, second)]
     assert (processed[0]["shards_processed"].value, processed[0]["shards_reused"].value) == (3, 0)
     assert (processed[1]["shards_processed"].value, processed[1]["shards_reused"].value) == (0, 3)
@@ -264,6 +265,34 @@ def test_unchanged_raw_shards_keep_their_data_version_and_are_not_reprocessed(tm
     metadata = changed.asset_materializations_for_node("processed_tfrecords")[0].metadata
     assert metadata["shards_processed"].value == 3
     assert changed.asset_materializations_for_node("raw_tfrecords")[0].tags["dagster/data_version"] != versions[0]
+    assert changed.asset_materializations_for_node("raw_tfrecords")[0].metadata["source_unchanged"].value is False
+
+
+def test_an_unchanged_source_keeps_the_current_raw_shards_as_a_new_version_unless_a_rebuild_is_asked(tmp_path):
+    def run(**raw):
+        run_config = dg.RunConfig(ops={"raw_tfrecords": {"config": raw}})
+        result = dg.materialize(
+            assets_named("raw_tfrecords"), resources=local_resources(tmp_path), run_config=run_config
+        )
+        [materialisation] = result.asset_materializations_for_node("raw_tfrecords")
+        current = LocalArtifactStore(tmp_path).current(("raw_tfrecords", "__all__"))
+        return materialisation.metadata["source_unchanged"].value, current
+
+    folder = tmp_path / "shards"
+    write_sample(folder, SampleSpec(train_records=192, val_records=64, records_per_shard=128))
+    source = {"source": "folder", "folder": str(folder)}
+    (built, first), (kept, second) = run(**source), run(**source)
+    assert (built, kept) == (False, True) and first != second  # a new version ...
+    shard = Path("train", "part-r-00000")
+    assert (second / shard).stat().st_ino == (first / shard).stat().st_ino  # ... sharing the first one's files
+    assert run(**source, rebuild=True)[0] is False
+    assert run(**source, on_bad_record="skip")[0] is False  # read again under another policy
+    (folder / "val" / "part-r-00000").write_bytes((folder / "val" / "part-r-00000").read_bytes())  # a new mtime
+    assert run(**source, on_bad_record="skip")[0] is False
+    kept, current = run(**source, on_bad_record="skip")
+    assert kept is True
+    (current / "val" / "part-r-00000").unlink()  # a current version damaged since: read again
+    assert run(**source, on_bad_record="skip")[0] is False
 
 
 def test_a_model_failing_the_onnx_parity_check_is_never_published(tmp_path, monkeypatch):

@@ -3,14 +3,21 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from droughtwatch_assets.data.datasets import ShardedDataset, build_raw_dataset
+from droughtwatch_assets.data.datasets import ShardedDataset, build_raw_dataset, reuse_raw_dataset
 from droughtwatch_assets.data.sample import SampleSpec
 from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
 from droughtwatch_assets.defs.failures import bad_record_failure, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import dataset_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore, RawSourceResource, ScratchSpace
 from droughtwatch_assets.records.tfrecord import BadRecordPolicy, RecordError
-from droughtwatch_assets.sources.raw import RawSource, gather_shards, list_shards, locate_error, source_fingerprint
+from droughtwatch_assets.sources.raw import (
+    RawSource,
+    gather_shards,
+    list_shards,
+    locate_error,
+    reuse_key,
+    source_fingerprint,
+)
 
 
 class RawDataConfig(dg.Config):
@@ -34,6 +41,11 @@ class RawDataConfig(dg.Config):
     sample_val_records: int = SampleSpec.val_records
     sample_records_per_shard: int = SampleSpec.records_per_shard
     sample_seed: int = SampleSpec.seed
+    rebuild: bool = Field(
+        default=False,
+        description="read the source again even when it is unchanged since the current version was built from it "
+        "(same fingerprint, code version and on_bad_record), which is otherwise kept as it is",
+    )
     on_bad_record: BadRecordPolicy = Field(
         default="fail",
         description="fail, or skip: bad records are dropped, counted and listed in the metadata. "
@@ -60,7 +72,8 @@ class RawDataConfig(dg.Config):
     **CHAIN_STEP,
     group_name="data",
     kinds={"tfrecord"},
-    description="Raw DroughtWatch TFRecord shards (train and val): 65x65 images, 11 uint8 Landsat-8 bands, label 0-3.",
+    description="Raw DroughtWatch TFRecord shards (train and val): 65x65 images, 11 uint8 Landsat-8 bands, label 0-3. "
+    "An unchanged source keeps the current version's shards.",
 )
 def raw_tfrecords(
     context: dg.AssetExecutionContext,
@@ -77,6 +90,12 @@ def raw_tfrecords(
     # taken before reading, so a shard that changes meanwhile differs from it on the next look: what the daily
     # schedule compares with the source to tell whether anything changed since
     fingerprint = source_fingerprint(source, s3_client, listing)
+    built_from = reuse_key(source, fingerprint, context.assets_def.code_versions_by_key[context.asset_key] or "")
+    previous = None if config.rebuild else store.previous_version(("raw_tfrecords", "__all__"))
+    kept = reuse_raw_dataset(previous, staging, built_from, config.on_bad_record)
+    if kept is not None:
+        context.log.info(f"the source is unchanged since {previous.name}: its shards are kept, not read again")
+        return raw_output(kept, fingerprint, source_unchanged=True)
     with scratch.temporary() as folder:
         shards, description = gather_shards(
             source,
@@ -88,11 +107,15 @@ def raw_tfrecords(
         )
         try:
             dataset = build_raw_dataset(
-                shards, staging, description, log=context.log.info, on_bad_record=config.on_bad_record
+                shards, staging, description, context.log.info, config.on_bad_record, built_from=built_from
             )
-            metadata = dataset_metadata(dataset)  # its preview reads bands, which build_raw_dataset does not check
+            return raw_output(dataset, fingerprint, source_unchanged=False)
         except RecordError as exc:
             located = locate_error(exc, staging, description)  # S3: names the s3:// key, not the local copy
             raise bad_record_failure(located, config.on_bad_record) from exc
-    metadata["source_fingerprint"] = fingerprint
+
+
+def raw_output(dataset: ShardedDataset, fingerprint: str, source_unchanged: bool) -> dg.Output[ShardedDataset]:
+    metadata = dataset_metadata(dataset)  # its preview reads bands, which build_raw_dataset does not check
+    metadata.update(source_fingerprint=fingerprint, source_unchanged=source_unchanged)
     return dg.Output(dataset, metadata=metadata, data_version=dg.DataVersion(dataset.manifest.data_version))
