@@ -251,19 +251,16 @@ def reuse_raw_dataset(
     manifest = kept.manifest
     if (manifest.kind, manifest.built_from, manifest.on_bad_record) != ("raw", built_from, on_bad_record):
         return None
-    for split, summary in manifest.splits.items():  # a version damaged since its commit is read again instead
-        for shard in summary.shards:
-            path = previous / split / shard.name
-            if not path.is_file() or path.stat().st_size != shard.bytes:
-                return None
+    files = [Path(split, shard.name) for split, summary in manifest.splits.items() for shard in summary.shards]
+    sizes = [shard.bytes for summary in manifest.splits.values() for shard in summary.shards]
+    if not all((previous / f).is_file() and (previous / f).stat().st_size == n for f, n in zip(files, sizes)):
+        return None  # a version damaged since its commit is read again instead
     root = Path(root)
-    for path in sorted(previous.rglob("*")):
-        target = root / path.relative_to(previous)
-        if path.is_dir():
-            target.mkdir(exist_ok=True)
-            continue
+    for split in manifest.splits:
+        (root / split).mkdir(parents=True, exist_ok=True)
+    for relative in [*files, Path(MANIFEST)]:  # the dataset's own files, not a store's markers beside them
         try:
-            os.link(path, target)  # versions are never written after their commit, so they may share files
+            os.link(previous / relative, root / relative)  # versions are never written after their commit
         except OSError:  # another file system
-            shutil.copyfile(path, target)
+            shutil.copyfile(previous / relative, root / relative)
     return ShardedDataset.open(root)
