@@ -54,6 +54,29 @@ def test_dagster_asset_materialize_the_baseline_partition(tmp_path):
     assert ort.InferenceSession(str(onnx_path)).get_inputs()[0].shape[1:] == [65, 65, 4]
 
 
+def test_dagster_asset_materialize_of_an_unchanged_source_keeps_the_raw_shards(tmp_path):
+    """The multiprocess executor and a real instance: the second run's raw_tfrecords keeps the first one's shards."""
+    import dagster as dg
+
+    env = cli_env(tmp_path)
+    config = json.dumps({"ops": {"raw_tfrecords": {"config": {"sample_train_records": 256, "sample_val_records": 64}}}})
+    command = [BIN / "dagster", "asset", "materialize", "-m", "droughtwatch_assets.definitions"]
+    for _ in range(2):
+        result = subprocess.run(
+            [*command, "--select", "raw_tfrecords", "--config-json", config],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        records = instance.fetch_materializations(dg.AssetKey("raw_tfrecords"), limit=2).records
+    unchanged = [r.asset_materialization.metadata["source_unchanged"].value for r in records]  # newest first
+    assert unchanged == [True, False]
+
+
 def test_droughtwatch_run_prints_where_the_onnx_file_is(tmp_path):
     result = subprocess.run(
         [BIN / "droughtwatch", "run", "--configuration", "dummy"],

@@ -18,6 +18,7 @@ from droughtwatch_assets.sources.raw import (
     reuse_key,
     source_fingerprint,
 )
+from droughtwatch_assets.storage.local import UNPARTITIONED
 
 
 class RawDataConfig(dg.Config):
@@ -91,7 +92,7 @@ def raw_tfrecords(
     # schedule compares with the source to tell whether anything changed since
     fingerprint = source_fingerprint(source, s3_client, listing)
     built_from = reuse_key(source, fingerprint, context.assets_def.code_versions_by_key[context.asset_key] or "")
-    previous = None if config.rebuild else store.previous_version(("raw_tfrecords", "__all__"))
+    previous = None if config.rebuild else store.previous_version((*context.asset_key.path, UNPARTITIONED))
     kept = reuse_raw_dataset(previous, staging, built_from, config.on_bad_record)
     if kept is not None:
         context.log.info(f"the source is unchanged since {previous.name}: its shards are kept, not read again")
