@@ -8,13 +8,14 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from dagster_aws.s3 import S3PickleIOManager, S3Resource
+from dagster_aws.s3 import S3PickleIOManager
 
 from droughtwatch_assets.defs.resources import (
     ArtifactIOManager,
     LocalStore,
     RawSourceResource,
     RetrainingPolicy,
+    S3Connection,
     S3Store,
     ScratchSpace,
     TrackingResource,
@@ -41,7 +42,7 @@ def resources_for(deployment: Deployment) -> dict:
         wandb_base_url=deployment.wandb_base_url,
     )
     # One S3 resource, for storage and the S3 raw source alike (the raw source may be in S3 while storage is local).
-    s3_resource = S3Resource(
+    s3_resource = S3Connection(
         endpoint_url=_env_var(deployment, "AWS_ENDPOINT_URL"),
         region_name=_env_var(deployment, "AWS_REGION", "AWS_DEFAULT_REGION"),
         aws_access_key_id=_env_var(deployment, "AWS_ACCESS_KEY_ID"),

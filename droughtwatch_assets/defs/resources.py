@@ -146,26 +146,27 @@ class LocalStore(ArtifactStore):
         return self._registry().current(model_name)  # read in place: no download
 
 
-def s3_client_for(resource: S3Resource):
-    """A boto3 client with the resource's settings and credentials.
+class S3Connection(S3Resource):
+    """dagster-aws's S3 resource, whose clients (its own `get_client`, which S3PickleIOManager calls, and this
+    project's) come from storage.s3_client: with a connect timeout, so that an unreachable endpoint fails within
+    seconds, not after botocore's 60 s per attempt; and from botocore's models parsed once per process, not once
+    per client. Same settings and credentials otherwise."""
 
-    Not S3Resource.get_client(): it cannot set a connect timeout, and an unreachable endpoint must fail
-    within seconds, not after botocore's 60 s per attempt. Same settings and credentials otherwise.
-    """
-    return s3.client(
-        resource.endpoint_url,
-        resource.region_name,
-        aws_access_key_id=resource.aws_access_key_id,
-        aws_secret_access_key=resource.aws_secret_access_key,
-        aws_session_token=resource.aws_session_token,
-    )
+    def get_client(self):
+        return s3.client(
+            self.endpoint_url,
+            self.region_name,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+        )
 
 
 class S3Store(ArtifactStore):
     """Content-addressed versions in an S3 bucket, read through a local cache; published models in the
     registry bucket."""
 
-    s3: S3Resource
+    s3: S3Connection
     bucket: str
     prefix: str = "droughtwatch"
     registry_bucket: str = ""  # defaults to `bucket`
@@ -174,7 +175,7 @@ class S3Store(ArtifactStore):
     _store: s3_store.S3ArtifactStore | None = PrivateAttr(default=None)
 
     def _client(self):
-        return s3_client_for(self.s3)
+        return self.s3.get_client()
 
     def _versions(self) -> s3_store.S3ArtifactStore:
         if self._store is None:
@@ -228,14 +229,14 @@ class RawSourceResource(dg.ConfigurableResource):
     `s3` holds the settings and credentials for the S3 source: the same as storage's (deployment.py).
     """
 
-    s3: S3Resource
+    s3: S3Connection
     source: RawSourceKind = "sample"
     folder: str = ""
     archive_url: str = ARCHIVE_URL
     uri: str = ""  # for s3: s3://bucket/prefix
 
     def client(self):
-        return s3_client_for(self.s3)
+        return self.s3.get_client()
 
     def to_source(self) -> RawSource:
         return RawSource(self.source, self.folder, self.archive_url, uri=self.uri)

@@ -60,3 +60,33 @@ def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3
     assert raw_shards and all(after[k]["LastModified"] == objects[k]["LastModified"] for k in raw_shards)
     new_raw = [k for k in after if k.startswith("runs/raw_tfrecords/__all__/objects/") and k not in objects]
     assert new_raw == []
+
+
+def test_s3_clients_after_the_first_in_a_process_parse_none_of_botocores_models_again(monkeypatch):
+    """Each new boto3 session parses botocore's JSON models (the S3 API, its endpoint rules), most of a short
+    step's own CPU; the step fork servers parse them once before forking (storage/s3_preload.py)."""
+    from botocore.loaders import JSONFileLoader
+
+    from droughtwatch_assets.defs.resources import S3Connection
+    from droughtwatch_assets.storage import s3_client
+
+    s3_client.preload_models()
+    parsed = []
+    parse = JSONFileLoader.load_file
+    monkeypatch.setattr(JSONFileLoader, "load_file", lambda loader, path: parsed.append(path) or parse(loader, path))
+    credentials = {"aws_access_key_id": "key", "aws_secret_access_key": "secret"}
+    clients = [
+        s3_client.client("http://127.0.0.1:9", "us-east-1", **credentials),
+        s3_client.client(None, "eu-west-1", **credentials),
+        # dagster-aws's S3PickleIOManager asks the resource for its client
+        S3Connection(endpoint_url="http://127.0.0.1:9", region_name="eu-central-1", **credentials).get_client(),
+    ]
+    assert parsed == []
+    assert [c.meta.region_name for c in clients] == ["us-east-1", "eu-west-1", "eu-central-1"]
+    assert [c.meta.endpoint_url for c in clients] == [
+        "http://127.0.0.1:9",
+        "https://s3.eu-west-1.amazonaws.com",
+        "http://127.0.0.1:9",
+    ]
+    assert all(hasattr(c, "upload_file") for c in clients)  # boto3's transfer methods, which storage uses
+    assert clients[2].meta.config.connect_timeout == 5  # the project's settings, not dagster-aws's defaults
