@@ -15,9 +15,11 @@ import json
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from droughtwatch_assets.data.datasets import MANIFEST, md5_of
@@ -26,6 +28,11 @@ from droughtwatch_assets.storage.base import VersionedArtifacts
 from droughtwatch_assets.storage.s3_client import S3Error, describe_failure
 
 CURRENT = "CURRENT"
+# A version's files go up a few at a time, each in one PUT up to 1 GiB: against moto's server on 2 cores, 575 MB
+# of 115 MB shards took 2.9 s (4.7 s of CPU, client and server) this way and 4.2 s (6.2 s) in boto3's 8 MiB parts
+# one file after the other.
+UPLOAD_THREADS = 4
+WHOLE_FILES = TransferConfig(multipart_threshold=2**30, multipart_chunksize=64 * 2**20)
 
 
 class S3ArtifactStore(VersionedArtifacts):
@@ -86,20 +93,13 @@ class S3ArtifactStore(VersionedArtifacts):
         self.ensure_bucket()
         staging = Path(staging)
         files = sorted(p for p in staging.rglob("*") if p.is_file())
-        files.sort(key=lambda p: p.name == MANIFEST)  # a dataset's manifest goes up last
-        index = {}
-        for path in files:
-            relative = path.relative_to(staging).as_posix()
-            md5 = md5_of(path)
-            object_key = self.key(*key, "objects", relative, md5)
-            etag = self._etag_if_exists(object_key)
-            if etag is None:
-                self.call(
-                    f"upload of {path} to {object_key}", self.client.upload_file, str(path), self.bucket, object_key
-                )
-                self.uploaded.append(object_key)
-                etag = self._etag_if_exists(object_key)
-            index[relative] = {"key": object_key, "md5": md5, "size": path.stat().st_size, "etag": etag}
+        contents = [path for path in files if path.name != MANIFEST]
+        with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+            index = dict(pool.map(lambda path: self._put_file(staging, path, key), contents))
+        for path in files:  # a dataset's manifest goes up last
+            if path.name == MANIFEST:
+                relative, entry = self._put_file(staging, path, key)
+                index[relative] = entry
         version = f"v-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
         self.put_bytes(
             self.key(*key, "versions", f"{version}.json"),
@@ -115,6 +115,25 @@ class S3ArtifactStore(VersionedArtifacts):
         else:
             shutil.rmtree(staging, ignore_errors=True)
         return self.uri(*key, "versions", f"{version}.json")
+
+    def _put_file(self, staging: Path, path: Path, key: tuple[str, ...]) -> tuple[str, dict]:
+        """Uploads one file of a staging directory unless its content is there already; its index entry."""
+        relative = path.relative_to(staging).as_posix()
+        md5 = md5_of(path)
+        object_key = self.key(*key, "objects", relative, md5)
+        etag = self._etag_if_exists(object_key)
+        if etag is None:
+            self.call(
+                f"upload of {path} to {object_key}",
+                self.client.upload_file,
+                str(path),
+                self.bucket,
+                object_key,
+                Config=WHOLE_FILES,
+            )
+            self.uploaded.append(object_key)
+            etag = self._etag_if_exists(object_key)
+        return relative, {"key": object_key, "md5": md5, "size": path.stat().st_size, "etag": etag}
 
     def _version_dir(self, key: tuple[str, ...], version: str) -> Path:
         return self.cache_dir / "versions" / self.bucket / self.key(*key) / version
