@@ -27,7 +27,7 @@ PRELOADED = (
     "droughtwatch_assets.definitions",
     "droughtwatch_assets.model.train",  # TensorFlow and Keras
     "droughtwatch_assets.model.export",  # tf2onnx, ONNX Runtime
-    "droughtwatch_assets.storage.s3_preload",  # botocore's models
+    "droughtwatch_assets.defs.step_preload",  # botocore's models, Dagster's schema migrations
 )
 _KEY_BYTES = 32
 

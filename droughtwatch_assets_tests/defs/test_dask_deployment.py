@@ -213,6 +213,11 @@ def test_a_backfill_on_a_dask_cluster_runs_every_step_on_the_workers_which_share
         assert champion["val_accuracy"] == pytest.approx(max(accuracy.values())), (champion, accuracy)
         assert accuracy[champion["feature_set"]] == pytest.approx(max(accuracy.values())), (champion, accuracy)
 
+        # the runs read the raw source once: the first to start raw_tfrecords read it, the others kept its shards
+        raw = instance.fetch_materializations(dg.AssetKey("raw_tfrecords"), limit=len(feature_sets) + 1).records
+        unchanged = sorted(r.asset_materialization.metadata["source_unchanged"].value for r in raw)
+        assert unchanged == [False] + [True] * (len(feature_sets) - 1), unchanged
+
         # the assets are in S3, and each run is one ended MLflow run
         stored = s3_objects(s3_endpoint, shared["DROUGHTWATCH_S3_BUCKET"])
         for asset, partitions in (

@@ -43,3 +43,40 @@ def test_the_step_server_forks_a_process_per_step_reports_its_exit_code_and_ends
     assert process is not None and process.poll() is None
     process.stdin.close()  # what happens when the Dask worker process ends
     process.wait(timeout=30)
+
+
+STEP_PROCESS = """
+import sys, tempfile
+from alembic.script import base
+import dagster as dg
+from dagster._core.storage.sql import ALEMBIC_SCRIPTS_LOCATION, get_alembic_config
+
+if __name__ == "__main__":
+    if sys.argv[1] == "preloaded":
+        import droughtwatch_assets.defs.step_preload
+    reads = []
+    read = base.Script._from_path
+    base.Script._from_path = classmethod(lambda cls, *args: reads.append(args) or read.__func__(cls, *args))
+    for _ in range(2):  # two step processes' instances, each opening its SQLite databases
+        with tempfile.TemporaryDirectory() as home, dg.instance_for_test(temp_dir=home) as instance:
+            instance.get_runs()
+            instance.get_records_for_run("a run")
+    config = get_alembic_config(dg.__file__, script_location=ALEMBIC_SCRIPTS_LOCATION)
+    print(len(reads), base.ScriptDirectory.from_config(config).get_current_head())
+"""
+
+
+@pytest.mark.integration
+def test_a_preloaded_step_process_checks_the_instances_schema_without_reading_dagsters_migrations_again():
+    import subprocess
+    import sys
+
+    def step_process(preloaded: str) -> tuple[int, str]:
+        out = subprocess.run([sys.executable, "-c", STEP_PROCESS, preloaded], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        reads, head = out.stdout.split()
+        return int(reads), head
+
+    cold_reads, head = step_process("cold")
+    assert cold_reads > 4 * 80  # each database's check reads the ninety-odd scripts again
+    assert step_process("preloaded") == (0, head)  # read once, before the fork; the same head revision

@@ -64,7 +64,7 @@ def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3
 
 def test_s3_clients_after_the_first_in_a_process_parse_none_of_botocores_models_again(monkeypatch):
     """Each new boto3 session parses botocore's JSON models (the S3 API, its endpoint rules), most of a short
-    step's own CPU; the step fork servers parse them once before forking (storage/s3_preload.py)."""
+    step's own CPU; the step fork servers parse them once before forking (defs/step_preload.py)."""
     from botocore.loaders import JSONFileLoader
 
     from droughtwatch_assets.defs.resources import S3Connection
