@@ -93,13 +93,10 @@ class S3ArtifactStore(VersionedArtifacts):
         self.ensure_bucket()
         staging = Path(staging)
         files = sorted(p for p in staging.rglob("*") if p.is_file())
-        contents = [path for path in files if path.name != MANIFEST]
+        manifests = [path for path in files if path.name == MANIFEST]  # a dataset's manifest goes up last
         with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
-            index = dict(pool.map(lambda path: self._put_file(staging, path, key), contents))
-        for path in files:  # a dataset's manifest goes up last
-            if path.name == MANIFEST:
-                relative, entry = self._put_file(staging, path, key)
-                index[relative] = entry
+            index = dict(pool.map(lambda path: self._put_file(staging, path, key), sorted(set(files) - set(manifests))))
+        index.update(self._put_file(staging, path, key) for path in manifests)
         version = f"v-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
         self.put_bytes(
             self.key(*key, "versions", f"{version}.json"),
