@@ -36,10 +36,10 @@ def _step_config(run: dg.DagsterRun, step_key: str) -> object:
     return (run.run_config.get("ops") or {}).get(step_key)
 
 
-def first_run_in_step(context: dg.AssetExecutionContext) -> str | None:
+def first_run_in_step(context: dg.AssetExecutionContext, step_key: str) -> str | None:
     """Of the going runs that started this step before this run did, with the same config for it, and are still in
     it, the one that started it first."""
-    instance, step_key = context.instance, context.get_step_execution_context().step.key
+    instance = context.instance
     since = in_step_since(instance, context.run.run_id, step_key)
     if since is None:  # not a step of a run in the instance (an asset invoked directly)
         return None
@@ -58,10 +58,10 @@ def wait_for_first_run_in_step(
     context: dg.AssetExecutionContext, patience: float = 600.0, poll: float = 0.5
 ) -> str | None:
     """Waits while the first_run_in_step is going and in the step, at most `patience` seconds; returns that run."""
-    first = first_run_in_step(context)
+    instance, step_key = context.instance, context.get_step_execution_context().step.key
+    first = first_run_in_step(context, step_key)
     if first is None:
         return None
-    instance, step_key = context.instance, context.get_step_execution_context().step.key
     context.log.info(f"run {first} started this step first: waiting for it to end the step")
     deadline = time.monotonic() + patience
     while in_step_since(instance, first, step_key) is not None:
