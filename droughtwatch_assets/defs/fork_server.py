@@ -8,10 +8,13 @@ before the fork, so each step still starts its own TensorFlow runtime.
 The multiprocess executor has a fork server of its own (local_executor.py). A Dask worker runs steps through
 `StepServer`: one `python -m droughtwatch_assets.defs.fork_server` per worker process (Dask's worker processes are
 daemonic and may not start multiprocessing children themselves), which forks every step from Python's fork server.
+The instance's run launcher (run_launcher.py) forks run workers (`dagster api execute_run`) the same way, from a
+server that preloads the code location but not TensorFlow (`RUN_PRELOADED`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -29,21 +32,30 @@ PRELOADED = (
     "droughtwatch_assets.model.export",  # tf2onnx, ONNX Runtime
     "droughtwatch_assets.defs.step_preload",  # botocore's models, Dagster's schema migrations
 )
+RUN_PRELOADED = (
+    "droughtwatch_assets.definitions",
+    "dagster._cli.api",  # the run worker's own modules
+    "droughtwatch_assets.defs.step_preload",
+)
 _KEY_BYTES = 32
 
 
-def execute_step(compressed_args: str) -> None:
-    """In the forked process: `dagster api execute_step` with these arguments; it exits with the step's status."""
-    from dagster._cli.api import execute_step_command
+def execute(command: str, compressed_args: str) -> None:
+    """In the forked process: `dagster api execute_step` or `execute_run` with these arguments; it exits with the
+    step's or run's status."""
+    from dagster._cli import api
 
-    execute_step_command.main(["--compressed-input-json", compressed_args], prog_name="dagster api execute_step")
+    main = {"step": api.execute_step_command, "run": api.execute_run_command}[command]
+    main.main(["--compressed-input-json", compressed_args], prog_name=f"dagster api execute_{command}")
 
 
 class StepServer:
-    """The client side, in a Dask worker process: starts the server on first use (again if it died) and runs each
-    step as a child of its fork server."""
+    """The client side, in a Dask worker process (or, with `command="run"`, the run launcher): starts the server on
+    first use (again if it died) and runs each step (run) as a child of its fork server."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str = "step", preload: tuple[str, ...] = PRELOADED) -> None:
+        self._command = command
+        self._preload = preload
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._address: tuple[str, int] | None = None
@@ -58,7 +70,7 @@ class StepServer:
             if self._process is None or self._process.poll() is not None:
                 read, write = os.pipe()
                 self._process = subprocess.Popen(
-                    [sys.executable, "-m", __name__, str(write)],
+                    [sys.executable, "-m", __name__, str(write), self._command, ",".join(self._preload)],
                     stdin=subprocess.PIPE,  # the key; then the server ends when this process ends and the pipe closes
                     pass_fds=(write,),
                 )
@@ -66,29 +78,55 @@ class StepServer:
                 self._process.stdin.write(self._key)
                 self._process.stdin.flush()
                 with os.fdopen(read) as announced:  # once the fork server has preloaded
-                    host, port = announced.read().split()
+                    address = announced.read().split()
+                if not address:
+                    raise RuntimeError(
+                        f"the {self._command} server ({sys.executable} -m {__name__}) exited with "
+                        f"{self._process.wait()} while importing {', '.join(self._preload)}: its error is above in "
+                        "this process's log; fix the import (python -c 'import droughtwatch_assets.definitions' "
+                        "shows it) and launch again"
+                    )
+                host, port = address
                 self._address = (host, int(port))
             assert self._address is not None
             return self._address
 
     def run(self, compressed_args: str, cancelled: Callable[[], bool]) -> tuple[int, int]:
         """Runs the step; terminates it once `cancelled()` turns true. Returns its pid and exit code."""
-        with Client(self._ensure_running(), authkey=self._key) as connection:
-            connection.send(compressed_args)
-            pid = connection.recv()
+        pid, connection = self.launch(compressed_args)
+        with connection:
             while not connection.poll(1):
                 if cancelled():
                     os.kill(pid, signal.SIGTERM)  # the step reports its interruption to the instance
             return pid, connection.recv()
 
+    def launch(self, compressed_args: str) -> tuple[int, Connection]:
+        """Starts the step (run): its pid, and the connection on which its exit code comes once it ends."""
+        connection = Client(self._ensure_running(), authkey=self._key)
+        try:
+            connection.send(compressed_args)
+            return connection.recv(), connection
+        except BaseException:
+            connection.close()
+            raise
 
-def _serve_step(context, connection: Connection) -> None:
+    def stop(self) -> None:
+        """Ends the server (the steps or runs it started go on)."""
+        with self._lock:
+            if self._process is not None and self._process.poll() is None:
+                self._process.stdin.close()
+                self._process.wait(timeout=30)
+            self._process = None
+
+
+def _serve(context, command: str, connection: Connection) -> None:
     with connection:
-        process = context.Process(target=execute_step, args=(connection.recv(),))
+        process = context.Process(target=execute, args=(command, connection.recv()))
         process.start()
         connection.send(process.pid)
         process.join()
-        connection.send(process.exitcode)
+        with contextlib.suppress(OSError):  # a client that stopped waiting
+            connection.send(process.exitcode)
 
 
 def _exit_with_parent() -> None:
@@ -96,10 +134,10 @@ def _exit_with_parent() -> None:
     os._exit(0)
 
 
-def serve(announce_fd: int) -> None:
-    """The server: a loopback listener; each connection is one step, forked from the preloaded fork server."""
+def serve(announce_fd: int, command: str = "step", preload: tuple[str, ...] = PRELOADED) -> None:
+    """The server: a loopback listener; each connection is one step (run), forked from the preloaded fork server."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(PRELOADED))
+    context.set_forkserver_preload(list(preload))
     multiprocessing.forkserver.ensure_running()
     key = sys.stdin.buffer.read(_KEY_BYTES)
     with Listener(("127.0.0.1", 0), authkey=key) as listener:
@@ -113,8 +151,8 @@ def serve(announce_fd: int) -> None:
             except (OSError, EOFError, multiprocessing.AuthenticationError):  # a client that failed the handshake
                 time.sleep(0.1)
                 continue
-            threading.Thread(target=_serve_step, args=(context, connection), daemon=True).start()
+            threading.Thread(target=_serve, args=(context, command, connection), daemon=True).start()
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), *(sys.argv[2:3]), *([tuple(sys.argv[3].split(","))] if len(sys.argv) > 3 else []))

@@ -5,13 +5,13 @@ import os
 
 import pytest
 
-from droughtwatch_assets.defs.fork_server import PRELOADED, StepServer
+from droughtwatch_assets.defs.fork_server import PRELOADED, RUN_PRELOADED, StepServer
 from droughtwatch_assets.defs.local_executor import local_executor, with_preloading_fork_server
 
 
 def test_every_preloaded_module_exists():
     # multiprocessing skips a preload module that fails to import, silently: a typo here would only be slow
-    assert all(importlib.util.find_spec(name) for name in PRELOADED)
+    assert all(importlib.util.find_spec(name) for name in PRELOADED + RUN_PRELOADED)
 
 
 def test_the_default_executor_forks_steps_from_the_preloaded_server_unless_the_run_config_says_otherwise():
@@ -80,3 +80,12 @@ def test_a_preloaded_step_process_checks_the_instances_schema_without_reading_da
     cold_reads, head = step_process("cold")
     assert cold_reads > 4 * 80  # each database's check reads the ninety-odd scripts again
     assert step_process("preloaded") == (0, head)  # read once, before the fork; the same head revision
+
+
+@pytest.mark.integration
+def test_a_server_whose_preload_fails_says_which_import_to_fix_instead_of_waiting(tmp_path, monkeypatch):
+    (tmp_path / "broken_definitions.py").write_text("raise ValueError('DROUGHTWATCH_DEPLOYMENT: no such deployment')")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    server = StepServer("run", ("broken_definitions",))
+    with pytest.raises(RuntimeError, match=r"exited with \d+ while importing broken_definitions: its error is above"):
+        server.launch("any run")
