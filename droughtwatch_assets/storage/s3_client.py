@@ -49,8 +49,15 @@ def client(endpoint_url: str | None = None, region_name: str | None = None, **cr
 
 
 def preload_models() -> None:
-    """Parses the models a client needs, once: the step fork servers do it before their steps fork."""
-    client(region_name="us-east-1", aws_access_key_id="preload", aws_secret_access_key="preload")
+    """Parses the models a client needs, once: the step fork servers do it before their steps fork. boto3's default
+    session shares them too, where dagster-aws's S3 compute log manager makes its client in every process that
+    opens the instance (deploy/dagster-cluster.yaml)."""
+    preload = {"region_name": "us-east-1", "aws_access_key_id": "preload", "aws_secret_access_key": "preload"}
+    client(**preload)
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _models())
+    boto3.setup_default_session(botocore_session=core)
+    boto3.resource("s3", **preload)
 
 
 def describe_failure(s3_client, bucket: str, action: str, exc: Exception) -> S3Error:

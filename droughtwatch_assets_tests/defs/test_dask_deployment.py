@@ -145,7 +145,7 @@ def test_a_backfill_on_a_dask_cluster_runs_every_step_on_the_workers_which_share
         "DROUGHTWATCH_KEEP_VERSIONS": "0",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    instance_file = "deploy/dagster-postgres.yaml"
+    instance_file = "deploy/dagster-cluster.yaml"
     try:
         own = {name: own_folders(machines / name, instance_file) for name in ("orchestrator", *WORKERS)}
         orchestrator_env = {**base_env(), **shared, **own["orchestrator"]}
@@ -164,8 +164,10 @@ def test_a_backfill_on_a_dask_cluster_runs_every_step_on_the_workers_which_share
             client.wait_for_workers(len(WORKERS), timeout=120)
 
             backfill_experiments(feature_sets, orchestrator_env)
-            for name, value in postgres_database.env.items():
-                monkeypatch.setenv(name, value)
+            # this side's instance: the same file, so the same Postgres and the same S3 for the steps' logs
+            logs_settings = ["DROUGHTWATCH_S3_BUCKET", *(name for name in shared if name.startswith("AWS_"))]
+            for name in [*postgres_database.env, *logs_settings]:
+                monkeypatch.setenv(name, shared[name])
             instance = dg.DagsterInstance.from_config(own["orchestrator"]["DAGSTER_HOME"])
             assert len(instance.get_runs()) == len(feature_sets)
             daemon_until_runs_end(orchestrator_env, instance, timeout=1200)
@@ -199,6 +201,21 @@ def test_a_backfill_on_a_dask_cluster_runs_every_step_on_the_workers_which_share
             line = f"experiments_job - {run_id} - {pid} - {step_key} - STEP_WORKER_STARTED"
             [name] = [n for n in WORKERS if line in worker_logs[n]]
             assert any(task[:2] == (run_id, step_key) and task[3] == name for task in tasks), line
+
+        # each step's stdout and stderr, captured on its worker, are read on this side from S3 (the UI's way)
+        captured = [
+            (run.run_id, entry.dagster_event.logs_captured_data)
+            for run in runs
+            for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.LOGS_CAPTURED)
+        ]
+        assert sorted((run_id, step) for run_id, data in captured for step in data.step_keys) == sorted(
+            (run, step) for run, step, _ in processes
+        )
+        manager = instance.compute_log_manager
+        for run_id, data in captured:
+            [step_key] = data.step_keys
+            log = manager.get_log_data(manager.build_log_key_for_run(run_id, data.file_key))
+            assert f'Started execution of step "{step_key}"' in (log.stderr or b"").decode(), (run_id, step_key)
 
         # the champion is the best evaluated model: its published config (in the registry bucket) names it
         accuracy = {}

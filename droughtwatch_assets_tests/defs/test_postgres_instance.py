@@ -10,7 +10,7 @@ import yaml
 
 from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, VENV_BIN, dagster_cli, dagster_home
 
-POSTGRES_FILES = ("deploy/dagster-postgres.yaml", "deploy/dagster-postgres-url.yaml")
+POSTGRES_FILES = ("deploy/dagster-postgres.yaml", "deploy/dagster-postgres-url.yaml", "deploy/dagster-cluster.yaml")
 SQLITE_FILES = ("history", "schedules", "runs.db", "index.db", "schedules.db")  # what a SQLite instance writes
 
 
@@ -75,11 +75,20 @@ def materialize_raw_records(env: dict) -> None:
     )
 
 
-@pytest.mark.parametrize("path", POSTGRES_FILES)
+@pytest.mark.parametrize("path", POSTGRES_FILES[:2])
 def test_the_postgres_instance_files_keep_dagster_yamls_run_queue_and_pools_and_add_only_storage(path):
     settings = instance_settings(path)
     assert set(settings.pop("storage")) == {"postgres"}
     assert settings == instance_settings("dagster.yaml")
+
+
+def test_the_cluster_instance_file_is_the_postgres_one_with_the_steps_logs_in_the_assets_s3_bucket():
+    settings = instance_settings("deploy/dagster-cluster.yaml")
+    logs = settings.pop("compute_logs")
+    assert settings == instance_settings("deploy/dagster-postgres.yaml")
+    assert (logs["module"], logs["class"]) == ("dagster_aws.s3.compute_log_manager", "S3ComputeLogManager")
+    assert logs["config"]["bucket"] == {"env": "DROUGHTWATCH_S3_BUCKET"}  # the endpoint and keys: the AWS_* variables
+    assert not {"endpoint_url", "access_key_id", "secret_access_key"} & set(logs["config"])
 
 
 @pytest.mark.parametrize("path", POSTGRES_FILES)

@@ -62,10 +62,11 @@ def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3
     assert new_raw == []
 
 
-def test_s3_clients_after_the_first_in_a_process_parse_none_of_botocores_models_again(monkeypatch):
+def test_s3_clients_after_the_first_in_a_process_parse_none_of_botocores_models_again(monkeypatch, tmp_path):
     """Each new boto3 session parses botocore's JSON models (the S3 API, its endpoint rules), most of a short
     step's own CPU; the step fork servers parse them once before forking (defs/step_preload.py)."""
     from botocore.loaders import JSONFileLoader
+    from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 
     from droughtwatch_assets.defs.resources import S3Connection
     from droughtwatch_assets.storage import s3_client
@@ -81,6 +82,10 @@ def test_s3_clients_after_the_first_in_a_process_parse_none_of_botocores_models_
         # dagster-aws's S3PickleIOManager asks the resource for its client
         S3Connection(endpoint_url="http://127.0.0.1:9", region_name="eu-central-1", **credentials).get_client(),
     ]
+    # the compute log manager of deploy/dagster-cluster.yaml makes its client in boto3's default session
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    S3ComputeLogManager(bucket="logs", endpoint_url="http://127.0.0.1:9", region="us-east-1", local_dir=str(tmp_path))
     assert parsed == []
     assert [c.meta.region_name for c in clients] == ["us-east-1", "eu-west-1", "eu-central-1"]
     assert [c.meta.endpoint_url for c in clients] == [
