@@ -19,6 +19,7 @@ import base64
 import os
 import signal
 import socket
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -71,9 +72,19 @@ class PreloadedRunLauncher(DefaultRunLauncher):
 
     @staticmethod
     def _preloaded(run: dg.DagsterRun) -> bool:
+        """Whether the run server has what the run's code location loads: this module, with this Python, from this
+        package (not another checkout in the location's working directory)."""
         origin = run.job_code_origin
-        pointer = origin.repository_origin.code_pointer if origin else None
-        return getattr(pointer, "module", None) == MODULE
+        if origin is None:
+            return False
+        pointer = origin.repository_origin.code_pointer
+        if getattr(pointer, "module", None) != MODULE:
+            return False
+        if os.path.abspath(origin.executable_path) != os.path.abspath(sys.executable):  # a venv of its own
+            return False
+        working_directory = getattr(pointer, "working_directory", None)
+        checkout = Path(working_directory, PACKAGE.name) if working_directory else None
+        return checkout is None or not checkout.is_dir() or checkout.resolve() == PACKAGE
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run

@@ -3,6 +3,7 @@ daemon with the project's dagster.yaml, and terminated as Dagster terminates a r
 
 import json
 import os
+import sys
 import time
 
 import dagster as dg
@@ -30,6 +31,29 @@ def test_the_run_server_is_started_anew_once_a_file_of_the_package_changes(tmp_p
     second = launcher._run_server()
     assert second is not first and stopped == [first]  # the old one ended, so no run forks from old code
     assert launcher._run_server() is second
+
+
+def run_of(module: str, executable: str, working_directory: str | None) -> dg.DagsterRun:
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+
+    pointer = ModuleCodePointer(module, "defs", working_directory)
+    origin = JobPythonOrigin("baseline_job", RepositoryPythonOrigin(executable, pointer))
+    return dg.DagsterRun(job_name="baseline_job", run_id="r", job_code_origin=origin)
+
+
+def test_only_runs_of_this_package_with_this_python_fork_from_the_run_server(tmp_path):
+    here = str(run_launcher.PACKAGE.parent)
+    other_checkout = tmp_path / "checkout"
+    (other_checkout / "droughtwatch_assets").mkdir(parents=True)
+    forked = PreloadedRunLauncher._preloaded
+    assert forked(run_of("droughtwatch_assets.definitions", sys.executable, here))
+    assert forked(run_of("droughtwatch_assets.definitions", sys.executable, None))
+    assert forked(run_of("droughtwatch_assets.definitions", sys.executable, str(tmp_path)))  # the installed package
+    # what Dagster's own path runs: another code location, another Python, another checkout of the project
+    assert not forked(run_of("other_project.definitions", sys.executable, here))
+    assert not forked(run_of("droughtwatch_assets.definitions", "/opt/other-venv/bin/python", here))
+    assert not forked(run_of("droughtwatch_assets.definitions", sys.executable, str(other_checkout)))
 
 
 def run_worker_ancestry(pid: int) -> list[str]:
