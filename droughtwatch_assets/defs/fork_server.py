@@ -139,6 +139,9 @@ def serve(announce_fd: int, command: str = "step", preload: tuple[str, ...] = PR
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
     multiprocessing.forkserver.ensure_running()
+    probe = context.Process(target=int)  # forked only once the fork server has imported its preload: then announce
+    probe.start()
+    probe.join()
     key = sys.stdin.buffer.read(_KEY_BYTES)
     with Listener(("127.0.0.1", 0), authkey=key) as listener:
         threading.Thread(target=_exit_with_parent, daemon=True).start()

@@ -49,7 +49,8 @@ class PreloadedRunLauncher(DefaultRunLauncher):
         self._lock = threading.Lock()
         self._server: StepServer | None = None
         self._fingerprint: tuple = ()
-        threading.Thread(target=self._warm, daemon=True).start()  # preloaded before the first run, not with it
+        if "dagster_webserver" not in sys.modules:  # the webserver queues runs: it starts a server only to launch one
+            threading.Thread(target=self._warm, daemon=True).start()  # preloaded before the first run, not with it
 
     def _warm(self) -> None:
         self._run_server().start()
