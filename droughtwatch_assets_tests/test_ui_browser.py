@@ -119,7 +119,7 @@ def test_lineage_of_the_onnx_model_shows_its_upstream_chain(dagster_ui, page):
 
 
 def test_materialise_the_baseline_partition_from_the_ui(dagster_ui, page):
-    url, _ = dagster_ui
+    url, home = dagster_ui
     expanded = ",".join(f"global@global:{group}" for group in GROUPS)
     open_page(page, f"{url}/asset-groups?expanded={urllib.parse.quote(expanded)}")
     page.get_by_role("button", name=re.compile("Materialize all")).click()
@@ -138,13 +138,25 @@ def test_materialise_the_baseline_partition_from_the_ui(dagster_ui, page):
         except Exception:
             continue
     assert not launch.is_visible(), "the launch dialog did not close"
+    page.wait_for_timeout(1000)  # a launch error opens its dialog once the mutation answers
+    after_launch = page.locator("body").inner_text()
+    page.screenshot(path=SCREENSHOTS / "03-after-launch.png")
 
     open_page(page, f"{url}/runs")
-    deadline = time.monotonic() + 600
+    started = time.monotonic()
+    deadline = started + 600
     while time.monotonic() < deadline:
         text = page.locator("body").inner_text()
         if "Success" in text or "Failure" in text:
             break
+        if "No runs found" in text and time.monotonic() - started > 60:
+            log = (home / "dagster-dev.log").read_text(errors="replace").splitlines()[-60:]
+            pytest.fail(
+                "no run a minute after the launch. The page after the launch:\n"
+                + after_launch[-2000:]
+                + "\n\ndagster dev's log:\n"
+                + "\n".join(log)
+            )
         time.sleep(5)
         page.reload()
         page.wait_for_load_state("networkidle")
