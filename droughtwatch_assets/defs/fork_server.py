@@ -134,7 +134,7 @@ def _exit_with_parent() -> None:
     os._exit(0)
 
 
-def serve(announce_fd: int, command: str = "step", preload: tuple[str, ...] = PRELOADED) -> None:
+def serve(announce_fd: int, command: str, preload: tuple[str, ...]) -> None:
     """The server: a loopback listener; each connection is one step (run), forked from the preloaded fork server."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
@@ -158,4 +158,5 @@ def serve(announce_fd: int, command: str = "step", preload: tuple[str, ...] = PR
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), *(sys.argv[2:3]), *([tuple(sys.argv[3].split(","))] if len(sys.argv) > 3 else []))
+    announce_fd, command, preload = sys.argv[1:4]  # as StepServer starts it
+    serve(int(announce_fd), command, tuple(preload.split(",")))
