@@ -7,12 +7,15 @@
   them (docs/beyond-one-machine.md), the dask deployment (storage in S3: moto's server).
 
 Backfill times run from `dagster job backfill` to the last run's end, with the daemon already up. Tracking is off.
-Prints each time and its ratio to the in-process time.
+Prints each time and its ratio to the in-process time, and writes each backfill's timeline (every run's and step's
+start and end, in seconds from the first run's creation) as a CSV file under the bench folder, so that a slow run
+can be compared with a fast one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import re
 import shlex
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import REPO, header
+from common import REPO, SCRATCH, header
 
 sys.path.insert(0, str(REPO))
 from droughtwatch_assets_tests.conftest import free_port, moto_server
@@ -77,8 +80,32 @@ def in_process_seconds() -> float:
         return time.perf_counter() - started
 
 
-def backfill_seconds(env: dict) -> tuple[float, int]:
-    """Wall time of a backfill over the four feature sets with a daemon; and how many step processes it started."""
+def write_timeline(instance, label: str) -> Path:
+    """Every run's and step's start and end, in seconds from the first run's creation, one row each."""
+    runs = instance.get_runs()
+    created = {run.run_id: instance.get_run_record_by_id(run.run_id).create_timestamp.timestamp() for run in runs}
+    origin = min(created.values())
+    rows = []
+    for run in runs:
+        partition = run.tags.get("dagster/partition", "")
+        stats = instance.get_run_stats(run.run_id)
+        rows.append((partition, "(run)", created[run.run_id], stats.start_time, stats.end_time))
+        for step in instance.get_run_step_stats(run.run_id):
+            rows.append((partition, step.step_key, None, step.start_time, step.end_time))
+    path = SCRATCH / "backfill-timelines" / f"{time.strftime('%Y%m%dT%H%M%S')}-{label}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["partition", "step", "created_s", "start_s", "end_s"])
+        for partition, step, made, start, end in sorted(rows, key=lambda row: row[3] or 0):
+            seconds = [None if value is None else round(value - origin, 2) for value in (made, start, end)]
+            writer.writerow([partition, step, *seconds])
+    return path
+
+
+def backfill_seconds(env: dict, label: str) -> tuple[float, int, Path]:
+    """Wall time of a backfill over the four feature sets with a daemon; how many step processes it started; and
+    where its timeline went."""
     import dagster as dg
 
     with running([BIN / "dagster-daemon", "run", "-w", "workspace.yaml"], env, str(REPO)):
@@ -101,15 +128,15 @@ def backfill_seconds(env: dict) -> tuple[float, int]:
     if failed:
         raise RuntimeError(f"backfill runs failed: {failed}")
     steps = sum(len(instance.get_run_step_stats(run.run_id)) for run in instance.get_runs())
-    return wall, steps
+    return wall, steps, write_timeline(instance, label)
 
 
-def daemon_seconds() -> tuple[float, int]:
+def daemon_seconds() -> tuple[float, int, Path]:
     with tempfile.TemporaryDirectory() as folder:
-        return backfill_seconds(base_env(folder))
+        return backfill_seconds(base_env(folder), "daemon")
 
 
-def dask_seconds() -> tuple[float, int]:
+def dask_seconds() -> tuple[float, int, Path]:
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as folder:
         port = free_port()
         env = base_env(
@@ -131,7 +158,7 @@ def dask_seconds() -> tuple[float, int]:
                 worker = [BIN / "dask", "worker", env["DROUGHTWATCH_DASK_SCHEDULER"], "--name", name]
                 worker += ["--no-dashboard", *WORKER_OPTIONS]
                 cluster.enter_context(running(worker, worker_env, folder))
-            return backfill_seconds(env)
+            return backfill_seconds(env, "dask")
 
 
 def main() -> None:
@@ -142,8 +169,8 @@ def main() -> None:
         ("backfill, daemon, default executor", daemon_seconds),
         ("backfill, Dask, 2 workers", dask_seconds),
     ):
-        wall, steps = measure()
-        print(f"{label:<44} {wall:6.1f} s   {wall / reference:.2f}x   ({steps} steps)")
+        wall, steps, timeline = measure()
+        print(f"{label:<44} {wall:6.1f} s   {wall / reference:.2f}x   ({steps} steps; timeline: {timeline})")
     print("Target: each backfill within 1.5x of the in-process time on the same machine.")
 
 
