@@ -8,8 +8,8 @@
 
 Backfill times run from `dagster job backfill` to the last run's end, with the daemon already up. Tracking is off.
 Prints each time and its ratio to the in-process time, and writes each backfill's timeline (every run's and step's
-start and end, in seconds from the first run's creation) as a CSV file under the bench folder, so that a slow run
-can be compared with a fast one.
+start and end, in seconds from the first run's creation, and on Dask the worker that ran each step, from the workers'
+logs) as a CSV file under the bench folder, so that a slow run can be compared with a fast one.
 """
 
 from __future__ import annotations
@@ -40,15 +40,31 @@ WORKER_OPTIONS = shlex.split(  # as docs/beyond-one-machine.md starts a worker
 
 
 @contextlib.contextmanager
-def running(command: list, env: dict, cwd: str):
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        yield process
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+def running(command: list, env: dict, cwd: str, log: Path | None = None):
+    with open(log or os.devnull, "w") as output:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=output, start_new_session=True
+        )
+        try:
+            yield process
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+# A Dask worker's log line for each step it runs (dask_executor.run_step_on_worker).
+STEP_ON_WORKER = re.compile(
+    r"task experiments_job\.(?P<step>\w+)-(?P<run>[0-9a-f-]{36})-\d+: starting its step on worker (?P<worker>\S+)"
+)
+
+
+def placement(logs: list[Path]) -> dict[tuple[str, str], str]:
+    """Which worker ran each (run id, step key), from the workers' logs."""
+    return {
+        (match["run"], match["step"]): match["worker"]
+        for log in logs
+        for match in STEP_ON_WORKER.finditer(log.read_text())
+    }
 
 
 def base_env(folder: str, **extra: str) -> dict:
@@ -80,8 +96,9 @@ def in_process_seconds() -> float:
         return time.perf_counter() - started
 
 
-def write_timeline(instance, label: str) -> Path:
-    """Every run's and step's start and end, in seconds from the first run's creation, one row each."""
+def write_timeline(instance, label: str, workers: dict[tuple[str, str], str]) -> Path:
+    """Every run's and step's start and end, in seconds from the first run's creation, and the Dask worker that
+    ran each step (when known), one row each."""
     runs = instance.get_runs()
     created = {run.run_id: instance.get_run_record_by_id(run.run_id).create_timestamp.timestamp() for run in runs}
     origin = min(created.values())
@@ -89,21 +106,22 @@ def write_timeline(instance, label: str) -> Path:
     for run in runs:
         partition = run.tags.get("dagster/partition", "")
         stats = instance.get_run_stats(run.run_id)
-        rows.append((partition, "(run)", created[run.run_id], stats.start_time, stats.end_time))
+        rows.append((partition, "(run)", "", created[run.run_id], stats.start_time, stats.end_time))
         for step in instance.get_run_step_stats(run.run_id):
-            rows.append((partition, step.step_key, None, step.start_time, step.end_time))
+            worker = workers.get((run.run_id, step.step_key), "")
+            rows.append((partition, step.step_key, worker, None, step.start_time, step.end_time))
     path = SCRATCH / "backfill-timelines" / f"{time.strftime('%Y%m%dT%H%M%S')}-{label}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["partition", "step", "created_s", "start_s", "end_s"])
-        for partition, step, made, start, end in sorted(rows, key=lambda row: row[3] or 0):
+        writer.writerow(["partition", "step", "worker", "created_s", "start_s", "end_s"])
+        for partition, step, worker, made, start, end in sorted(rows, key=lambda row: row[4] or 0):
             seconds = [None if value is None else round(value - origin, 2) for value in (made, start, end)]
-            writer.writerow([partition, step, *seconds])
+            writer.writerow([partition, step, worker, *seconds])
     return path
 
 
-def backfill_seconds(env: dict, label: str) -> tuple[float, int, Path]:
+def backfill_seconds(env: dict, label: str, worker_logs: list[Path] = ()) -> tuple[float, int, Path]:
     """Wall time of a backfill over the four feature sets with a daemon; how many step processes it started; and
     where its timeline went."""
     import dagster as dg
@@ -128,7 +146,7 @@ def backfill_seconds(env: dict, label: str) -> tuple[float, int, Path]:
     if failed:
         raise RuntimeError(f"backfill runs failed: {failed}")
     steps = sum(len(instance.get_run_step_stats(run.run_id)) for run in instance.get_runs())
-    return wall, steps, write_timeline(instance, label)
+    return wall, steps, write_timeline(instance, label, placement(list(worker_logs)))
 
 
 def daemon_seconds() -> tuple[float, int, Path]:
@@ -150,15 +168,17 @@ def dask_seconds() -> tuple[float, int, Path]:
             AWS_SECRET_ACCESS_KEY="bench",
             AWS_REGION="us-east-1",
         )
+        logs = [Path(folder, f"worker-{number}.log") for number in (1, 2)]
         with contextlib.ExitStack() as cluster:
             scheduler = [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
             cluster.enter_context(running(scheduler, env, folder))
-            for name in ("worker-1", "worker-2"):
+            for log in logs:
+                name = log.stem
                 worker_env = {**env, "DROUGHTWATCH_DATA_DIR": str(Path(folder, name))}
                 worker = [BIN / "dask", "worker", env["DROUGHTWATCH_DASK_SCHEDULER"], "--name", name]
                 worker += ["--no-dashboard", *WORKER_OPTIONS]
-                cluster.enter_context(running(worker, worker_env, folder))
-            return backfill_seconds(env, "dask")
+                cluster.enter_context(running(worker, worker_env, folder, log))
+            return backfill_seconds(env, "dask", logs)
 
 
 def main() -> None:
