@@ -18,6 +18,7 @@ the run worker's disk.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping
 
 import dagster as dg
@@ -36,6 +37,7 @@ from dagster_dask.executor import get_dask_resource_requirements
 from droughtwatch_assets.defs.fork_server import StepServer
 
 logger = logging.getLogger("distributed.worker.droughtwatch")  # the worker's log, next to Dask's own lines
+UPSTREAM_RETURN_SECONDS = 10
 
 
 def run_step_on_worker(task: str, compressed_args: str) -> str:
@@ -119,8 +121,14 @@ class DaskStepHandler(StepHandler):
         """The workers that ran this step's upstream steps in this run. Storage keeps a local copy of what a step
         wrote or read, so there the step reads its inputs without downloading them."""
         upstream = context.get_step_context(step_key).step.get_execution_dependency_keys()
-        done = [self._futures[key] for key in upstream if key in self._futures]
-        return sorted({future.result() for future in done if future.status == "finished"})
+        futures = [self._futures[key] for key in upstream if key in self._futures]
+        # The upstream steps have ended (the executor read their events), but Dask learns that their tasks
+        # returned only once the step processes have exited: without waiting, a step that follows at once (a
+        # check) had no preference and often ran on the other worker, downloading what its upstream wrote.
+        deadline = time.monotonic() + UPSTREAM_RETURN_SECONDS
+        while not all(future.done() for future in futures) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return sorted({future.result() for future in futures if future.status == "finished"})
 
     def launch_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
         step_key = self._step_key(step_handler_context)

@@ -202,6 +202,17 @@ def test_a_backfill_on_a_dask_cluster_runs_every_step_on_the_workers_which_share
             [name] = [n for n in WORKERS if line in worker_logs[n]]
             assert any(task[:2] == (run_id, step_key) and task[3] == name for task in tasks), line
 
+        # every step but a run's first was submitted preferring the workers where its upstream steps ran (whose
+        # local copies hold its inputs), also a step launched the moment its upstream step's events arrived
+        submitted = [
+            (run.run_id, event.step_key, event.user_message)
+            for run in runs
+            for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTING)
+        ]
+        assert len(submitted) == len(processes)
+        unplaced = [(r, s) for r, s, message in submitted if s != "raw_tfrecords" and "preferably" not in message]
+        assert unplaced == [], unplaced
+
         # each step's stdout and stderr, captured on its worker, are read on this side from S3 (the UI's way)
         captured = [
             (run.run_id, entry.dagster_event.logs_captured_data)
@@ -379,7 +390,7 @@ def test_a_step_prefers_the_workers_where_its_upstream_steps_ran_in_this_run():
     from droughtwatch_assets.defs.dask_executor import DaskStepHandler
 
     def finished(address):
-        return SimpleNamespace(status="finished", result=lambda: address)
+        return SimpleNamespace(status="finished", done=lambda: True, result=lambda: address)
 
     upstream = {"processed_tfrecords": {"raw_tfrecords"}, "trained_model": {"processed_tfrecords", "raw_tfrecords"}}
     context = SimpleNamespace(
@@ -393,5 +404,50 @@ def test_a_step_prefers_the_workers_where_its_upstream_steps_ran_in_this_run():
     assert handler._preferred_workers(context, "processed_tfrecords") == ["tcp://10.0.0.1:4000"]
     handler._futures["processed_tfrecords"] = finished("tcp://10.0.0.2:4000")
     assert handler._preferred_workers(context, "trained_model") == ["tcp://10.0.0.1:4000", "tcp://10.0.0.2:4000"]
-    handler._futures["processed_tfrecords"] = SimpleNamespace(status="error")  # a failed attempt ran nowhere useful
+    handler._futures["processed_tfrecords"] = SimpleNamespace(status="error", done=lambda: True)  # ran nowhere useful
     assert handler._preferred_workers(context, "trained_model") == ["tcp://10.0.0.1:4000"]
+
+
+class Returning:
+    """A Dask future whose task returns (with its worker's address) a while after it is first asked."""
+
+    def __init__(self, address: str, after: float):
+        self.address = address
+        self.returns_at = time.monotonic() + after
+
+    def done(self) -> bool:
+        return time.monotonic() >= self.returns_at
+
+    @property
+    def status(self) -> str:
+        return "finished" if self.done() else "pending"
+
+    def result(self) -> str:
+        assert self.done()
+        return self.address
+
+
+def test_a_step_launched_before_dask_heard_that_its_upstream_task_returned_still_prefers_that_worker(monkeypatch):
+    # The executor launches a step once its upstream steps' events say they succeeded; their tasks return to Dask
+    # only after the step processes exit, a moment later.
+    from droughtwatch_assets.defs import dask_executor
+    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+
+    monkeypatch.setattr(dask_executor, "UPSTREAM_RETURN_SECONDS", 1.5)
+
+    context = SimpleNamespace(
+        get_step_context=lambda key: SimpleNamespace(
+            step=SimpleNamespace(get_execution_dependency_keys=lambda: {"processed_tfrecords"})
+        )
+    )
+    handler = DaskStepHandler("tcp://scheduler:8786")
+    handler._futures["processed_tfrecords"] = Returning("tcp://10.0.0.2:4000", after=0.5)
+    assert handler._preferred_workers(context, "processed_tfrecords_processed_values_are_valid") == [
+        "tcp://10.0.0.2:4000"
+    ]
+
+    # a task that never returns (its worker gone) holds the launch up for a bounded time, then the step goes anywhere
+    handler._futures["processed_tfrecords"] = Returning("tcp://10.0.0.2:4000", after=3600)
+    started = time.monotonic()
+    assert handler._preferred_workers(context, "processed_tfrecords_processed_values_are_valid") == []
+    assert 1.5 <= time.monotonic() - started < 5
