@@ -52,18 +52,14 @@ def running(command: list, env: dict, cwd: str, log: Path | None = None):
             process.wait(timeout=60)
 
 
-# A Dask worker's log line for each step it runs (dask_executor.run_step_on_worker).
-STEP_ON_WORKER = re.compile(
-    r"task experiments_job\.(?P<step>\w+)-(?P<run>[0-9a-f-]{36})-\d+: starting its step on worker (?P<worker>\S+)"
-)
-
-
-def placement(logs: list[Path]) -> dict[tuple[str, str], str]:
+def placement(logs: tuple[Path, ...]) -> dict[tuple[str, str], str]:
     """Which worker ran each (run id, step key), from the workers' logs."""
+    from droughtwatch_assets.defs.dask_executor import TASK_STARTED
+
     return {
         (match["run"], match["step"]): match["worker"]
         for log in logs
-        for match in STEP_ON_WORKER.finditer(log.read_text())
+        for match in TASK_STARTED.finditer(log.read_text())
     }
 
 
@@ -121,7 +117,7 @@ def write_timeline(instance, label: str, workers: dict[tuple[str, str], str]) ->
     return path
 
 
-def backfill_seconds(env: dict, label: str, worker_logs: list[Path] = ()) -> tuple[float, int, Path]:
+def backfill_seconds(env: dict, label: str, worker_logs: tuple[Path, ...] = ()) -> tuple[float, int, Path]:
     """Wall time of a backfill over the four feature sets with a daemon; how many step processes it started; and
     where its timeline went."""
     import dagster as dg
@@ -146,7 +142,7 @@ def backfill_seconds(env: dict, label: str, worker_logs: list[Path] = ()) -> tup
     if failed:
         raise RuntimeError(f"backfill runs failed: {failed}")
     steps = sum(len(instance.get_run_step_stats(run.run_id)) for run in instance.get_runs())
-    return wall, steps, write_timeline(instance, label, placement(list(worker_logs)))
+    return wall, steps, write_timeline(instance, label, placement(worker_logs))
 
 
 def daemon_seconds() -> tuple[float, int, Path]:
@@ -168,7 +164,7 @@ def dask_seconds() -> tuple[float, int, Path]:
             AWS_SECRET_ACCESS_KEY="bench",
             AWS_REGION="us-east-1",
         )
-        logs = [Path(folder, f"worker-{number}.log") for number in (1, 2)]
+        logs = tuple(Path(folder, f"worker-{number}.log") for number in (1, 2))
         with contextlib.ExitStack() as cluster:
             scheduler = [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
             cluster.enter_context(running(scheduler, env, folder))

@@ -18,6 +18,7 @@ the run worker's disk.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator, Mapping
 
@@ -38,6 +39,12 @@ from droughtwatch_assets.defs.fork_server import StepServer
 
 logger = logging.getLogger("distributed.worker.droughtwatch")  # the worker's log, next to Dask's own lines
 UPSTREAM_RETURN_SECONDS = 10
+# The line a worker logs as it starts a task (run_step_on_worker), for readers of the workers' logs: which worker ran
+# which step of which run.
+TASK_STARTED = re.compile(
+    r"task (?P<job>\w+)\.(?P<step>\w+)-(?P<run>[0-9a-f-]{36})-(?P<attempt>\d+): starting its step "
+    r"on worker (?P<worker>\S+) "
+)
 
 
 def run_step_on_worker(task: str, compressed_args: str) -> str:

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from droughtwatch_assets.defs.dask_executor import TASK_STARTED
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets_tests.conftest import (
     REPO_ROOT,
@@ -37,11 +38,6 @@ from droughtwatch_assets_tests.conftest import (
 
 GUIDE = REPO_ROOT / "docs" / "beyond-one-machine.md"
 WORKERS = ("worker-1", "worker-2")
-# what a worker logs as it starts a task (dask_executor.run_step_on_worker)
-TASK_STARTED = re.compile(
-    r"task experiments_job\.(?P<step>\w+)-(?P<run>[0-9a-f-]{36})-(?P<attempt>\d+): starting its step "
-    r"on worker (?P<worker>\S+) "
-)
 # What the steps' own settings and credentials must not come from: this process's environment.
 OWN_SETTINGS = ("DROUGHTWATCH_", "DAGSTER_", "AWS_", "MLFLOW_", "WANDB_")
 
