@@ -1,4 +1,4 @@
-"""The Dockerfile, checked statically (no Docker engine here), and kept in step with the Makefile."""
+"""The Dockerfile, checked statically (no Docker engine here) and in step with the Makefile; every import declared."""
 
 import subprocess
 import sys
@@ -34,3 +34,53 @@ def test_instance_settings():
     limit = settings["concurrency"]["runs"]["tag_concurrency_limits"][0]
     assert limit == {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
     assert settings["concurrency"]["pools"]["default_limit"] == 1  # champion steps one at a time
+
+
+def imported_top_level_modules(*folders: str) -> dict[str, str]:
+    """Each module that a file under these folders imports at its top level (absolute imports only), with one
+    file that imports it."""
+    import ast
+
+    modules = {}
+    for folder in folders:
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    modules.setdefault(name.split(".")[0], str(path.relative_to(REPO_ROOT)))
+    return modules
+
+
+def declared_distributions() -> set[str]:
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
+    return {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def test_every_package_that_the_code_tests_or_benchmarks_import_is_declared():
+    from importlib.metadata import packages_distributions
+
+    own = {"droughtwatch_assets", "droughtwatch_assets_tests", "conftest"}
+    providers = packages_distributions()
+    declared = declared_distributions()
+    undeclared = []
+    for module, where in imported_top_level_modules(
+        "droughtwatch_assets", "droughtwatch_assets_tests", "benchmarks"
+    ).items():
+        if module in sys.stdlib_module_names or module in own or (REPO_ROOT / "benchmarks" / f"{module}.py").exists():
+            continue
+        dists = {d.lower().replace("_", "-") for d in providers.get(module, [])}
+        if not dists & declared:
+            undeclared.append(f"{module} (imported by {where}; installed from {sorted(dists) or 'nothing'})")
+    assert not undeclared, "declare these in pyproject.toml: " + "; ".join(undeclared)
