@@ -1,9 +1,11 @@
 """Drift of the inputs (PSI per channel against a model's drift reference) and of the predictions (chi-square)."""
 
+import math
 import shutil
 
 import numpy as np
 import pytest
+from scipy.stats import chi2
 
 from droughtwatch_assets.core.features import BAND_INDEX
 from droughtwatch_assets.data.datasets import build_raw_dataset, find_split_shards
@@ -56,8 +58,9 @@ def by_feature(report: drift.DriftReport) -> dict[str, drift.ChannelDrift]:
 def test_the_reference_holds_decile_bins_of_a_seeded_pixel_sample(sample, reference):
     dataset = sample[1]
     assert reference.features == list(BASELINE) and reference.data_version == dataset.manifest.data_version
-    assert reference.records == dataset.records("train") and reference.pixels >= drift.SAMPLE_PIXELS
-    assert reference.quantiles == list(drift.QUANTILES) and all(len(edges) == 9 for edges in reference.edges)
+    assert reference.records == dataset.records("train") and reference.pixels >= 200_000
+    assert reference.quantiles == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert all(len(edges) == 9 for edges in reference.edges)
     # bands take 256 values, so a decile edge sits on a value that many pixels share: bins are near-deciles
     assert all(0.05 < share < 0.15 for shares in reference.expected for share in shares)
     assert all(sum(shares) == pytest.approx(1) for shares in reference.expected)
@@ -76,7 +79,7 @@ def test_the_same_data_gives_a_psi_of_zero(sample, reference):
 def test_one_band_scaled_by_1_2_is_flagged_on_that_channel_only(sample, reference, tmp_path):
     brighter = processed(scaled_copy(sample[0], tmp_path / "raw_shards", "B4", 1.2), tmp_path)
     rows = by_feature(drift.compare(reference, brighter))
-    assert rows["B4"].psi >= drift.PSI_FAIL and rows["B4"].status == "fail"
+    assert rows["B4"].psi >= 0.2 and rows["B4"].status == "fail"
     assert rows["B4"].mean_now > rows["B4"].reference_mean * 1.15
     assert all(rows[name].psi < 1e-12 and rows[name].status == "ok" for name in ("B2", "B3", "B5", drift.BLANK))
 
@@ -84,20 +87,40 @@ def test_one_band_scaled_by_1_2_is_flagged_on_that_channel_only(sample, referenc
 def test_records_from_another_region_and_season_are_flagged(real_folder, reference, tmp_path):
     """The real shard (another place and time than the generated sample's) against the sample's reference."""
     report = drift.compare(reference, processed(real_folder, tmp_path))
-    assert report.status == "fail" and report.max_psi >= drift.PSI_FAIL
+    assert report.status == "fail" and report.max_psi >= 0.2
     assert by_feature(report)[drift.BLANK].mean_now == pytest.approx(2 / 81)  # the shard's two blank records
 
 
-def test_the_limits_decide_between_ok_warn_and_fail():
-    limits = drift.Limits(warn=0.1, fail=0.2)
-    assert [limits.status(v) for v in (0.0, 0.099, 0.1, 0.19, 0.2, 3.0)] == ["ok", "ok", "warn", "warn", "fail", "fail"]
-    assert drift.Limits(warn=0.5, fail=1.0).status(0.3) == "ok"
+def test_the_default_limits_warn_from_0_1_and_fail_from_0_2_inclusive():
+    limits = drift.Limits()
+    assert (limits.warn, limits.fail) == (0.1, 0.2)
+    below_warn, below_fail = np.nextafter(0.1, 0), np.nextafter(0.2, 0)
+    values = (0.0, below_warn, 0.1, 0.15, below_fail, 0.2, 3.0)
+    assert [limits.status(v) for v in values] == ["ok", "ok", "warn", "warn", "warn", "fail", "fail"]
+
+
+def test_other_limits_move_the_boundaries():
+    limits = drift.Limits(warn=0.5, fail=1.0)
+    assert [limits.status(v) for v in (0.3, 0.5, 0.99, 1.0)] == ["ok", "warn", "warn", "fail"]
 
 
 def test_psi_of_known_shares():
     assert drift.psi([0.5, 0.5], [0.5, 0.5]) == 0
-    assert drift.psi([0.5, 0.5], [0.25, 0.75]) == pytest.approx(0.25 * np.log(2) + 0.25 * np.log(1.5))
-    assert np.isfinite(drift.psi([0.5, 0.5, 0.0], [0.5, 0.0, 0.5]))  # empty bins get a small share
+    assert drift.psi([0.5, 0.5], [0.25, 0.75]) == pytest.approx(0.25 * math.log(2) + 0.25 * math.log(1.5))
+    # -0.1 * ln(0.4 / 0.5) + 0.1 * ln(0.4 / 0.3) + 0 = 0.1 * ln(5 / 3)
+    assert drift.psi([0.5, 0.3, 0.2], [0.4, 0.4, 0.2]) == pytest.approx(0.0510826, abs=1e-7)
+
+
+def test_an_empty_bin_counts_as_a_share_of_1e_4():
+    # bins 2 and 3 trade places: 2 * (0.5 - 0.0001) * ln(0.5 / 0.0001) = 0.9998 * ln(5000)
+    assert drift.psi([0.5, 0.5, 0.0], [0.5, 0.0, 0.5]) == pytest.approx(8.5154898, abs=1e-7)
+
+
+def test_shares_put_a_value_on_an_edge_into_the_bin_above_it():
+    values = np.array([0.5, 1.0, 1.5, 2.0, 2.0, 2.999, 3.0, 7.0])
+    # bins (-inf, 1), [1, 2), [2, 3), [3, inf): 0.5 | 1.0 1.5 | 2.0 2.0 2.999 | 3.0 7.0
+    assert drift.shares(values, [1.0, 2.0, 3.0]).tolist() == [1 / 8, 2 / 8, 3 / 8, 2 / 8]
+    assert drift.shares(np.array([5.0]), [1.0, 2.0]).tolist() == [0, 0, 1]
 
 
 def test_data_with_other_features_is_not_compared(sample, reference, tmp_path):
@@ -112,7 +135,7 @@ def test_a_model_without_a_reference_reads_as_none(tmp_path):
 
 def test_uniform_predictions_against_skewed_priors_are_flagged():
     result = drift.class_prior_drift([250, 250, 250, 250], CLASS_PRIOR)
-    assert result.dof == 3 and result.p_value < drift.P_VALUE_LIMIT and result.drifted
+    assert result.dof == 3 and result.p_value < 0.01 and result.drifted
     assert "not distributed as in training (p < 0.01)" in result.line()
 
 
@@ -128,9 +151,45 @@ def test_a_predicted_class_that_training_never_had_is_drift():
     assert result.statistic == np.inf and result.p_value == 0 and result.drifted
 
 
+def test_the_chi_square_of_counts_against_priors_with_two_degrees_of_freedom():
+    # n = 100, expected 50, 25, 25: (30 - 50)^2 / 50 + (50 - 25)^2 / 25 + (20 - 25)^2 / 25 = 8 + 25 + 1 = 34;
+    # for 2 dof the tail is exp(-x / 2)
+    result = drift.class_prior_drift([30, 50, 20], [0.5, 0.25, 0.25])
+    assert result.statistic == pytest.approx(34) and result.dof == 2 and result.predictions == 100
+    assert result.p_value == pytest.approx(math.exp(-17), rel=1e-12) and result.drifted
+
+
+def test_priors_given_as_counts_are_normalised_and_a_class_training_never_had_is_left_out():
+    # expected 100 * 2/4 and 100 * 2/4 = 50, 50; class 2 (prior 0) is dropped: (40 - 50)^2 / 50 * 2 = 4, 1 dof;
+    # for 1 dof the tail is erfc(sqrt(x / 2))
+    result = drift.class_prior_drift([40, 60, 0], [2, 2, 0])
+    assert result.statistic == pytest.approx(4) and result.dof == 1
+    assert result.p_value == pytest.approx(math.erfc(math.sqrt(2)), rel=1e-12) and not result.drifted
+
+
+def test_predictions_are_drifted_only_below_a_p_value_of_0_01():
+    def drifted(p_value: float) -> bool:
+        return drift.ClassDrift(statistic=1.0, dof=2, p_value=p_value, predictions=10).drifted
+
+    assert [drifted(p) for p in (0.0, np.nextafter(0.01, 0), 0.01, 0.02, 0.5)] == [True, True, False, False, False]
+
+
+@pytest.mark.parametrize(
+    "dof, closed_form",
+    [
+        (1, lambda x: math.erfc(math.sqrt(x / 2))),
+        (2, lambda x: math.exp(-x / 2)),
+        (3, lambda x: math.erfc(math.sqrt(x / 2)) + math.sqrt(2 * x / math.pi) * math.exp(-x / 2)),
+        (4, lambda x: math.exp(-x / 2) * (1 + x / 2)),
+    ],
+)
+def test_the_chi_square_tail_matches_its_closed_forms(dof, closed_form):
+    for statistic in (0.01, 0.5, 3.0, 11.34, 40.0):
+        assert drift.chi_square_sf(statistic, dof) == pytest.approx(closed_form(statistic), rel=1e-9)
+
+
 @pytest.mark.parametrize("dof", [1, 2, 3, 4, 7])
 def test_the_chi_square_tail_matches_scipy(dof):
-    chi2 = pytest.importorskip("scipy.stats").chi2
     for statistic in (0.01, 0.5, 3.0, 11.34, 40.0, 400.0):
         assert drift.chi_square_sf(statistic, dof) == pytest.approx(chi2.sf(statistic, dof), rel=1e-9, abs=1e-300)
 

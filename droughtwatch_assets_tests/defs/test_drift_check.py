@@ -1,5 +1,5 @@
 """The drift check on processed_tfrecords against the published model's drift reference, and the predictions'
-class drift, through Dagster's materialize()."""
+class drift, through Dagster's materialize(); the check's PSI limits with the check invoked directly."""
 
 import json
 import logging
@@ -9,13 +9,20 @@ import dagster as dg
 import pytest
 
 from droughtwatch_assets.core.configurations import CONFIGURATIONS
+from droughtwatch_assets.data.datasets import build_raw_dataset, find_split_shards
+from droughtwatch_assets.data.processing import ProcessingOptions, process_dataset
+from droughtwatch_assets.data.sample import SampleSpec, write_sample
+from droughtwatch_assets.defs.checks import DriftConfig, inputs_have_not_drifted
 from droughtwatch_assets.defs.deployment import local_resources
+from droughtwatch_assets.defs.resources import LocalStore
+from droughtwatch_assets.model import drift
 from droughtwatch_assets.model.drift import BLANK
 from droughtwatch_assets_tests.conftest import (
     DATA_ASSETS,
     TINY_SAMPLE,
     assets_named,
     checks_named,
+    model_config,
     run_config,
     table_rows,
 )
@@ -73,6 +80,67 @@ def test_the_check_is_silent_when_no_model_is_published_yet_and_says_so(tmp_path
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.passed and evaluation.metadata["compared_with"].value == "none"
     assert evaluation.metadata["note"].value == "no published model for this feature set yet: nothing to compare with"
+
+
+@pytest.fixture(scope="module")
+def tiny_processed(tmp_path_factory):
+    """The tiny sample processed with the baseline features (5 of its 192 train records vetoed as blank), and a
+    drift reference of its train split."""
+    root = tmp_path_factory.mktemp("tiny")
+    write_sample(root / "raw_shards", SampleSpec(train_records=192, val_records=64, records_per_shard=128))
+    raw = build_raw_dataset(find_split_shards(root / "raw_shards"), root / "raw", {"type": "folder"})
+    processed = process_dataset(raw, root / "processed", "test", ("B2", "B3", "B4", "B5"), ProcessingOptions(workers=1))
+    assert processed.manifest.splits["train"].vetoed == 5
+    return processed, drift.reference_from(processed)
+
+
+def checked(tmp_path, reference_onnx, tiny_processed, config: DriftConfig, vetoed_before: float | None = None):
+    """inputs_have_not_drifted on the tiny sample, against a baseline published with its reference (with the
+    reference's blank-image share set to `vetoed_before`, if given)."""
+    processed, reference = tiny_processed
+    if vetoed_before is not None:
+        reference = reference.model_copy(update={"vetoed_fraction": vetoed_before})
+    store = LocalStore(base_dir=str(tmp_path))
+    store.publish("baseline", reference_onnx, model_config(), {"drift_reference.json": reference.to_json()})
+    return inputs_have_not_drifted(dg.build_asset_context(partition_key="baseline"), config, store, processed)
+
+
+def test_the_default_psi_limits_are_0_1_and_0_2(tmp_path, reference_onnx, tiny_processed):
+    assert (DriftConfig().psi_warn, DriftConfig().psi_fail) == (0.1, 0.2)
+    same = checked(tmp_path / "same", reference_onnx, tiny_processed, DriftConfig())
+    assert same.passed and same.metadata["max_psi"].value == 0
+    assert (same.metadata["psi_warn"].value, same.metadata["psi_fail"].value) == (0.1, 0.2)
+    # blank share now n = 5/192 against b: PSI = (n - b) * (ln(n / b) - ln((1 - n) / (1 - b)));
+    # b = 0.11: -0.083958 * (-1.440811 - 0.090153) = 0.128534, between the two limits
+    warned = checked(tmp_path / "warned", reference_onnx, tiny_processed, DriftConfig(), vetoed_before=0.11)
+    assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
+    assert warned.metadata["max_psi"].value == pytest.approx(0.128534, abs=1e-6)
+    assert warned.metadata["drifted"].value == BLANK
+    # b = 0.15: -0.123958 * (-1.750937 - 0.136120) = 0.233918, above the fail limit
+    failed = checked(tmp_path / "failed", reference_onnx, tiny_processed, DriftConfig(), vetoed_before=0.15)
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
+    assert failed.metadata["max_psi"].value == pytest.approx(0.233918, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "psi_warn, psi_fail, passed, severity",
+    [
+        (1e-9, 1.0, True, None),
+        (0.0, 1.0, False, dg.AssetCheckSeverity.WARN),
+        (0.0, 0.0, False, dg.AssetCheckSeverity.ERROR),
+    ],
+    ids=["below the warn limit", "at the warn limit", "at the fail limit"],
+)
+def test_the_configured_psi_limits_are_reached_at_equality(
+    tmp_path, reference_onnx, tiny_processed, psi_warn, psi_fail, passed, severity
+):
+    """The same data as the reference: every PSI is exactly 0, here the limit itself."""
+    config = DriftConfig(psi_warn=psi_warn, psi_fail=psi_fail)
+    result = checked(tmp_path, reference_onnx, tiny_processed, config)
+    assert result.metadata["max_psi"].value == 0 and result.passed == passed
+    if severity is not None:
+        assert result.severity == severity
+    assert (result.metadata["psi_warn"].value, result.metadata["psi_fail"].value) == (psi_warn, psi_fail)
 
 
 @pytest.mark.integration

@@ -3,6 +3,7 @@
 import shutil
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from droughtwatch_assets.data.datasets import ShardedDataset
@@ -11,12 +12,16 @@ from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.model.artifacts import OnnxArtifact
 from droughtwatch_assets.model.predict import predict_processed
 from droughtwatch_assets.storage.local import LocalArtifactStore
-from droughtwatch_assets_tests.conftest import DATA_ASSETS, assets_named, run_config
+from droughtwatch_assets_tests.conftest import DATA_ASSETS, REAL_SHARD, REFERENCE_ONNX, assets_named, run_config
 
 
-@pytest.fixture
-def evaluation_inputs(tmp_path, real_folder, reference_onnx):
-    raw = {"source": "folder", "folder": str(real_folder)}
+@pytest.fixture(scope="module")
+def evaluation_inputs(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("evaluation")
+    for split in ("train", "val"):
+        (tmp_path / "real" / split).mkdir(parents=True)
+        shutil.copyfile(REAL_SHARD, tmp_path / "real" / split / "part-r-00012")
+    raw = {"source": "folder", "folder": str(tmp_path / "real")}
     data_dir = tmp_path / "data"
     result = dg.materialize(
         assets_named(*DATA_ASSETS),
@@ -26,7 +31,7 @@ def evaluation_inputs(tmp_path, real_folder, reference_onnx):
     )
     assert result.success
     (tmp_path / "onnx").mkdir()
-    shutil.copyfile(reference_onnx, tmp_path / "onnx" / "model.onnx")
+    shutil.copyfile(REFERENCE_ONNX, tmp_path / "onnx" / "model.onnx")
     processed = ShardedDataset.open(LocalArtifactStore(data_dir).current(("processed_tfrecords", "baseline")))
     return OnnxArtifact(tmp_path / "onnx"), processed
 
@@ -45,3 +50,22 @@ def test_evaluation_with_tta_scores_the_averaged_views_and_records_that_it_did(e
         probabilities, labels = predict_processed(onnx_model.onnx_path, processed.shards("val"), 4, tta=tta)
         assert output.value.accuracy == float((probabilities.argmax(axis=1) == labels).mean())
     assert EvaluationConfig().tta is False
+
+
+def test_the_figures_agree_with_the_val_class_counts_and_with_each_other(evaluation_inputs):
+    output = evaluated(evaluation_inputs, tta=False)
+    record = output.value
+    counts = evaluation_inputs[1].class_counts("val")
+    assert counts == [46, 14, 14, 5] and record.records == 79  # the shard's 81 val records less 2 blank ones
+    confusion = np.array(record.confusion_matrix)
+    assert confusion.sum(axis=1).tolist() == counts  # rows are true classes
+    assert record.majority_rate == 46 / 79
+    hits = np.diag(confusion)
+    assert record.accuracy == pytest.approx(hits.sum() / 79)
+    called = confusion.sum(axis=0)
+    assert record.precision == pytest.approx([h / c if c else 0 for h, c in zip(hits, called)])
+    assert record.recall == pytest.approx([h / c if c else 0 for h, c in zip(hits, counts)])
+    f1 = [2 * p * r / (p + r) if p + r else 0 for p, r in zip(record.precision, record.recall)]
+    assert record.f1 == pytest.approx(f1)
+    assert record.macro_f1 == pytest.approx(sum(f1) / 4) == output.metadata["macro_f1"].value
+    assert output.metadata["majority_class_rate"].value == 46 / 79
