@@ -2,6 +2,7 @@
 
 import shutil
 import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -16,6 +17,7 @@ from droughtwatch_assets.storage.registry import (
     check_pair,
     fetch_published,
 )
+from droughtwatch_assets.storage.retention import RetentionPolicy
 from droughtwatch_assets.storage.s3 import S3ArtifactStore
 from droughtwatch_assets_tests.conftest import model_config
 
@@ -130,3 +132,41 @@ def test_a_published_s3_folder_fetched_for_predictions_brings_its_attachments(tm
     model, _ = fetch_published("s3://dw-fetch-attach/baseline/", tmp_path / "scratch")
     assert (model.parent / "drift_reference.json").read_text() == "{}"
     assert sorted(p.name for p in model.parent.iterdir()) == ["config.yaml", "drift_reference.json", "model.onnx"]
+
+
+def published_at(version: str) -> datetime:
+    """A publication's time, from its name v-<%Y%m%dT%H%M%S%f in UTC>-<id>."""
+    return datetime.strptime(version.split("-")[1], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+
+
+def test_registry_retention_keeps_exactly_the_newest_n_publications_of_the_models_it_is_given(tmp_path, two_models):
+    registry = LocalModelRegistry(tmp_path / "registry")
+    versions = {
+        name: [registry.publish(name, *two_models[i % 2]).version for i in range(4)]
+        for name in ("baseline", "champion")
+    }
+    later = published_at(versions["champion"][-1]) + timedelta(days=1)
+
+    def removed(keep: int, models=None) -> list[tuple[str, str]]:
+        plan, _ = registry.plan_retention(RetentionPolicy(keep, timedelta(0)), later, models)
+        return [(r.location, r.version) for r in plan.removals]
+
+    assert removed(keep=4) == []
+    assert removed(keep=3) == [
+        ("registry baseline", versions["baseline"][0]),
+        ("registry champion", versions["champion"][0]),
+    ]
+    assert removed(keep=3, models=["champion"]) == [("registry champion", versions["champion"][0])]
+    assert removed(keep=1, models=["baseline"]) == [("registry baseline", v) for v in versions["baseline"][:3]]
+    _, kept_configs = registry.plan_retention(RetentionPolicy(1, timedelta(0)), later, ["baseline"])
+    assert len(kept_configs) == 1 + 4  # baseline's current one, and all of champion's
+
+
+@pytest.mark.parametrize(("after_grace", "removed"), [(-timedelta(microseconds=1), False), (timedelta(0), True)])
+def test_a_publication_goes_once_superseded_for_the_whole_grace_period(tmp_path, two_models, after_grace, removed):
+    registry = LocalModelRegistry(tmp_path / "registry")
+    first, second = (registry.publish("baseline", *model).version for model in two_models)
+    now = published_at(second) + timedelta(minutes=10) + after_grace  # `second` superseded `first`
+    plan, kept_configs = registry.plan_retention(RetentionPolicy(1, timedelta(minutes=10)), now)
+    assert [r.version for r in plan.removals] == ([first] if removed else [])
+    assert len(kept_configs) == (1 if removed else 2)

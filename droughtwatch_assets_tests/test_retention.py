@@ -213,3 +213,82 @@ def test_only_the_given_partitions_and_models_are_pruned(tmp_path):
     plan = retention.plan(backend.store, backend.registry, NO_GRACE, keys=[ONNX], models=[])
     assert {r.location for r in plan.removals} == {"onnx_model/baseline"} and len(plan.removals) == 3
     assert md5_of(backend.open(ONNX, backend.versions(ONNX)[-1]) / "model.onnx")  # planning left it in place
+
+
+def test_keeping_n_versions_keeps_exactly_the_newest_n_and_the_current_one():
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    names = [version_at(now - timedelta(days=d)) for d in (5, 4, 3, 2, 1)]
+
+    def expired(keep: int, current: str) -> list[str]:
+        return retention.expired_versions(names, current, set(), RetentionPolicy(keep, timedelta(0)), now)
+
+    assert expired(keep=1, current=names[4]) == names[:4]
+    assert expired(keep=2, current=names[4]) == names[:3]
+    assert expired(keep=2, current=names[0]) == names[1:3]  # the current one on top of the newest 2
+    assert expired(keep=4, current=names[4]) == names[:1]
+    assert expired(keep=5, current=names[4]) == []
+
+
+@pytest.mark.parametrize(
+    ("superseded_ago", "expired"),
+    [
+        (timedelta(hours=1) - timedelta(microseconds=1), False),
+        (timedelta(hours=1), True),  # "superseded less than an hour ago" stays: exactly an hour is not less
+        (timedelta(hours=1, microseconds=1), True),
+    ],
+)
+def test_a_version_superseded_exactly_the_grace_period_ago_goes(superseded_ago, expired):
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    old, successor = now - timedelta(days=3), now - superseded_ago
+    names = [version_at(old), version_at(successor), version_at(now - timedelta(minutes=1))]
+    policy = RetentionPolicy(keep=1, grace=timedelta(hours=1))
+    assert retention.expired_versions(names, names[-1], set(), policy, now) == ([names[0]] if expired else [])
+
+
+def test_the_model_filter_plans_only_the_named_models_and_keeps_what_the_others_publications_reference(tmp_path):
+    backend = LocalBackend(tmp_path)
+    eight_runs(backend)
+    data_versions, onnx_versions = backend.versions(DATA), backend.versions(ONNX)
+    # baseline's publications come from onnx v0-v2 (data d0-d2), champion's from v3-v5; ndvi's reference nothing
+    for model, runs in (("baseline", (0, 1, 2)), ("champion", (3, 4, 5))):
+        for n in runs:
+            config = with_source_version(model_config(data_version=f"d{n}"), ONNX, Path(onnx_versions[n]))
+            publish(backend, model, f"model {n}".encode() * 100, config, tmp_path)
+    for n in range(3):
+        publish(backend, "ndvi", f"ndvi {n}".encode(), model_config(feature_set="ndvi", data_version="x"), tmp_path)
+    publications = {model: backend.registry_versions(model) for model in ("baseline", "champion", "ndvi")}
+    assert [len(p) for p in publications.values()] == [3, 3, 3]
+    keep_two = RetentionPolicy(keep=2, grace=timedelta(0))  # each model's oldest publication, onnx and data v0-v5
+
+    def planned(models) -> set[tuple[str, str]]:
+        return {
+            (r.location, r.version)
+            for r in retention.plan(backend.store, backend.registry, keep_two, models=models).removals
+        }
+
+    # baseline's oldest publication stays, unplanned, and keeps onnx v0 and data d0 with it
+    assert planned(["champion"]) == {
+        ("registry champion", publications["champion"][0]),
+        ("onnx_model/baseline", onnx_versions[3]),
+        ("processed_tfrecords/baseline", data_versions[3]),
+    }
+    assert planned(["baseline", "ndvi"]) == {
+        ("registry baseline", publications["baseline"][0]),
+        ("registry ndvi", publications["ndvi"][0]),
+        ("onnx_model/baseline", onnx_versions[0]),
+        ("processed_tfrecords/baseline", data_versions[0]),
+    }
+    assert (
+        planned(None)
+        == planned(["baseline", "champion", "ndvi"])
+        == {
+            ("registry baseline", publications["baseline"][0]),
+            ("registry champion", publications["champion"][0]),
+            ("registry ndvi", publications["ndvi"][0]),
+            ("onnx_model/baseline", onnx_versions[0]),
+            ("onnx_model/baseline", onnx_versions[3]),
+            ("processed_tfrecords/baseline", data_versions[0]),
+            ("processed_tfrecords/baseline", data_versions[3]),
+        }
+    )
+    assert planned([]) == set()  # every publication stays, and all of onnx and data v0-v5 with them
