@@ -34,12 +34,18 @@ def _expect_len_field(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
     if pos >= len(buf) or buf[pos] != tag:
         raise ValueError("unexpected field")
     length, pos = _varint(buf, pos + 1)
+    if pos + length > len(buf):
+        raise ValueError("field runs past the end")
     return pos, pos + length
 
 
-def feature_values(payload: bytes) -> dict[str, tuple[int, int]]:
-    """key -> (start, end) of each feature's single value: the bytes of a one-value bytes_list, or the
-    varint of a one-value packed int64_list. Raises ValueError for any other shape."""
+BYTES_LIST, INT64_LIST = 0x0A, 0x1A  # the tags of Feature.bytes_list and Feature.int64_list
+
+
+def feature_values(payload: bytes) -> dict[str, tuple[int, int, int]]:
+    """key -> (kind, start, end) of each feature's single value: the bytes of a one-value bytes_list (kind
+    BYTES_LIST), or the varint of a one-value packed int64_list (kind INT64_LIST). Raises ValueError for any
+    other shape."""
     pos, end = _expect_len_field(payload, 0, 0x0A)  # Example.features
     if end != len(payload):
         raise ValueError("trailing fields")
@@ -49,11 +55,12 @@ def feature_values(payload: bytes) -> dict[str, tuple[int, int]]:
         key_start, key_end = _expect_len_field(payload, pos, 0x0A)
         key = payload[key_start:key_end].decode()
         pos, feature_end = _expect_len_field(payload, key_end, 0x12)
-        if payload[pos] == 0x0A:  # bytes_list
-            pos, list_end = _expect_len_field(payload, pos, 0x0A)
+        kind = payload[pos]
+        if kind == BYTES_LIST:
+            pos, list_end = _expect_len_field(payload, pos, BYTES_LIST)
             start, stop = _expect_len_field(payload, pos, 0x0A)
-        elif payload[pos] == 0x1A:  # int64_list, packed
-            pos, list_end = _expect_len_field(payload, pos, 0x1A)
+        elif kind == INT64_LIST:  # packed
+            pos, list_end = _expect_len_field(payload, pos, INT64_LIST)
             start, stop = _expect_len_field(payload, pos, 0x0A)
             if _varint(payload, start)[1] != stop:
                 raise ValueError("more than one int64 value")
@@ -61,7 +68,7 @@ def feature_values(payload: bytes) -> dict[str, tuple[int, int]]:
             raise ValueError("unsupported feature kind")
         if not stop == list_end == feature_end == entry_end:
             raise ValueError("more than one value")
-        values[key] = (start, stop)
+        values[key] = (kind, start, stop)
         pos = entry_end
     return values
 
@@ -79,9 +86,14 @@ class RawLayout:
     def of(cls, payload: bytes) -> RawLayout | None:
         """The layout of a raw record, or None when it is not one the fast path handles."""
         try:
-            values = feature_values(payload)
+            found = feature_values(payload)
         except (ValueError, UnicodeDecodeError, IndexError):
             return None
+        # the protobuf path reads bands and the filename from a bytes_list only, and the label from an int64_list
+        kinds = {band: BYTES_LIST for band in BANDS} | {"label": INT64_LIST, "filename": BYTES_LIST}
+        if any(found[key][0] != kind for key, kind in kinds.items() if key in found):
+            return None
+        values = {key: (start, stop) for key, (_, start, stop) in found.items()}
         if any(band not in values or values[band][1] - values[band][0] != PIXELS for band in BANDS):
             return None
         label = values.get("label")
