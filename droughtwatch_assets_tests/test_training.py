@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -104,22 +106,14 @@ def test_only_the_training_side_is_augmented_with_views_drawn_from_the_training_
     assert seeds == [3] and len(run.history["val_loss"]) == 1
 
 
-def first_batch_loss(path, monkeypatch, weights=None) -> float:
-    """The training loss of one epoch of one batch: the loss of the initial model (fit updates after it)."""
-    if weights is not None:
-        monkeypatch.setattr(training, "CLASS_WEIGHTS", weights)
-    shard = training.SplitInput([path], 79)
-    run = training.train(shard, shard, 4, Hyperparameters(epochs=1, batch_size=128))
-    return run.history["loss"][0]
-
-
-def test_training_weighs_the_rarest_class_six_times(real_shard, tmp_path, monkeypatch):
-    """CLASS_WEIGHTS' values are checked in test_definitions.py; this checks that training applies them."""
-    process_shard(real_shard, tmp_path / "shard", ("B2", "B3", "B4", "B5"))
-    records = read_processed(tmp_path / "shard", 4)
-    with RecordWriter(tmp_path / "class-3") as writer:
-        write_processed(writer, records.images, np.full(len(records.labels), 3), records.ids)
-    weighted = first_batch_loss(tmp_path / "class-3", monkeypatch)
-    # the same seed gives the same initial weights, shuffle and dropout: only the class weight differs
-    unweighted = first_batch_loss(tmp_path / "class-3", monkeypatch, {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0})
-    assert weighted / unweighted == pytest.approx(6.0, rel=1e-4)
+def test_training_weighs_each_class_by_its_weight_and_records_the_weights_it_fit_with(tmp_path):
+    """Blank images leave the untrained network undecided (its biases start at 0): p = 1/4 for every class, so a
+    record's loss is its class weight x ln 4, and the loss of the one batch (fit updates after it) is their mean."""
+    labels = np.repeat([0, 1, 2, 3], [1, 2, 4, 8])  # a count per class, so that each weight shows apart
+    with RecordWriter(tmp_path / "blank") as writer:
+        write_processed(writer, np.zeros((15, 65, 65, 1), np.float32), labels, [f"r{i}" for i in range(15)])
+    shard = training.SplitInput([tmp_path / "blank"], 15)
+    run = training.train(shard, shard, 1, Hyperparameters(epochs=1, batch_size=15))
+    # (1 x 1 + 2 x 4 + 4 x 4 + 8 x 6) / 15 = 73 / 15; exchanging any two unequal weights lowers the sum
+    assert run.history["loss"][0] == pytest.approx(math.log(4) * 73 / 15, rel=1e-6)
+    assert run.class_weights == {0: 1, 1: 4, 2: 4, 3: 6}

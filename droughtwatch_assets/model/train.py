@@ -132,6 +132,7 @@ class EmptySplit(ValueError):
 class TrainingRun:
     model: keras.Model
     history: dict[str, list] = field(default_factory=dict)  # per-epoch metric -> values (arrays for pr/re)
+    class_weights: dict[int, float] = field(default_factory=dict)  # what fit weighed each true class by
 
 
 class EpochCallback(keras.callbacks.Callback):
@@ -185,7 +186,8 @@ def train(
     on_epoch: Callable[[int, dict], None] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainingRun:
-    """Build, compile and fit the baseline CNN with the class weights. epochs=0 gives the untrained ('dummy') model.
+    """Build, compile and fit the baseline CNN with the class weights, which the run records (what a model's config
+    reports). epochs=0 gives the untrained ('dummy') model.
 
     Only the train side is augmented (hyperparameters.augment), with views drawn from `seed`."""
     if hyperparameters.epochs > 0:
@@ -198,6 +200,7 @@ def train(
                 )
     model = compile_model(build_model(channels, seed=seed), hyperparameters.learning_rate)
     history: dict[str, list] = {}
+    class_weights = dict(CLASS_WEIGHTS)
 
     def record(epoch: int, logs: dict) -> None:
         plain = {key: _plain(value) for key, value in logs.items()}
@@ -212,12 +215,12 @@ def train(
             train_split.dataset(channels, batch, shuffle_seed=seed, augment=hyperparameters.augment),
             validation_data=val_split.dataset(channels, batch),  # never augmented
             epochs=hyperparameters.epochs,
-            class_weight=CLASS_WEIGHTS,
+            class_weight=class_weights,
             callbacks=[EpochCallback(record), *callbacks],
             shuffle=False,  # the dataset shuffles itself
             verbose=0,
         )
-    return TrainingRun(model=model, history=history)
+    return TrainingRun(model=model, history=history, class_weights=class_weights)
 
 
 def evaluate_loss_accuracy(

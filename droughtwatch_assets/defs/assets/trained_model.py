@@ -94,7 +94,8 @@ def trained_model(
     data = processed_tfrecords
     combinations = config.combinations()
     identity = model_identity(context, config, data)
-    start = {**identity, "tracker": tracking.resolve(config.tracker)}
+    # the tracker hears of the weights before training; the model's config records those fit received
+    start = {**identity, "class_weights": CLASS_WEIGHTS, "tracker": tracking.resolve(config.tracker)}
     if len(combinations) == 1:
         start.update(asdict(combinations[0]))
     with tracking.step(
@@ -107,6 +108,7 @@ def trained_model(
         model_config = ModelConfig(
             **identity,
             **asdict(trained.hyperparameters),
+            class_weights=trained.run.class_weights,
             tracker=tracker.name,
             tracker_run=tracker.metadata(),
             sweep=trained.sweep,
@@ -139,7 +141,6 @@ def model_identity(context, config: TrainingConfig, data: ShardedDataset) -> dic
         "features": list(data.features),
         "seed": config.seed,
         "register_model": config.register_model,
-        "class_weights": CLASS_WEIGHTS,
         "data_version": data.manifest.data_version,
         "data_source": data.manifest.source.get("type", ""),
         "dagster_run_id": context.run.run_id,
