@@ -1,6 +1,8 @@
 """A named configuration trains one feature set: launched on another partition, its job refuses before training,
 and no model is ever published under a configuration's name with other features."""
 
+import copy
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -12,7 +14,14 @@ from droughtwatch_assets.core.configurations import CONFIGURATIONS
 from droughtwatch_assets.definitions import asset_checks, assets, defs
 from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.defs.jobs import configuration_jobs
-from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, TRAINING_CHAIN, materialize_command, run_config
+from droughtwatch_assets_tests.conftest import (
+    REPO_ROOT,
+    TINY_SAMPLE,
+    TRAINING_CHAIN,
+    assets_named,
+    materialize_command,
+    run_config,
+)
 
 
 def job_on(data_dir: Path, name: str) -> dg.JobDefinition:
@@ -47,6 +56,25 @@ def test_the_baseline_job_on_its_own_partition_publishes_the_baseline(tmp_path):
     published = result.output_for_node("published_model")
     assert published["published"] and published["model_name"] == "baseline"
     assert "features:\n- B2\n- B3\n- B4\n- B5" in (tmp_path / "registry" / "baseline" / "config.yaml").read_text()
+
+
+def test_the_dummy_jobs_preset_trains_no_epoch(tmp_path):
+    """The preset the dummy job gives trained_model, as launched (baseline_job's 2 epochs: test_model_card.py)."""
+    config = copy.deepcopy(job_on(tmp_path, "dummy").partitioned_config.get_run_config_for_partition_key("baseline"))
+    config["ops"]["trained_model"]["config"]["tracker"] = "none"
+    config["ops"]["raw_tfrecords"] = {"config": TINY_SAMPLE}
+    config["ops"]["processed_tfrecords"] = {"config": {"workers": 1}}
+    result = dg.materialize(
+        assets_named("raw_tfrecords", "processed_tfrecords", "trained_model"),
+        partition_key="baseline",
+        resources=local_resources(tmp_path),
+        run_config=config,
+    )
+    assert result.success
+    trained = tmp_path / "trained_model" / "baseline" / "current"
+    assert json.loads((trained / "history.json").read_text()) == {}  # no epoch logged
+    assert "\nepochs: 0\n" in (trained / "training_config.yaml").read_text()
+    assert "model_name: dummy\n" in (trained / "training_config.yaml").read_text()
 
 
 @pytest.mark.integration
