@@ -15,7 +15,10 @@ from droughtwatch_assets.core.configurations import CLASS_WEIGHTS, Augment, Hype
 from droughtwatch_assets.core.features import IMAGE_SIZE, NUM_CLASSES
 from droughtwatch_assets.model.augment import dihedral, random_views
 from droughtwatch_assets.model.network import build_model, compile_model
-from droughtwatch_assets.records.tfrecord import IMAGE_KEY, LABEL_KEY, ProcessedLayout
+from droughtwatch_assets.records.tfrecord import FILENAME_KEY, IMAGE_KEY, LABEL_KEY, ProcessedLayout
+
+# A map entry's key field (tag 1, length 8) and the key: how a `filename` entry of a processed record starts
+FILENAME_ENTRY_KEY = np.frombuffer(b"\x0a\x08" + FILENAME_KEY.encode(), np.uint8).astype(np.int32)
 
 
 @tf.function(jit_compile=True)
@@ -58,18 +61,42 @@ class ProcessedParser:
         """uint8 [b, n]: each record's bytes up to its label, zero-padded when shorter."""
         return tf.io.decode_raw(serialised, tf.uint8, fixed_length=len(self.layout.head))
 
-    def laid_out(self, head_bytes: tf.Tensor) -> tf.Tensor:
-        """Whether every record of the batch has the layout: its shared bytes, a 3-byte length, a 1-byte label."""
+    def laid_out(self, serialised: tf.Tensor) -> tf.Tensor:
+        """Whether every record of the batch has the layout (see _laid_out)."""
+        return self._laid_out(serialised, self.head_bytes(serialised))
+
+    def _laid_out(self, serialised: tf.Tensor, head_bytes: tf.Tensor) -> tf.Tensor:
+        """Whether every record of the batch has the layout: its shared bytes, a 3-byte length that is the record's,
+        a 1-byte label, and after the label nothing or one `filename` entry that ends the record. Anything after
+        the label but that could hold a second label, which parse_example would read instead of the first."""
         if sys.byteorder != "little":  # the images are little-endian floats, and bitcast takes the machine's order
             return tf.constant(False)
         shared = tf.reduce_all(tf.gather(head_bytes, self._shared_at, axis=1) == self._shared_bytes)
         varints = tf.bitwise.bitwise_and(tf.gather(head_bytes, [1, 2, 3, self.layout.label_at], axis=1), 0x80)
-        return shared & tf.reduce_all(varints == tf.constant([0x80, 0x80, 0, 0], tf.uint8))
+        varints_ok = tf.reduce_all(varints == tf.constant([0x80, 0x80, 0, 0], tf.uint8))
+        size = tf.strings.length(serialised)
+        length = tf.cast(head_bytes[:, 1:4], tf.int32)
+        whole = (length[:, 0] & 0x7F) + (length[:, 1] & 0x7F) * 128 + length[:, 2] * 16384 == size - 4
+        tail = tf.cast(
+            tf.io.decode_raw(
+                tf.strings.substr(serialised, tf.minimum(size, len(self.layout.head)), tf.fill(tf.shape(size), 13)),
+                tf.uint8,
+                fixed_length=13,
+            ),
+            tf.int32,
+        )
+        two_bytes = tail[:, 1] >= 0x80  # the entry's length: one varint byte, or two
+        entry = tf.where(two_bytes, (tail[:, 1] & 0x7F) + tail[:, 2] * 128, tail[:, 1])
+        entry_bytes = 2 + tf.cast(two_bytes, tf.int32) + entry
+        key = tf.where(two_bytes[:, None], tail[:, 3:13], tail[:, 2:12]) == FILENAME_ENTRY_KEY
+        filename_entry = (tail[:, 0] == 0x0A) & (tail[:, 2] < 0x80) & tf.reduce_all(key, axis=1)
+        ends = (size == len(self.layout.head)) | (filename_entry & (len(self.layout.head) + entry_bytes == size))
+        return shared & varints_ok & tf.reduce_all(whole & ends)
 
     def __call__(self, serialised: tf.Tensor, views: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         head_bytes = self.head_bytes(serialised)
         images, labels = tf.cond(
-            self.laid_out(head_bytes),
+            self._laid_out(serialised, head_bytes),
             lambda: self._by_layout(head_bytes, views),
             lambda: self._by_example(serialised, views),
         )
