@@ -10,14 +10,19 @@ from droughtwatch_assets.core.configurations import CONFIGURATIONS
 
 
 def _instance():
-    """The instance of $DAGSTER_HOME, so runs show in the UI; an ephemeral one without it."""
+    """The instance of $DAGSTER_HOME, so runs show in the UI; without it an ephemeral one, said aloud."""
     import dagster as dg
-    from dagster._core.errors import DagsterHomeNotSetError
 
-    try:
+    from droughtwatch_assets.defs.settings import current
+
+    if current().dagster_home:
         return dg.DagsterInstance.get()
-    except DagsterHomeNotSetError:
-        return dg.DagsterInstance.ephemeral()
+    print(
+        "droughtwatch: DAGSTER_HOME is not set, so this run is kept in memory only and the UI will not show it "
+        "(make run sets DAGSTER_HOME=.dagster_home)",
+        file=sys.stderr,
+    )
+    return dg.DagsterInstance.ephemeral()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -209,3 +209,19 @@ def test_the_environment_is_read_in_one_place():
         if re.search(r"os\.environ|os\.getenv|getenv\(", path.read_text())
     )
     assert readers == ["droughtwatch_assets/defs/settings.py"]
+
+
+def test_local_runs_use_dagsters_multiprocess_executor_with_steps_forked_from_a_preloading_fork_server():
+    import importlib
+
+    executor = defs.resolve_job_def("baseline_job").executor_def
+    config = executor.apply_config_mapping({}).value["config"]
+    assert executor.name == "multiprocess"
+    preload = config["start_method"]["forkserver"]["preload_modules"]
+    assert preload == [
+        "droughtwatch_assets.definitions",
+        "droughtwatch_assets.model.train",
+        "droughtwatch_assets.model.export",
+    ]
+    for module in preload:  # the fork server skips a module that fails to import, silently
+        importlib.import_module(module)

@@ -3,9 +3,8 @@ resources the step's op tags ask for (`dagster-dask/resource_requirements`, set 
 
 Dagster's step-delegating executor orchestrates, as it does for Kubernetes: it claims pool slots (the champion's
 pool), retries a step under its retry policy, and follows each step through the events it writes to the instance.
-A task runs its step as a Kubernetes step pod does, `dagster api execute_step` in a process of its own (forked from
-the worker's preloaded step server, fork_server.py), with the worker's environment: its DAGSTER_HOME (the same
-instance database), settings, credentials and local disk.
+A task runs its step as a Kubernetes step pod does, `dagster api execute_step` in a process of its own, with the
+worker's environment: its DAGSTER_HOME (the same instance database), settings, credentials and local disk.
 
 Not dagster-dask's `dask_executor`, whose tag convention this follows: it names each task `<job>.<step>`, and the
 scheduler answers a task whose name it already holds with that task's result, so two runs of one job at once (a
@@ -19,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 
@@ -35,8 +36,6 @@ from dagster._core.executor.step_delegating import (
 from dagster._grpc.types import ExecuteStepArgs
 from dagster_dask.executor import get_dask_resource_requirements
 
-from droughtwatch_assets.defs.fork_server import StepServer
-
 logger = logging.getLogger("distributed.worker.droughtwatch")  # the worker's log, next to Dask's own lines
 UPSTREAM_RETURN_SECONDS = 10
 # The line a worker logs as it starts a task (run_step_on_worker), for readers of the workers' logs: which worker ran
@@ -45,29 +44,29 @@ TASK_STARTED = re.compile(
     r"task (?P<job>\w+)\.(?P<step>\w+)-(?P<run>[0-9a-f-]{36})-(?P<attempt>\d+): starting its step "
     r"on worker (?P<worker>\S+) "
 )
+STEP_COMMAND = [sys.executable, "-m", "dagster", "api", "execute_step"]
 
 
 def run_step_on_worker(task: str, compressed_args: str) -> str:
-    """The Dask task: one step as `dagster api execute_step`, forked from the worker's step server (fork_server.py)
-    with the worker's environment and working directory. The step's own log goes to the worker's log; its events go
-    to the instance. Returns the worker's address."""
+    """The Dask task: one step as `dagster api execute_step` in a process of its own, with the worker's environment
+    and working directory. The step's own log goes to the worker's log; its events go to the instance. Returns the
+    worker's address."""
     worker = distributed.get_worker()
     logger.info("task %s: starting its step on worker %s (%s)", task, worker.name, worker.address)
     cancelled = distributed.Event(cancel_event(task))
-    pid, code = _step_server.run(compressed_args, cancelled.is_set)
-    logger.info("task %s: its step process %s exited with %s", task, pid, code)
+    process = subprocess.Popen([*STEP_COMMAND, "--compressed-input-json", compressed_args])
+    while (code := process.poll()) is None:
+        try:
+            if cancelled.wait(timeout=1):
+                process.terminate()  # dagster api execute_step ends the step on SIGTERM
+                code = process.wait()
+                break
+        except (OSError, TimeoutError):  # the scheduler is unreachable for a moment: the step goes on
+            continue
+    logger.info("task %s: its step process %s exited with %s", task, process.pid, code)
     if code != 0:
         raise RuntimeError(f"`dagster api execute_step` exited with {code} on Dask worker {worker.name}")
     return worker.address
-
-
-_step_server = StepServer()  # one per worker process, started by its first task or by `dask_setup`
-
-
-def dask_setup(worker: distributed.Worker) -> None:
-    """`dask worker --preload droughtwatch_assets.defs.dask_executor`: the worker's step server starts (and
-    preloads) with the worker, not with its first step."""
-    _step_server.start()
 
 
 def cancel_event(task: str) -> str:

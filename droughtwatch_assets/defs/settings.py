@@ -103,6 +103,7 @@ class Deployment:
     k8s_env_secrets: tuple[str, ...] = ("droughtwatch-aws",)
     k8s_env_vars: tuple[str, ...] = field(default=())
     dask_scheduler: str = ""  # the scheduler's address, tcp://host:8786; required by the dask deployment
+    dagster_home: str = ""  # the instance's folder; without it the CLI's runs go to an ephemeral instance
 
     def __post_init__(self):
         if self.name == "dask" and not self.dask_scheduler:
@@ -153,6 +154,7 @@ class Deployment:
             ),
             k8s_env_vars=tuple(v for v in K8S_ENV_VARS if env.get(v)),
             dask_scheduler=env.get("DROUGHTWATCH_DASK_SCHEDULER", "").strip(),
+            dagster_home=env.get("DAGSTER_HOME", ""),
         )
 
 
