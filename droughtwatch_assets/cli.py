@@ -66,6 +66,8 @@ def experiments(args: argparse.Namespace) -> int:
             f"droughtwatch experiments: no feature set {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr
         )
         return 2
+    if args.backfill:
+        return experiments_backfill(args, defs, feature_sets)
     instance = _instance()
     job = defs.resolve_job_def("experiments_job")
     started = time.monotonic()
@@ -83,6 +85,42 @@ def experiments(args: argparse.Namespace) -> int:
         print(f"  {row['feature_set']:<12} {row['status']:<12} val_accuracy {accuracy}")
     decision = result.asset_materializations_for_node("champion")[0].metadata["decision"].value
     print(f"champion: {decision}")
+    return 0
+
+
+def experiments_backfill(args: argparse.Namespace, defs, feature_sets: list[str]) -> int:
+    """One asset backfill over the feature sets, run by the daemon of DAGSTER_HOME's instance."""
+    import json
+
+    import dagster as dg
+
+    from droughtwatch_assets.defs.experiments_backfill import SUCCEEDED, request_backfill, wait_for_backfill
+    from droughtwatch_assets.defs.settings import current
+
+    if not current().dagster_home:
+        print(
+            "droughtwatch experiments --backfill: DAGSTER_HOME is not set; the daemon that runs the backfill reads "
+            "the instance there (make dev sets it to .dagster_home)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        run_config = json.loads(args.config_json) if args.config_json else None
+        backfill_id = request_backfill(defs, feature_sets, run_config)
+    except (ValueError, RuntimeError) as exc:
+        print(f"droughtwatch experiments --backfill: {exc}", file=sys.stderr)
+        return 2
+    print(f"backfill {backfill_id}: {', '.join(feature_sets)}, run by the daemon (dagster-daemon, or make dev)")
+    print(f"watch it at {args.ui_url.rstrip('/')}/runs/b/{backfill_id}")
+    if not args.wait:
+        return 0
+    instance = dg.DagsterInstance.get()
+    status = wait_for_backfill(instance, backfill_id)
+    print(f"backfill {backfill_id}: {status}")
+    if status not in SUCCEEDED:
+        return 1
+    champion = instance.get_latest_materialization_event(dg.AssetKey("champion"))
+    print(f"champion: {champion.asset_materialization.metadata['decision'].value}")
     return 0
 
 
@@ -162,6 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     experiments_parser.add_argument(
         "--feature-sets", default="", help="comma-separated feature sets (default: every one in feature_sets.yaml)"
+    )
+    experiments_parser.add_argument(
+        "--backfill",
+        action="store_true",
+        help="ask the daemon for one asset backfill instead of running here: raw data, leaderboard and champion "
+        "once, each feature set's chain once",
+    )
+    experiments_parser.add_argument("--wait", action="store_true", help="with --backfill: wait for it to end")
+    experiments_parser.add_argument(
+        "--config-json", default="", help="with --backfill: run config for the backfill's runs, as JSON"
+    )
+    experiments_parser.add_argument(
+        "--ui-url", default="http://127.0.0.1:3000", help="with --backfill: the Dagster UI, to link the backfill"
     )
     experiments_parser.set_defaults(handler=experiments)
     predict_parser = commands.add_parser("predict", help="score raw shards with an ONNX model, into a Parquet table")
