@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -66,14 +67,21 @@ def experiments(args: argparse.Namespace) -> int:
             f"droughtwatch experiments: no feature set {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr
         )
         return 2
+    try:
+        run_config = json.loads(args.config_json) if args.config_json else None
+    except ValueError as exc:
+        print(f"droughtwatch experiments: --config-json is not JSON ({exc})", file=sys.stderr)
+        return 2
     if args.backfill:
-        return experiments_backfill(args, defs, feature_sets)
+        return experiments_backfill(args, defs, feature_sets, run_config)
     instance = _instance()
     job = defs.resolve_job_def("experiments_job")
     started = time.monotonic()
     for feature_set in feature_sets:
         run_started = time.monotonic()
-        result = job.execute_in_process(partition_key=feature_set, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            run_config=run_config, partition_key=feature_set, instance=instance, raise_on_error=False
+        )
         if not result.success:
             print(f"experiments_job failed on '{feature_set}'; see the errors above", file=sys.stderr)
             return 1
@@ -88,10 +96,8 @@ def experiments(args: argparse.Namespace) -> int:
     return 0
 
 
-def experiments_backfill(args: argparse.Namespace, defs, feature_sets: list[str]) -> int:
+def experiments_backfill(args: argparse.Namespace, defs, feature_sets: list[str], run_config: dict | None) -> int:
     """One asset backfill over the feature sets, run by the daemon of DAGSTER_HOME's instance."""
-    import json
-
     import dagster as dg
 
     from droughtwatch_assets.defs.experiments_backfill import SUCCEEDED, request_backfill, wait_for_backfill
@@ -105,9 +111,8 @@ def experiments_backfill(args: argparse.Namespace, defs, feature_sets: list[str]
         )
         return 2
     try:
-        run_config = json.loads(args.config_json) if args.config_json else None
         backfill_id = request_backfill(defs, feature_sets, run_config)
-    except (ValueError, RuntimeError) as exc:
+    except RuntimeError as exc:
         print(f"droughtwatch experiments --backfill: {exc}", file=sys.stderr)
         return 2
     print(f"backfill {backfill_id}: {', '.join(feature_sets)}, run by the daemon (dagster-daemon, or make dev)")
@@ -208,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "once, each feature set's chain once",
     )
     experiments_parser.add_argument("--wait", action="store_true", help="with --backfill: wait for it to end")
-    experiments_parser.add_argument(
-        "--config-json", default="", help="with --backfill: run config for the backfill's runs, as JSON"
-    )
+    experiments_parser.add_argument("--config-json", default="", help="run config for every run, as JSON")
     experiments_parser.add_argument(
         "--ui-url", default="http://127.0.0.1:3000", help="with --backfill: the Dagster UI, to link the backfill"
     )
