@@ -30,7 +30,16 @@ def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from droughtwatch_assets.definitions import defs
+    from droughtwatch_assets.defs.partitions import FEATURE_SETS
 
+    if args.configuration not in CONFIGURATIONS:
+        hint = (
+            f"; '{args.configuration}' is a feature set: train it with "
+            f"`droughtwatch experiments --feature-sets {args.configuration}`"
+            if args.configuration in FEATURE_SETS
+            else ""
+        )
+        return usage_error(f"run: no configuration '{args.configuration}' (one of {', '.join(CONFIGURATIONS)}){hint}")
     configuration = CONFIGURATIONS[args.configuration]
     started = time.monotonic()
     instance = _instance()
@@ -131,6 +140,7 @@ def experiments_backfill(args: argparse.Namespace, defs, feature_sets: list[str]
 
 def predict(args: argparse.Namespace) -> int:
     import tempfile
+    from pathlib import Path
 
     from droughtwatch_assets.core.features import load_feature_sets, validate_features
     from droughtwatch_assets.core.model_config import embedded_config
@@ -141,6 +151,9 @@ def predict(args: argparse.Namespace) -> int:
     from droughtwatch_assets.records.tfrecord import RecordError
     from droughtwatch_assets.storage.registry import fetch_published
 
+    folder = Path(args.output).absolute().parent
+    if not folder.is_dir():
+        return usage_error(f"predict: --output {args.output}: the folder {folder} does not exist; create it first")
     with tempfile.TemporaryDirectory() as scratch:
         try:
             model, config = fetch_published(args.model, scratch)
@@ -187,9 +200,10 @@ def gc(args: argparse.Namespace) -> int:
             plan = store.retention_plan(policy)
             if not args.dry_run:
                 store.remove(plan)
+    except dg.Failure as exc:
+        return usage_error(f"gc: {exc.description}")
     except (S3Error, OSError, ValueError) as exc:
-        print(f"droughtwatch gc: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(f"gc: {exc}")
     print("\n".join(plan.lines(dry_run=args.dry_run)))
     return 0
 
@@ -198,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="droughtwatch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="materialise raw -> processed -> model -> ONNX for a configuration")
-    run_parser.add_argument("--configuration", "-c", choices=sorted(CONFIGURATIONS), default="baseline")
+    run_parser.add_argument(
+        "--configuration", "-c", default="baseline", help=f"one of {', '.join(CONFIGURATIONS)} (default: baseline)"
+    )
     run_parser.set_defaults(handler=run)
     experiments_parser = commands.add_parser(
         "experiments", help="train and evaluate every feature set, then rank them and promote the champion"
@@ -256,7 +272,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     gc_parser.set_defaults(handler=gc)
     args = parser.parse_args(argv)
-    return args.handler(args)
+    import warnings
+
+    from droughtwatch_assets.defs.settings import SettingsError
+
+    # Dagster's notes on the preview and beta APIs the definitions use on purpose (pyproject.toml lists them)
+    warnings.filterwarnings("ignore", message=r".*is currently in (preview|beta)")
+
+    try:
+        return args.handler(args)
+    except SettingsError as exc:
+        return usage_error(f"{args.command}: {exc}")
+
+
+def usage_error(message: str) -> int:
+    """A mistake the user can fix: one line on stderr, exit code 2."""
+    print(f"droughtwatch {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

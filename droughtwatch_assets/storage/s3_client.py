@@ -9,13 +9,36 @@ from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 
 RETRY_CONFIG = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=60)
 
 
 class S3Error(RuntimeError):
-    pass
+    """An S3 call that failed; `retryable` is False where trying again cannot help (credentials, permissions, a
+    missing bucket)."""
+
+    def __init__(self, message: str, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+CREDENTIAL_CODES = (
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "403",
+    "InvalidToken",
+    "ExpiredToken",
+)
+MISSING_BUCKET_CODES = ("NoSuchBucket", "404")
 
 
 def client(endpoint_url: str | None = None, region_name: str | None = None, **credentials):
@@ -27,16 +50,24 @@ def client(endpoint_url: str | None = None, region_name: str | None = None, **cr
 
 def describe_failure(s3_client, bucket: str, action: str, exc: Exception) -> S3Error:
     endpoint = s3_client.meta.endpoint_url
+    retryable = True
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         detail = f"{code}: {exc.response.get('Error', {}).get('Message', '')}"
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+        if code in CREDENTIAL_CODES:
             detail += " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
-        elif code in ("NoSuchBucket", "404"):
+            retryable = False
+        elif code in MISSING_BUCKET_CODES:
             detail += " (create the bucket, or allow the store to create it)"
-    else:
+            retryable = False
+    elif isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        detail = "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+        retryable = False
+    elif isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
         detail = f"{type(exc).__name__}: {exc} (is the endpoint reachable?)"
-    return S3Error(f"S3 {action} failed for bucket {bucket!r} at {endpoint}: {detail}")
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
+    return S3Error(f"S3 {action} failed for bucket {bucket!r} at {endpoint}: {detail}", retryable)
 
 
 def split_uri(uri: str) -> tuple[str, str]:
