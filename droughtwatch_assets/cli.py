@@ -208,7 +208,7 @@ def gc(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="droughtwatch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="materialise raw -> processed -> model -> ONNX for a configuration")
@@ -271,7 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         help="keep versions superseded less than this long ago (default: DROUGHTWATCH_GRACE_MINUTES, else 60)",
     )
     gc_parser.set_defaults(handler=gc)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     import warnings
 
     from droughtwatch_assets.defs.settings import SettingsError
