@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from droughtwatch_assets.data.datasets import MANIFEST, md5_of
-from droughtwatch_assets.storage import retention
+from droughtwatch_assets.storage import durable, retention
 from droughtwatch_assets.storage.base import VersionedArtifacts
 
 CURRENT = "current"
@@ -43,10 +43,11 @@ class LocalArtifactStore(VersionedArtifacts):
         location.mkdir(parents=True, exist_ok=True)
         # names sort by commit time, which is what retention relies on
         version = f"v-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
-        os.replace(staging, location / version)
+        durable.sync_tree(staging)
+        durable.replace(staging, location / version)
         link = location / f".{CURRENT}-{version}"
         os.symlink(version, link)
-        os.replace(link, location / CURRENT)
+        durable.replace(link, location / CURRENT)
         return str(location / CURRENT)
 
     def current(self, key: tuple[str, ...]) -> Path:

@@ -28,7 +28,7 @@ import yaml
 
 from droughtwatch_assets.core.model_config import ModelConfig
 from droughtwatch_assets.data.datasets import md5_of
-from droughtwatch_assets.storage import retention
+from droughtwatch_assets.storage import durable, retention
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.yaml"
@@ -100,12 +100,14 @@ class LocalModelRegistry:
         (staging / CONFIG_FILE).write_text(published_config(config, onnx_path, version))
         for name, text in (attachments or {}).items():
             (staging / name).write_text(text)
-        os.replace(staging, folder / VERSIONS / version)
+        durable.sync_tree(staging)
+        durable.replace(staging, folder / VERSIONS / version)
         _replace_text(folder / CURRENT, version)
         for name in (MODEL_FILE, CONFIG_FILE, *(attachments or {})):  # the original layout, model first
             tmp = folder / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
             shutil.copyfile(folder / VERSIONS / version / name, tmp)
-            os.replace(tmp, folder / name)
+            durable.sync_file(tmp)
+            durable.replace(tmp, folder / name)
         return Publication(
             model_name,
             version,
@@ -149,8 +151,8 @@ class LocalModelRegistry:
 
 def _replace_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    durable.write_text(tmp, text)
+    durable.replace(tmp, path)
 
 
 class S3ModelRegistry:
