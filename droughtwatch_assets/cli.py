@@ -10,14 +10,21 @@ import time
 from droughtwatch_assets.core.configurations import CONFIGURATIONS
 
 
-def _instance():
-    """The instance of $DAGSTER_HOME, so runs show in the UI; without it an ephemeral one, said aloud."""
+def _instance(command: str):
+    """The instance of $DAGSTER_HOME, so runs show in the UI; without it an ephemeral one, said aloud. Runs that a
+    droughtwatch process on this machine left behind when it died are marked failed first."""
+    import os
+
     import dagster as dg
 
+    from droughtwatch_assets.defs.cli_runs import fail_runs_of_dead_processes
     from droughtwatch_assets.defs.settings import current
 
     if current().dagster_home:
-        return dg.DagsterInstance.get()
+        instance = dg.DagsterInstance.get()
+        for run_id in fail_runs_of_dead_processes(instance, f"droughtwatch {command} (pid {os.getpid()})"):
+            print(f"droughtwatch: run {run_id} was left STARTED by a droughtwatch process that died; marked failed")
+        return instance
     print(
         "droughtwatch: DAGSTER_HOME is not set, so this run is kept in memory only and the UI will not show it "
         "(make run sets DAGSTER_HOME=.dagster_home)",
@@ -30,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from droughtwatch_assets.definitions import defs
+    from droughtwatch_assets.defs.cli_runs import process_tags
     from droughtwatch_assets.defs.partitions import FEATURE_SETS
 
     if args.configuration not in CONFIGURATIONS:
@@ -42,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
         return usage_error(f"run: no configuration '{args.configuration}' (one of {', '.join(CONFIGURATIONS)}){hint}")
     configuration = CONFIGURATIONS[args.configuration]
     started = time.monotonic()
-    instance = _instance()
+    instance = _instance("run")
     result = defs.resolve_job_def(f"{configuration.name}_job").execute_in_process(
-        partition_key=configuration.feature_set, instance=instance, raise_on_error=False
+        partition_key=configuration.feature_set, instance=instance, raise_on_error=False, tags=process_tags()
     )
     elapsed = time.monotonic() - started
     if not result.success:
@@ -66,6 +74,7 @@ def experiments(args: argparse.Namespace) -> int:
     """experiments_job once per feature set, one after the other, then the leaderboard and the champion."""
 
     from droughtwatch_assets.definitions import defs
+    from droughtwatch_assets.defs.cli_runs import process_tags
     from droughtwatch_assets.defs.partitions import feature_set_partitions
 
     known = feature_set_partitions.get_partition_keys()
@@ -83,13 +92,17 @@ def experiments(args: argparse.Namespace) -> int:
         return 2
     if args.backfill:
         return experiments_backfill(args, defs, feature_sets, run_config)
-    instance = _instance()
+    instance = _instance("experiments")
     job = defs.resolve_job_def("experiments_job")
     started = time.monotonic()
     for feature_set in feature_sets:
         run_started = time.monotonic()
         result = job.execute_in_process(
-            run_config=run_config, partition_key=feature_set, instance=instance, raise_on_error=False
+            run_config=run_config,
+            partition_key=feature_set,
+            instance=instance,
+            raise_on_error=False,
+            tags=process_tags(),
         )
         if not result.success:
             print(f"experiments_job failed on '{feature_set}'; see the errors above", file=sys.stderr)
