@@ -178,7 +178,7 @@ def test_dg_lists_and_checks_the_same_definitions_as_dagster(tmp_path):
     graph = defs.resolve_asset_graph()
     assert {a["asset_key"] for a in found["assets"]} == {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {j["name"] for j in found["jobs"]} >= {"baseline_job", "experiments_job", "published_model_freshness_job"}
-    assert [s["name"] for s in found["sensors"]] == ["new_raw_shards"]
+    assert sorted(s["name"] for s in found["sensors"]) == ["dead_cli_runs", "new_raw_shards"]
     assert {s["name"] for s in found["schedules"]} == {"baseline_daily", "published_model_freshness"}
     checked = subprocess.run(
         [dg_cli, "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
