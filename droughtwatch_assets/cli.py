@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from droughtwatch_assets.definitions import defs
     from droughtwatch_assets.defs.cli_runs import process_tags
+    from droughtwatch_assets.defs.jobs import preset
     from droughtwatch_assets.defs.partitions import FEATURE_SETS
 
     if args.configuration not in CONFIGURATIONS:
@@ -49,10 +50,19 @@ def run(args: argparse.Namespace) -> int:
         )
         return usage_error(f"run: no configuration '{args.configuration}' (one of {', '.join(CONFIGURATIONS)}){hint}")
     configuration = CONFIGURATIONS[args.configuration]
+    try:
+        given = json.loads(args.config_json) if args.config_json else {}
+    except ValueError as exc:
+        return usage_error(f"run: --config-json is not JSON ({exc})")
+    run_config = merged(preset(configuration).to_config_dict(), given)
     started = time.monotonic()
     instance = _instance("run")
     result = defs.resolve_job_def(f"{configuration.name}_job").execute_in_process(
-        partition_key=configuration.feature_set, instance=instance, raise_on_error=False, tags=process_tags()
+        run_config=run_config,
+        partition_key=configuration.feature_set,
+        instance=instance,
+        raise_on_error=False,
+        tags=process_tags(),
     )
     elapsed = time.monotonic() - started
     if not result.success:
@@ -68,6 +78,15 @@ def run(args: argparse.Namespace) -> int:
         folder = published["uris"][0].rsplit("/", 1)[0].removeprefix("file://")
         print(f"published:  {folder}/ (version {published['version']})")
     return 0
+
+
+def merged(base: dict, over: dict) -> dict:
+    """`over` laid over `base`, mappings merged key by key."""
+    result = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(result.get(key), dict)
+        result[key] = merged(result[key], value) if both else value
+    return result
 
 
 def experiments(args: argparse.Namespace) -> int:
@@ -227,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = commands.add_parser("run", help="materialise raw -> processed -> model -> ONNX for a configuration")
     run_parser.add_argument(
         "--configuration", "-c", default="baseline", help=f"one of {', '.join(CONFIGURATIONS)} (default: baseline)"
+    )
+    run_parser.add_argument(
+        "--config-json", default="", help="run config, as JSON, merged over the configuration's own (its preset)"
     )
     run_parser.set_defaults(handler=run)
     experiments_parser = commands.add_parser(
