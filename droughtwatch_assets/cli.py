@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         given = json.loads(args.config_json) if args.config_json else {}
     except ValueError as exc:
         return usage_error(f"run: --config-json is not JSON ({exc})")
-    run_config = merged(preset(configuration).to_config_dict(), given)
+    run_config = merged(merged(preset(configuration).to_config_dict(), PROGRESS), given)
     started = time.monotonic()
     instance = _instance("run")
     result = defs.resolve_job_def(f"{configuration.name}_job").execute_in_process(
@@ -78,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         folder = published["uris"][0].rsplit("/", 1)[0].removeprefix("file://")
         print(f"published:  {folder}/ (version {published['version']})")
     return 0
+
+
+# The runs' log on the console: progress at INFO, without Dagster's DEBUG lines for every event
+PROGRESS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def merged(base: dict, over: dict) -> dict:
@@ -105,12 +109,12 @@ def experiments(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        run_config = json.loads(args.config_json) if args.config_json else None
+        given = json.loads(args.config_json) if args.config_json else {}
     except ValueError as exc:
-        print(f"droughtwatch experiments: --config-json is not JSON ({exc})", file=sys.stderr)
-        return 2
+        return usage_error(f"experiments: --config-json is not JSON ({exc})")
     if args.backfill:
-        return experiments_backfill(args, defs, feature_sets, run_config)
+        return experiments_backfill(args, defs, feature_sets, given or None)
+    run_config = merged(PROGRESS, given)
     instance = _instance("experiments")
     job = defs.resolve_job_def("experiments_job")
     started = time.monotonic()

@@ -5,7 +5,8 @@
     v-<timestamp>-<id>/...             (the files of one materialisation)
 A reader that follows `current` sees a whole version or the previous one, never half of one.
 Old versions stay until retention removes them (retention.py): after each commit when the deployment's
-store keeps a number of versions, or with `droughtwatch gc`.
+store keeps a number of versions, or with `droughtwatch gc`, which also removes the staging folders
+(<base>/.staging/<id>) that killed runs left.
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ class LocalArtifactStore(VersionedArtifacts):
                 path = location / version
                 removals.append(retention.Removal("/".join(key), version, retention.local_size(path), (str(path),)))
         return retention.RetentionPlan(tuple(removals))
+
+    def plan_orphans(self, grace, now) -> retention.RetentionPlan:
+        return retention.staging_orphans(self.base_dir / STAGING, grace, now)
 
     def remove(self, plan: retention.RetentionPlan) -> None:
         retention.apply(plan)
