@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc_parser = commands.add_parser(
         "gc",
         help="remove old versions of every asset partition and published model in the deployment's store, "
-        "keeping the newest, the current, recent and published ones",
+        "keeping the newest, the current, recent and published ones, and what killed runs left (staging folders, "
+        "partial publications, S3 objects no version names, incomplete multipart uploads)",
     )
     gc_parser.add_argument("--dry-run", action="store_true", help="list what would go and its bytes; remove nothing")
     gc_parser.add_argument(
@@ -307,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace-minutes",
         type=float,
         default=None,
-        help="keep versions superseded less than this long ago (default: DROUGHTWATCH_GRACE_MINUTES, else 60)",
+        help="keep versions superseded, and leftovers of runs changed, less than this long ago "
+        "(default: DROUGHTWATCH_GRACE_MINUTES, else 60)",
     )
     gc_parser.set_defaults(handler=gc)
     return parser

@@ -120,3 +120,23 @@ def test_every_documented_postgres_url_names_the_driver_that_is_installed():
         assert url.startswith("postgresql+psycopg2://"), (
             f"{page}: {url} (SQLAlchemy reads a bare postgresql:// as psycopg 3)"
         )
+
+
+def test_the_readmes_table_of_edges_is_the_asset_graph_and_both_diagrams_show_every_asset():
+    from droughtwatch_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    real = {
+        k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()
+    }
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## The asset graph") :]
+    table = {
+        row[0]: set(re.findall(r"`(\w+)(?:\[[^\]]*\])?`", row[1]))
+        for row in re.findall(r"^\| `(\w+)(?:\[set\])?` \| (.*) \|$", section, re.MULTILINE)
+    }
+    assert table == {asset: parents for asset, parents in real.items() if parents}
+    for page in (REPO_ROOT / "README.md", REPO_ROOT / "docs" / "architecture.md"):
+        text = page.read_text()
+        diagram = text[text.index("## The asset graph") :].split("```")[1]
+        assert set(real) <= set(re.findall(r"\w+", diagram)), page.name

@@ -69,7 +69,8 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
         )
 
     def retention_plan(self, policy: retention.RetentionPolicy, keys=None, models=None) -> retention.RetentionPlan:
-        """What the policy removes: of these asset partitions and published models, all if None."""
+        """What the policy removes: of these asset partitions and published models, all if None; of the whole
+        store (both None) also what killed runs left, once older than the grace period (see retention.py)."""
         return retention.plan(self._versions(), self._registry(), policy, keys, models)
 
     def remove(self, plan: retention.RetentionPlan) -> None:
