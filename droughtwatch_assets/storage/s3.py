@@ -246,15 +246,6 @@ class S3ArtifactStore(VersionedArtifacts):
                 f"if its version is not needed"
             ) from None
 
-    def locations(self) -> list[tuple[str, ...]]:
-        """Every <asset>/<partition> under the prefix that has a CURRENT."""
-        root = self.key() + "/" if self.prefix else ""
-        return sorted(
-            tuple(o["Key"][len(root) :].split("/")[:-1])
-            for o in self.listing(root)
-            if o["Key"].endswith("/" + CURRENT) and "/objects/" not in o["Key"]
-        )
-
     def remove(self, plan: retention.RetentionPlan) -> None:
         retention.apply(plan, self.client)  # the registry's objects too: the same endpoint and credentials
 
