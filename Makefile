@@ -80,6 +80,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_sensor.py
 	$(BIN)/python benchmarks/bench_experiments.py
 	$(BIN)/python benchmarks/bench_backfill.py
+	$(BIN)/python benchmarks/bench_durable_commits.py
 
 materialize: install instance
 	$(BIN)/dagster asset materialize -m droughtwatch_assets.definitions --select '*' --partition baseline

@@ -3,33 +3,66 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
 from droughtwatch_assets.core.configurations import CONFIGURATIONS
 
 
-def _instance():
-    """The instance of $DAGSTER_HOME, so runs show in the UI; an ephemeral one without it."""
-    import dagster as dg
-    from dagster._core.errors import DagsterHomeNotSetError
+def _instance(command: str):
+    """The instance of $DAGSTER_HOME, so runs show in the UI; without it an ephemeral one, said aloud. Runs that a
+    droughtwatch process on this machine left behind when it died are marked failed first."""
+    import os
 
-    try:
-        return dg.DagsterInstance.get()
-    except DagsterHomeNotSetError:
-        return dg.DagsterInstance.ephemeral()
+    import dagster as dg
+
+    from droughtwatch_assets.defs.cli_runs import fail_runs_of_dead_processes
+    from droughtwatch_assets.defs.settings import current
+
+    if current().dagster_home:
+        instance = dg.DagsterInstance.get()
+        for run_id in fail_runs_of_dead_processes(instance, f"droughtwatch {command} (pid {os.getpid()})"):
+            print(f"droughtwatch: run {run_id} was left STARTED by a droughtwatch process that died; marked failed")
+        return instance
+    print(
+        "droughtwatch: DAGSTER_HOME is not set, so this run is kept in memory only and the UI will not show it "
+        "(make run sets DAGSTER_HOME=.dagster_home)",
+        file=sys.stderr,
+    )
+    return dg.DagsterInstance.ephemeral()
 
 
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from droughtwatch_assets.definitions import defs
+    from droughtwatch_assets.defs.cli_runs import process_tags
+    from droughtwatch_assets.defs.jobs import preset
+    from droughtwatch_assets.defs.partitions import FEATURE_SETS
 
+    if args.configuration not in CONFIGURATIONS:
+        hint = (
+            f"; '{args.configuration}' is a feature set: train it with "
+            f"`droughtwatch experiments --feature-sets {args.configuration}`"
+            if args.configuration in FEATURE_SETS
+            else ""
+        )
+        return usage_error(f"run: no configuration '{args.configuration}' (one of {', '.join(CONFIGURATIONS)}){hint}")
     configuration = CONFIGURATIONS[args.configuration]
+    try:
+        given = json.loads(args.config_json) if args.config_json else {}
+    except ValueError as exc:
+        return usage_error(f"run: --config-json is not JSON ({exc})")
+    run_config = merged(merged(preset(configuration).to_config_dict(), PROGRESS), given)
     started = time.monotonic()
-    instance = _instance()
+    instance = _instance("run")
     result = defs.resolve_job_def(f"{configuration.name}_job").execute_in_process(
-        partition_key=configuration.feature_set, instance=instance, raise_on_error=False
+        run_config=run_config,
+        partition_key=configuration.feature_set,
+        instance=instance,
+        raise_on_error=False,
+        tags=process_tags(),
     )
     elapsed = time.monotonic() - started
     if not result.success:
@@ -47,10 +80,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# The runs' log on the console: progress at INFO, without Dagster's DEBUG lines for every event
+PROGRESS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def merged(base: dict, over: dict) -> dict:
+    """`over` laid over `base`, mappings merged key by key."""
+    result = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(result.get(key), dict)
+        result[key] = merged(result[key], value) if both else value
+    return result
+
+
 def experiments(args: argparse.Namespace) -> int:
     """experiments_job once per feature set, one after the other, then the leaderboard and the champion."""
 
     from droughtwatch_assets.definitions import defs
+    from droughtwatch_assets.defs.cli_runs import process_tags
     from droughtwatch_assets.defs.partitions import feature_set_partitions
 
     known = feature_set_partitions.get_partition_keys()
@@ -61,12 +108,25 @@ def experiments(args: argparse.Namespace) -> int:
             f"droughtwatch experiments: no feature set {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr
         )
         return 2
-    instance = _instance()
+    try:
+        given = json.loads(args.config_json) if args.config_json else {}
+    except ValueError as exc:
+        return usage_error(f"experiments: --config-json is not JSON ({exc})")
+    if args.backfill:
+        return experiments_backfill(args, defs, feature_sets, given or None)
+    run_config = merged(PROGRESS, given)
+    instance = _instance("experiments")
     job = defs.resolve_job_def("experiments_job")
     started = time.monotonic()
     for feature_set in feature_sets:
         run_started = time.monotonic()
-        result = job.execute_in_process(partition_key=feature_set, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            run_config=run_config,
+            partition_key=feature_set,
+            instance=instance,
+            raise_on_error=False,
+            tags=process_tags(),
+        )
         if not result.success:
             print(f"experiments_job failed on '{feature_set}'; see the errors above", file=sys.stderr)
             return 1
@@ -81,8 +141,42 @@ def experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def experiments_backfill(args: argparse.Namespace, defs, feature_sets: list[str], run_config: dict | None) -> int:
+    """One asset backfill over the feature sets, run by the daemon of DAGSTER_HOME's instance."""
+    import dagster as dg
+
+    from droughtwatch_assets.defs.experiments_backfill import SUCCEEDED, request_backfill, wait_for_backfill
+    from droughtwatch_assets.defs.settings import current
+
+    if not current().dagster_home:
+        print(
+            "droughtwatch experiments --backfill: DAGSTER_HOME is not set; the daemon that runs the backfill reads "
+            "the instance there (make dev sets it to .dagster_home)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        backfill_id = request_backfill(defs, feature_sets, run_config)
+    except RuntimeError as exc:
+        print(f"droughtwatch experiments --backfill: {exc}", file=sys.stderr)
+        return 2
+    print(f"backfill {backfill_id}: {', '.join(feature_sets)}, run by the daemon (dagster-daemon, or make dev)")
+    print(f"watch it at {args.ui_url.rstrip('/')}/runs/b/{backfill_id}")
+    if not args.wait:
+        return 0
+    instance = dg.DagsterInstance.get()
+    status = wait_for_backfill(instance, backfill_id)
+    print(f"backfill {backfill_id}: {status}")
+    if status not in SUCCEEDED:
+        return 1
+    champion = instance.get_latest_materialization_event(dg.AssetKey("champion"))
+    print(f"champion: {champion.asset_materialization.metadata['decision'].value}")
+    return 0
+
+
 def predict(args: argparse.Namespace) -> int:
     import tempfile
+    from pathlib import Path
 
     from droughtwatch_assets.core.features import load_feature_sets, validate_features
     from droughtwatch_assets.core.model_config import embedded_config
@@ -93,6 +187,9 @@ def predict(args: argparse.Namespace) -> int:
     from droughtwatch_assets.records.tfrecord import RecordError
     from droughtwatch_assets.storage.registry import fetch_published
 
+    folder = Path(args.output).absolute().parent
+    if not folder.is_dir():
+        return usage_error(f"predict: --output {args.output}: the folder {folder} does not exist; create it first")
     with tempfile.TemporaryDirectory() as scratch:
         try:
             model, config = fetch_published(args.model, scratch)
@@ -139,24 +236,41 @@ def gc(args: argparse.Namespace) -> int:
             plan = store.retention_plan(policy)
             if not args.dry_run:
                 store.remove(plan)
+    except dg.Failure as exc:
+        return usage_error(f"gc: {exc.description}")
     except (S3Error, OSError, ValueError) as exc:
-        print(f"droughtwatch gc: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(f"gc: {exc}")
     print("\n".join(plan.lines(dry_run=args.dry_run)))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="droughtwatch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="materialise raw -> processed -> model -> ONNX for a configuration")
-    run_parser.add_argument("--configuration", "-c", choices=sorted(CONFIGURATIONS), default="baseline")
+    run_parser.add_argument(
+        "--configuration", "-c", default="baseline", help=f"one of {', '.join(CONFIGURATIONS)} (default: baseline)"
+    )
+    run_parser.add_argument(
+        "--config-json", default="", help="run config, as JSON, merged over the configuration's own (its preset)"
+    )
     run_parser.set_defaults(handler=run)
     experiments_parser = commands.add_parser(
         "experiments", help="train and evaluate every feature set, then rank them and promote the champion"
     )
     experiments_parser.add_argument(
         "--feature-sets", default="", help="comma-separated feature sets (default: every one in feature_sets.yaml)"
+    )
+    experiments_parser.add_argument(
+        "--backfill",
+        action="store_true",
+        help="ask the daemon for one asset backfill instead of running here: raw data, leaderboard and champion "
+        "once, each feature set's chain once",
+    )
+    experiments_parser.add_argument("--wait", action="store_true", help="with --backfill: wait for it to end")
+    experiments_parser.add_argument("--config-json", default="", help="run config for every run, as JSON")
+    experiments_parser.add_argument(
+        "--ui-url", default="http://127.0.0.1:3000", help="with --backfill: the Dagster UI, to link the backfill"
     )
     experiments_parser.set_defaults(handler=experiments)
     predict_parser = commands.add_parser("predict", help="score raw shards with an ONNX model, into a Parquet table")
@@ -183,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     gc_parser = commands.add_parser(
         "gc",
         help="remove old versions of every asset partition and published model in the deployment's store, "
-        "keeping the newest, the current, recent and published ones",
+        "keeping the newest, the current, recent and published ones, and what killed runs left (staging folders, "
+        "partial publications, S3 objects no version names, incomplete multipart uploads)",
     )
     gc_parser.add_argument("--dry-run", action="store_true", help="list what would go and its bytes; remove nothing")
     gc_parser.add_argument(
@@ -193,11 +308,32 @@ def main(argv: list[str] | None = None) -> int:
         "--grace-minutes",
         type=float,
         default=None,
-        help="keep versions superseded less than this long ago (default: DROUGHTWATCH_GRACE_MINUTES, else 60)",
+        help="keep versions superseded, and leftovers of runs changed, less than this long ago "
+        "(default: DROUGHTWATCH_GRACE_MINUTES, else 60)",
     )
     gc_parser.set_defaults(handler=gc)
-    args = parser.parse_args(argv)
-    return args.handler(args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import warnings
+
+    from droughtwatch_assets.defs.settings import SettingsError
+
+    # Dagster's notes on the preview and beta APIs the definitions use on purpose (pyproject.toml lists them)
+    warnings.filterwarnings("ignore", message=r".*is currently in (preview|beta)")
+
+    try:
+        return args.handler(args)
+    except SettingsError as exc:
+        return usage_error(f"{args.command}: {exc}")
+
+
+def usage_error(message: str) -> int:
+    """A mistake the user can fix: one line on stderr, exit code 2."""
+    print(f"droughtwatch {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from droughtwatch_assets.defs.assets.published_model import published_model
 from droughtwatch_assets.defs.assets.raw_tfrecords import raw_tfrecords
 from droughtwatch_assets.defs.assets.trained_model import trained_model
 from droughtwatch_assets.defs.checks import asset_checks
+from droughtwatch_assets.defs.cli_runs import dead_cli_runs
 from droughtwatch_assets.defs.deployment import executor_for, resources_for
 from droughtwatch_assets.defs.jobs import configuration_jobs, experiments_job
 from droughtwatch_assets.defs.schedules import (
@@ -44,7 +45,7 @@ defs = dg.Definitions(
     asset_checks=[*asset_checks, champion_is_sound],
     jobs=[*configuration_jobs.values(), experiments_job, published_model_freshness_job],
     schedules=[baseline_daily, published_model_freshness],
-    sensors=[new_raw_shards_sensor(deployment.sensor_interval_seconds)],
+    sensors=[new_raw_shards_sensor(deployment.sensor_interval_seconds), dead_cli_runs],
     resources=resources_for(deployment),
     executor=executor_for(deployment),
 )

@@ -166,3 +166,51 @@ def test_dagster_asset_materialize_one_feature_sets_experiment(tmp_path):
         if instance.fetch_materializations(key, limit=1).records
     }
     assert materialized == {"model_evaluation", "leaderboard", "champion"}
+
+
+USER_ERRORS = {  # the mistake: (command, extra environment, what the one line says)
+    "a deployment that does not exist": (
+        ["run"],
+        {"DROUGHTWATCH_DEPLOYMENT": "bogus"},
+        "droughtwatch run: DROUGHTWATCH_DEPLOYMENT='bogus' is not one of local, s3, k8s, dask",
+    ),
+    "the same, under experiments": (
+        ["experiments"],
+        {"DROUGHTWATCH_DEPLOYMENT": "bogus"},
+        "droughtwatch experiments: DROUGHTWATCH_DEPLOYMENT='bogus' is not one of",
+    ),
+    "a retention setting that is not a number": (
+        ["gc", "--dry-run"],
+        {"DROUGHTWATCH_KEEP_VERSIONS": "many"},
+        "droughtwatch gc: DROUGHTWATCH_KEEP_VERSIONS='many' is not a whole number of 0 or more",
+    ),
+    "gc on S3 with no bucket": (
+        ["gc", "--dry-run"],
+        {"DROUGHTWATCH_DEPLOYMENT": "s3"},
+        "droughtwatch gc: S3 storage needs a bucket: set DROUGHTWATCH_S3_BUCKET",
+    ),
+    "a feature set given as a configuration": (
+        ["run", "-c", "rgb"],
+        {},
+        "'rgb' is a feature set: train it with `droughtwatch experiments --feature-sets rgb`",
+    ),
+    "predictions into a folder that does not exist": (
+        ["predict", "--model", "m.onnx", "--input", "shards", "--output", "missing/p.parquet"],
+        {},
+        "droughtwatch predict: --output missing/p.parquet: the folder",
+    ),
+    "a backfill with no instance to ask": (
+        ["experiments", "--backfill"],
+        {"DAGSTER_HOME": ""},
+        "droughtwatch experiments --backfill: DAGSTER_HOME is not set",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", list(USER_ERRORS))
+def test_a_mistake_a_user_can_make_is_one_line_saying_what_to_do_with_exit_code_2(mistake, tmp_path):
+    command, extra, expected = USER_ERRORS[mistake]
+    env = {**cli_env(tmp_path), **extra}
+    result = subprocess.run([BIN / "droughtwatch", *command], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr[-2000:]

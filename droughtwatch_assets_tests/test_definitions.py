@@ -178,7 +178,7 @@ def test_dg_lists_and_checks_the_same_definitions_as_dagster(tmp_path):
     graph = defs.resolve_asset_graph()
     assert {a["asset_key"] for a in found["assets"]} == {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {j["name"] for j in found["jobs"]} >= {"baseline_job", "experiments_job", "published_model_freshness_job"}
-    assert [s["name"] for s in found["sensors"]] == ["new_raw_shards"]
+    assert sorted(s["name"] for s in found["sensors"]) == ["dead_cli_runs", "new_raw_shards"]
     assert {s["name"] for s in found["schedules"]} == {"baseline_daily", "published_model_freshness"}
     checked = subprocess.run(
         [dg_cli, "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
@@ -209,3 +209,19 @@ def test_the_environment_is_read_in_one_place():
         if re.search(r"os\.environ|os\.getenv|getenv\(", path.read_text())
     )
     assert readers == ["droughtwatch_assets/defs/settings.py"]
+
+
+def test_local_runs_use_dagsters_multiprocess_executor_with_steps_forked_from_a_preloading_fork_server():
+    import importlib
+
+    executor = defs.resolve_job_def("baseline_job").executor_def
+    config = executor.apply_config_mapping({}).value["config"]
+    assert executor.name == "multiprocess"
+    preload = config["start_method"]["forkserver"]["preload_modules"]
+    assert preload == [
+        "droughtwatch_assets.definitions",
+        "droughtwatch_assets.model.train",
+        "droughtwatch_assets.model.export",
+    ]
+    for module in preload:  # the fork server skips a module that fails to import, silently
+        importlib.import_module(module)

@@ -84,3 +84,33 @@ def test_every_package_that_the_code_tests_or_benchmarks_import_is_declared():
         if not dists & declared:
             undeclared.append(f"{module} (imported by {where}; installed from {sorted(dists) or 'nothing'})")
     assert not undeclared, "declare these in pyproject.toml: " + "; ".join(undeclared)
+
+
+@pytest.mark.parametrize(
+    "path", ["dagster.yaml", *sorted(p.name for p in (REPO_ROOT / "deploy").glob("dagster-*.yaml"))]
+)
+def test_every_instance_file_keeps_dagsters_stock_run_launcher_with_run_monitoring(path):
+    import yaml
+
+    settings = yaml.safe_load((REPO_ROOT / ("" if path == "dagster.yaml" else "deploy") / path).read_text())
+    assert "run_launcher" not in settings  # Dagster's default: the code server starts and watches each run worker
+    assert settings["run_monitoring"]["enabled"] is True
+
+
+def test_the_instance_of_dagster_yaml_launches_runs_through_the_stock_launcher(tmp_path):
+    import shutil
+
+    import dagster as dg
+
+    shutil.copy(REPO_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+        assert instance.run_monitoring_enabled
+
+
+def test_the_helm_values_turn_on_run_monitoring_for_the_kubernetes_run_launcher():
+    import yaml
+
+    values = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / "values.yaml").read_text())
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert values["dagsterDaemon"]["runMonitoring"]["enabled"] is True

@@ -87,18 +87,28 @@ def resources_for(deployment: Deployment) -> dict:
     }
 
 
+# What each step process of the multiprocess executor would otherwise import for itself (Dagster, the definitions,
+# TensorFlow): Python's fork server imports it once per run and forks every step from it.
+STEP_PRELOAD = [
+    "droughtwatch_assets.definitions",
+    "droughtwatch_assets.model.train",
+    "droughtwatch_assets.model.export",
+]
+multiprocess_executor = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": STEP_PRELOAD}}}, name="multiprocess"
+)
+
+
 def executor_for(deployment: Deployment) -> dg.ExecutorDefinition:
-    """local and s3 keep Dagster's default executor, its step processes forked from a preloaded server
-    (local_executor.py); k8s runs each step as a Kubernetes job, dask as a task on the Dask scheduler; both size the
-    steps by the assets' op tags (`step_size`)."""
+    """local and s3: Dagster's multiprocess executor, its steps forked from a preloaded fork server; k8s runs each step
+    as a Kubernetes job, dask as a task on the Dask scheduler; both size the steps by the assets' op tags
+    (`step_size`)."""
     if deployment.name == "dask":
         from droughtwatch_assets.defs.dask_executor import dask_executor
 
         return dask_executor.configured({"address": deployment.dask_scheduler}, name="dask")
     if deployment.name != "k8s":
-        from droughtwatch_assets.defs.local_executor import local_executor
-
-        return local_executor
+        return multiprocess_executor
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor.configured(

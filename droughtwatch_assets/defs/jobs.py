@@ -41,12 +41,13 @@ baseline_job = configuration_jobs["baseline"]
 
 
 # A run of one partition trains and evaluates that feature set, then refreshes the leaderboard and lets the
-# champion step compare and promote. A backfill over the partitions (or one run per partition, in any order
-# or concurrently) therefore ends with every feature set on the leaderboard and the best one champion.
+# champion step compare and promote. Every feature set at once is an asset backfill of the same selection
+# (`droughtwatch experiments --backfill`), which materialises raw data, leaderboard and champion once.
 experiments_job = dg.define_asset_job(
     "experiments_job",
     selection=dg.AssetSelection.assets("champion").upstream(),
-    description="Every feature set's chain up to its evaluation, then the leaderboard and the champion. Launch "
-    "it as a backfill over all partitions (Materialize all...); each run compares what has been evaluated so far.",
+    description="One feature set's chain up to its evaluation, then the leaderboard and the champion, which compare "
+    "what has been evaluated so far. For every feature set at once, launch an asset backfill of the same assets "
+    "(droughtwatch experiments --backfill).",
     tags={"droughtwatch/experiments": "true"},
 )

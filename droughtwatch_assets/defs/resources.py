@@ -69,7 +69,8 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
         )
 
     def retention_plan(self, policy: retention.RetentionPolicy, keys=None, models=None) -> retention.RetentionPlan:
-        """What the policy removes: of these asset partitions and published models, all if None."""
+        """What the policy removes: of these asset partitions and published models, all if None; of the whole
+        store (both None) also what killed runs left, once older than the grace period (see retention.py)."""
         return retention.plan(self._versions(), self._registry(), policy, keys, models)
 
     def remove(self, plan: retention.RetentionPlan) -> None:
@@ -149,8 +150,7 @@ class LocalStore(ArtifactStore):
 class S3Connection(S3Resource):
     """dagster-aws's S3 resource, whose clients (its own `get_client`, which S3PickleIOManager calls, and this
     project's) come from storage.s3_client: with a connect timeout, so that an unreachable endpoint fails within
-    seconds, not after botocore's 60 s per attempt; and from botocore's models parsed once per process, not once
-    per client. Same settings and credentials otherwise."""
+    seconds, not after botocore's 60 s per attempt. Same settings and credentials otherwise."""
 
     def get_client(self):
         return s3.client(
@@ -181,9 +181,16 @@ class S3Store(ArtifactStore):
         if self._store is None:
             if not self.bucket:
                 raise dg.Failure("S3 storage needs a bucket: set DROUGHTWATCH_S3_BUCKET", allow_retries=False)
-            self._store = s3_store.S3ArtifactStore(
+            store = s3_store.S3ArtifactStore(
                 self._client(), self.bucket, self.prefix, self.base_dir, self.create_bucket
             )
+            try:
+                store.ensure_bucket()
+            except s3.S3Error as exc:
+                if not exc.retryable:  # missing credentials, no permission, no bucket: a retry cannot help
+                    raise dg.Failure(str(exc), allow_retries=False) from None
+                raise
+            self._store = store
         return self._store
 
     def _registry(self) -> S3ModelRegistry:

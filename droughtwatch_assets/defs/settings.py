@@ -54,9 +54,13 @@ K8S_ENV_VARS = (
 )
 
 
+class SettingsError(ValueError):
+    """A setting of the environment that cannot be used; its message names the variable and what it may be."""
+
+
 def _choice(value: str, allowed: tuple[str, ...], variable: str) -> str:
     if value not in allowed:
-        raise ValueError(f"{variable}={value!r} is not one of {', '.join(allowed)}")
+        raise SettingsError(f"{variable}={value!r} is not one of {', '.join(allowed)}")
     return value
 
 
@@ -69,7 +73,7 @@ def _number(env: Mapping[str, str], variable: str, default: float, kind=float):
     except ValueError:
         number = -1
     if number < 0:
-        raise ValueError(f"{variable}={value!r} is not a {'whole ' if kind is int else ''}number of 0 or more")
+        raise SettingsError(f"{variable}={value!r} is not a {'whole ' if kind is int else ''}number of 0 or more")
     return number
 
 
@@ -103,10 +107,11 @@ class Deployment:
     k8s_env_secrets: tuple[str, ...] = ("droughtwatch-aws",)
     k8s_env_vars: tuple[str, ...] = field(default=())
     dask_scheduler: str = ""  # the scheduler's address, tcp://host:8786; required by the dask deployment
+    dagster_home: str = ""  # the instance's folder; without it the CLI's runs go to an ephemeral instance
 
     def __post_init__(self):
         if self.name == "dask" and not self.dask_scheduler:
-            raise ValueError(
+            raise SettingsError(
                 "DROUGHTWATCH_DEPLOYMENT=dask needs DROUGHTWATCH_DASK_SCHEDULER: the address of a running Dask "
                 "scheduler, such as tcp://10.0.0.5:8786"
             )
@@ -147,12 +152,13 @@ class Deployment:
             force_retrain=env.get("DROUGHTWATCH_FORCE_RETRAIN", "").lower() in ("1", "true", "yes"),
             sensor_interval_seconds=_number(env, "DROUGHTWATCH_SENSOR_INTERVAL_SECONDS", DEFAULT_INTERVAL_SECONDS, int),
             k8s_namespace=env.get("DROUGHTWATCH_K8S_NAMESPACE", "droughtwatch"),
-            k8s_max_concurrent=int(env.get("DROUGHTWATCH_K8S_MAX_CONCURRENT", "8")),
+            k8s_max_concurrent=_number(env, "DROUGHTWATCH_K8S_MAX_CONCURRENT", 8, int),
             k8s_env_secrets=tuple(
                 s for s in env.get("DROUGHTWATCH_K8S_ENV_SECRETS", "droughtwatch-aws").split(",") if s
             ),
             k8s_env_vars=tuple(v for v in K8S_ENV_VARS if env.get(v)),
             dask_scheduler=env.get("DROUGHTWATCH_DASK_SCHEDULER", "").strip(),
+            dagster_home=env.get("DAGSTER_HOME", ""),
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from droughtwatch_assets.storage import retention
@@ -36,6 +36,11 @@ class VersionedArtifacts(ABC):
         self, policy: retention.RetentionPolicy, references, now: datetime, keys=None
     ) -> retention.RetentionPlan:
         """The versions the policy lets go (of these keys, or of every location)."""
+
+    @abstractmethod
+    def plan_orphans(self, grace: timedelta, now: datetime) -> retention.RetentionPlan:
+        """What killed runs left (staging folders; for S3, incomplete multipart uploads) that changed no later
+        than `grace` before now; see retention.py."""
 
     @abstractmethod
     def remove(self, plan: retention.RetentionPlan) -> None:

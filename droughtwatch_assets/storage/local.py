@@ -5,7 +5,8 @@
     v-<timestamp>-<id>/...             (the files of one materialisation)
 A reader that follows `current` sees a whole version or the previous one, never half of one.
 Old versions stay until retention removes them (retention.py): after each commit when the deployment's
-store keeps a number of versions, or with `droughtwatch gc`.
+store keeps a number of versions, or with `droughtwatch gc`, which also removes the staging folders
+(<base>/.staging/<id>) that killed runs left.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from droughtwatch_assets.data.datasets import MANIFEST, md5_of
-from droughtwatch_assets.storage import retention
+from droughtwatch_assets.storage import durable, retention
 from droughtwatch_assets.storage.base import VersionedArtifacts
 
 CURRENT = "current"
@@ -43,10 +44,11 @@ class LocalArtifactStore(VersionedArtifacts):
         location.mkdir(parents=True, exist_ok=True)
         # names sort by commit time, which is what retention relies on
         version = f"v-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}"
-        os.replace(staging, location / version)
+        durable.sync_tree(staging)
+        durable.replace(staging, location / version)
         link = location / f".{CURRENT}-{version}"
         os.symlink(version, link)
-        os.replace(link, location / CURRENT)
+        durable.replace(link, location / CURRENT)
         return str(location / CURRENT)
 
     def current(self, key: tuple[str, ...]) -> Path:
@@ -103,6 +105,9 @@ class LocalArtifactStore(VersionedArtifacts):
                 path = location / version
                 removals.append(retention.Removal("/".join(key), version, retention.local_size(path), (str(path),)))
         return retention.RetentionPlan(tuple(removals))
+
+    def plan_orphans(self, grace, now) -> retention.RetentionPlan:
+        return retention.staging_orphans(self.base_dir / STAGING, grace, now)
 
     def remove(self, plan: retention.RetentionPlan) -> None:
         retention.apply(plan)

@@ -11,12 +11,15 @@ A reader that needs the pair reads CURRENT, then `versions/<CURRENT>/`: two immu
 publication. The top-level copies are two separate writes, so for a moment they can disagree; their
 config's `model_md5` tells a reader whether it holds the config of that model.onnx, and the ONNX file
 carries the same config in its own metadata_props (see model_config.py).
-Old publications stay until retention removes them (retention.py); the CURRENT one always stays.
+Old publications stay until retention removes them (retention.py); the CURRENT one always stays. What a killed
+publication leaves (versions/.<version>.partial and .<name>.<id>.tmp in a folder, a version without its pair in
+S3, the versions of a model that never got a CURRENT) goes with `droughtwatch gc` once older than the grace period.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -28,13 +31,15 @@ import yaml
 
 from droughtwatch_assets.core.model_config import ModelConfig
 from droughtwatch_assets.data.datasets import md5_of
-from droughtwatch_assets.storage import retention
+from droughtwatch_assets.storage import durable, retention
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.yaml"
 CURRENT = "CURRENT"
 CARD_FILE = "MODEL_CARD.md"  # the model card published with each model (model/card.py)
 VERSIONS = "versions"
+PARTIAL = re.compile(r"\.v-.+\.partial")  # a local publication being written: versions/.<version>.partial
+TMP = re.compile(r"\..+\.[0-9a-f]{6}\.tmp")  # a top-level file or CURRENT being replaced: .<name>.<id>.tmp
 
 
 class TornPair(RuntimeError):
@@ -100,12 +105,14 @@ class LocalModelRegistry:
         (staging / CONFIG_FILE).write_text(published_config(config, onnx_path, version))
         for name, text in (attachments or {}).items():
             (staging / name).write_text(text)
-        os.replace(staging, folder / VERSIONS / version)
+        durable.sync_tree(staging)
+        durable.replace(staging, folder / VERSIONS / version)
         _replace_text(folder / CURRENT, version)
         for name in (MODEL_FILE, CONFIG_FILE, *(attachments or {})):  # the original layout, model first
             tmp = folder / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
             shutil.copyfile(folder / VERSIONS / version / name, tmp)
-            os.replace(tmp, folder / name)
+            durable.sync_file(tmp)
+            durable.replace(tmp, folder / name)
         return Publication(
             model_name,
             version,
@@ -146,11 +153,31 @@ class LocalModelRegistry:
                     kept_configs.append(ModelConfig.from_yaml(config_path.read_text(), str(config_path)))
         return retention.RetentionPlan(tuple(removals)), kept_configs
 
+    def plan_orphans(self, grace, now) -> retention.RetentionPlan:
+        """What killed publications left, unchanged for `grace`: partial versions, temporary files, and the
+        versions of a model with no CURRENT."""
+        removals = []
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        for folder in folders:
+            versions = folder / VERSIONS
+            never_current = not (folder / CURRENT).is_file()
+            leftovers = [p for p in folder.iterdir() if TMP.fullmatch(p.name) and p.is_file()]
+            if versions.is_dir():
+                leftovers += [
+                    p
+                    for p in versions.iterdir()
+                    if p.is_dir() and (PARTIAL.fullmatch(p.name) or (never_current and p.name.startswith("v-")))
+                ]
+            removals.extend(
+                retention.local_orphans(f"{retention.ORPHANS}registry {folder.name}", leftovers, grace, now)
+            )
+        return retention.RetentionPlan(tuple(removals))
+
 
 def _replace_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    durable.write_text(tmp, text)
+    durable.replace(tmp, path)
 
 
 class S3ModelRegistry:
@@ -223,6 +250,13 @@ class S3ModelRegistry:
 
     def model_names(self) -> list[str]:
         """The published models: top-level folders of the registry prefix that have a CURRENT."""
+        return [name for name in self._folders() if self._has_current(name)]
+
+    def _has_current(self, name: str) -> bool:
+        return self.store._etag_if_exists(self.store.key(name, CURRENT)) is not None
+
+    def _folders(self) -> list[str]:
+        """The names of the top-level folders of the registry prefix."""
         store = self.store
         store.ensure_bucket()
         root = store.key() + "/" if store.key() else ""
@@ -235,7 +269,7 @@ class S3ModelRegistry:
                 for p in page.get("CommonPrefixes", [])
             ],
         )
-        return sorted(f[len(root) :].strip("/") for f in folders if store._etag_if_exists(f + CURRENT) is not None)
+        return sorted(f[len(root) :].strip("/") for f in folders)
 
     def plan_retention(self, policy, now, models=None) -> tuple[retention.RetentionPlan, list[ModelConfig]]:
         """(the publications the policy removes, of `models` or all; the configs of every publication kept)."""
@@ -265,6 +299,35 @@ class S3ModelRegistry:
                     )["Body"].read()
                     kept_configs.append(ModelConfig.from_yaml(body, f"s3://{store.bucket}/{config_key}"))
         return retention.RetentionPlan(tuple(removals)), kept_configs
+
+    def plan_orphans(self, grace, now) -> retention.RetentionPlan:
+        """What killed publications left, unchanged for `grace` (by their newest object): a version folder without
+        model.onnx or config.yaml, the versions of a model with no CURRENT, and incomplete multipart uploads."""
+        store = self.store
+        removals = []
+        for name in self._folders():
+            base = store.key(name, VERSIONS) + "/"
+            by_version: dict[str, list[dict]] = {}
+            for obj in store.listing(base):
+                by_version.setdefault(obj["Key"][len(base) :].split("/")[0], []).append(obj)
+            if not by_version:
+                continue
+            current = store.read_text(store.key(name, CURRENT)) if self._has_current(name) else None
+            for version, objects in sorted(by_version.items()):
+                files = {o["Key"][len(base) + len(version) + 1 :] for o in objects}
+                if not version.startswith("v-") or version == current:
+                    continue
+                if current is not None and {MODEL_FILE, CONFIG_FILE} <= files:
+                    continue  # a whole publication: retention's
+                if now - max(o["LastModified"] for o in objects) < grace:
+                    continue
+                targets = tuple(f"s3://{store.bucket}/{o['Key']}" for o in objects)
+                size = sum(o["Size"] for o in objects)
+                removals.append(retention.Removal(f"{retention.ORPHANS}registry {name}", version, size, targets))
+        root = store.key() + "/" if store.key() else ""
+        publication = re.compile(rf"{re.escape(root)}[^/]+/{VERSIONS}/v-[^/]+/.+")
+        uploads = store.multipart_orphans(root, publication.fullmatch, grace, now)
+        return retention.RetentionPlan(tuple(removals)) + uploads
 
 
 def fetch_published(location: str, scratch: str | os.PathLike) -> tuple[Path, ModelConfig | None]:

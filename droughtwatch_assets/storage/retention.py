@@ -19,6 +19,21 @@ A publication references, through the config.yaml published beside its model:
 In S3 an object under objects/ is kept iff a kept version's index names it; objects that no version names
 (of an interrupted commit) go once older than the grace period. A plan lists what would go and its bytes;
 `apply` removes exactly that, so a dry run and a real run share everything but the deletion.
+
+Orphans: what a killed or failed run leaves and nothing else would ever remove. A plan of the whole store (no keys
+and no models given: `droughtwatch gc`) lists them too, once older than the grace period:
+- staging folders (<store>/.staging/<id>, the S3 store's in its local cache) that hold at least one file; their age
+  is the newest modification time of the folder and everything in it. An empty one frees nothing and may belong to
+  a step that made it before a long download, so it stays;
+- partial publications in the local registry (<model>/versions/.<version>.partial) and its temporary files
+  (<model>/.<name>.<id>.tmp); in either registry, the publications of a model that has no CURRENT, and in the S3
+  registry a version folder that lacks model.onnx or config.yaml (age: its newest object);
+- in S3, objects under any location's objects/ that no kept index of any location names (the locations never
+  made current included), and incomplete multipart uploads of the store's and the registry's keys (age: the
+  upload's Initiated or its newest part, whichever is later).
+Retention after a commit or a publication leaves orphans to `droughtwatch gc` (but the committed location's
+unreferenced S3 objects): it runs inside every step, beside other steps of the same run whose staging folders a
+small grace period would not protect, and the S3 scans cost listings of the whole bucket.
 """
 
 from __future__ import annotations
@@ -36,6 +51,10 @@ from droughtwatch_assets.core.model_config import ModelConfig
 DEFAULT_KEEP = 5
 DEFAULT_GRACE = timedelta(hours=1)
 UNREFERENCED = "unreferenced objects"
+ORPHANS = "orphans: "  # how an orphan's Removal.location starts: "orphans: staging", "orphans: registry <model>"
+STAGING_ORPHANS = ORPHANS + "staging"
+MULTIPART_ORPHANS = ORPHANS + "s3 multipart uploads"
+MULTIPART = "s3-multipart-upload://"  # a Removal target: s3-multipart-upload://<bucket>/<key>#<upload id>
 VERSION_TIME_FORMAT = "%Y%m%dT%H%M%S%f"  # v-<utc time>-<id>, as both stores and the registry name versions
 
 
@@ -53,12 +72,17 @@ class RetentionPolicy:
 
 @dataclass(frozen=True)
 class Removal:
-    """One version to remove (or a location's unreferenced objects): what it frees and what to delete."""
+    """One version to remove (or a location's unreferenced objects, or an orphan): what it frees and what to
+    delete."""
 
-    location: str  # "<asset>/<partition>", or "registry <model>"
-    version: str
+    location: str  # "<asset>/<partition>", "registry <model>", or "orphans: <what>"
+    version: str  # the version, UNREFERENCED, or the orphan's name
     size: int  # bytes freed
-    targets: tuple[str, ...]  # local paths and s3://bucket/key URIs, deleted in this order
+    targets: tuple[str, ...]  # local paths, s3://bucket/key URIs and MULTIPART uploads, deleted in this order
+
+    @property
+    def orphan(self) -> bool:
+        return self.location.startswith(ORPHANS) or self.version == UNREFERENCED
 
 
 @dataclass(frozen=True)
@@ -75,7 +99,9 @@ class RetentionPlan:
     def lines(self, dry_run: bool) -> list[str]:
         verb = "would remove" if dry_run else "removed"
         lines = [f"{verb} {r.location} {r.version}: {r.size} bytes" for r in self.removals]
-        total = f"{len(self.removals)} versions, {self.total_bytes} bytes"
+        orphans = sum(r.orphan for r in self.removals)
+        counts = f"{len(self.removals) - orphans} versions, " + (f"{orphans} orphans, " if orphans else "")
+        total = f"{counts}{self.total_bytes} bytes"
         lines.append(f"total: {total} {'would be freed (dry run: nothing removed)' if dry_run else 'freed'}")
         return lines
 
@@ -147,19 +173,66 @@ def referenced_versions(
 
 def plan(store, registry, policy: RetentionPolicy, keys=None, models=None, now: datetime | None = None):
     """What the policy removes from a store and its model registry. keys / models: only these asset partitions /
-    published models (None: all); references are collected from every publication either way."""
+    published models (None: all); references are collected from every publication either way. Both None (the
+    whole store): the orphans older than the grace period too."""
     now = now or datetime.now(UTC)
     registry_plan, kept_configs = registry.plan_retention(policy, now, models)
     references = [r for config in kept_configs for r in publication_references(config)]
-    return store.plan_retention(policy, references, now, keys) + registry_plan
+    whole = store.plan_retention(policy, references, now, keys) + registry_plan
+    if keys is None and models is None:
+        whole = whole + store.plan_orphans(policy.grace, now) + registry.plan_orphans(policy.grace, now)
+    return whole
+
+
+def newest_change(path: Path) -> datetime:
+    """The newest modification time of a file, or of a folder and everything in it (links not followed)."""
+    newest = path.lstat().st_mtime
+    for directory, folders, files in os.walk(path):
+        for name in (*folders, *files):
+            try:
+                newest = max(newest, Path(directory, name).lstat().st_mtime)
+            except FileNotFoundError:  # removed meanwhile
+                pass
+    return datetime.fromtimestamp(newest, UTC)
+
+
+def holds_a_file(folder: Path) -> bool:
+    return any(files for _, _, files in os.walk(folder))
+
+
+def local_orphans(location: str, paths: Iterable[Path], grace: timedelta, now: datetime) -> list[Removal]:
+    """The removals of these leftover files and folders that changed no later than `grace` before now."""
+    removals = []
+    for path in sorted(paths):
+        try:
+            if now - newest_change(path) >= grace:
+                removals.append(Removal(location, path.name, local_size(path), (str(path),)))
+        except FileNotFoundError:  # removed meanwhile (a commit moved it, another gc removed it)
+            continue
+    return removals
+
+
+def staging_orphans(staging_root: Path, grace: timedelta, now: datetime) -> RetentionPlan:
+    """The staging folders under staging_root that hold a file and changed no later than `grace` before now."""
+    if not staging_root.is_dir():
+        return RetentionPlan()
+    folders = [p for p in staging_root.iterdir() if p.is_dir() and not p.is_symlink() and holds_a_file(p)]
+    return RetentionPlan(tuple(local_orphans(STAGING_ORPHANS, folders, grace, now)))
+
+
+def multipart_target(bucket: str, key: str, upload_id: str) -> str:
+    return f"{MULTIPART}{bucket}/{key}#{upload_id}"
 
 
 def apply(plan: RetentionPlan, s3_client=None) -> None:
-    """Delete what a plan lists, version by version, each version's targets in order."""
+    """Delete what a plan lists, version by version, each version's targets in order. Something already gone
+    (another gc, a commit that moved its staging folder) is no failure."""
     for removal in plan.removals:
         s3_keys: dict[str, list[str]] = {}
         for target in removal.targets:
-            if target.startswith("s3://"):
+            if target.startswith(MULTIPART):
+                _abort_upload(s3_client, target, removal)
+            elif target.startswith("s3://"):
                 bucket, _, key = target.removeprefix("s3://").partition("/")
                 s3_keys.setdefault(bucket, []).append(key)
             else:
@@ -169,10 +242,31 @@ def apply(plan: RetentionPlan, s3_client=None) -> None:
 
 
 def _remove_local(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
+
+
+def _abort_upload(s3_client, target: str, removal: Removal) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from droughtwatch_assets.storage.s3_client import describe_failure
+
+    if s3_client is None:
+        raise ValueError(f"removing {removal.location} {removal.version} needs an S3 client: it is in S3")
+    bucket, _, rest = target.removeprefix(MULTIPART).partition("/")
+    key, _, upload_id = rest.rpartition("#")
+    try:
+        s3_client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") != "NoSuchUpload":  # completed or aborted meanwhile
+            raise describe_failure(s3_client, bucket, f"abort of {removal.version}", exc) from None
+    except BotoCoreError as exc:
+        raise describe_failure(s3_client, bucket, f"abort of {removal.version}", exc) from None
 
 
 def _delete_objects(s3_client, bucket: str, keys: list[str], removal: Removal) -> None:
@@ -200,6 +294,9 @@ def _delete_objects(s3_client, bucket: str, keys: list[str], removal: Removal) -
 
 
 def local_size(path: Path) -> int:
+    """The bytes of a file, or of the files in a folder (links not followed)."""
+    if not path.is_dir() or path.is_symlink():
+        return 0 if path.is_symlink() else path.stat().st_size
     total = 0
     for directory, _, files in os.walk(path):
         for name in files:

@@ -29,11 +29,13 @@ from droughtwatch_assets.defs.dask_executor import TASK_STARTED
 from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets_tests.conftest import (
     REPO_ROOT,
+    TINY_SAMPLE,
     VENV_BIN,
     backfill_experiments,
     daemon_until_runs_end,
     dagster_home,
     free_port,
+    materialize_command,
 )
 
 GUIDE = REPO_ROOT / "docs" / "beyond-one-machine.md"
@@ -277,6 +279,107 @@ def test_a_backfill_on_a_dask_cluster_runs_every_step_on_the_workers_which_share
     assert not machines.exists()
 
 
+def worker_options_without_resources() -> list[str]:
+    """The guide's worker options, less `--resources` and its value: `dask worker <address> --nthreads 2`."""
+    options = documented_worker_options()
+    at = options.index("--resources")
+    return options[:at] + options[at + 2 :]
+
+
+def events_of(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterEventType) -> list:
+    return [(e.step_key, e.user_message) for e in instance.all_logs(run_id, of_type=event_type)]
+
+
+@pytest.mark.dask
+def test_a_worker_started_without_resources_runs_every_step_and_a_worker_with_too_few_fails_the_run_at_once(
+    tmp_path, s3_endpoint
+):
+    """A scheduler and ONE `dask worker <address>` started without `--resources`: a run of raw_tfrecords and
+    processed_tfrecords (a sized step, 4 CPU) succeeds on it. Then a worker joins that offers too little
+    (`--resources "CPU=1,MEMORY=1e9"`): a run of processed_tfrecords fails at once, saying which command to use,
+    and no step of it is retried. The machines share one SQLite instance (one machine: loopback)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    machines = tmp_path / "machines"
+    address = f"tcp://127.0.0.1:{free_port()}"
+    shared = {
+        "DROUGHTWATCH_DEPLOYMENT": "dask",
+        "DROUGHTWATCH_DASK_SCHEDULER": address,
+        "DROUGHTWATCH_S3_BUCKET": f"dask-plain-{time.time_ns()}",
+        "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
+        "DROUGHTWATCH_TRACKER": "none",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    own = {name: own_folders(machines / name, "dagster.yaml") for name in ("orchestrator", "plain", "small")}
+    home = own["orchestrator"]["DAGSTER_HOME"]
+
+    def env(name: str) -> dict[str, str]:
+        return {**base_env(), **shared, **own[name], "DAGSTER_HOME": home}
+
+    def worker(name: str, *options: str) -> list:
+        return [VENV_BIN / "dask", "worker", address, "--name", name, "--host", "127.0.0.1", "--no-dashboard", *options]
+
+    def materialize(select: str, config: dict) -> subprocess.CompletedProcess:
+        command = materialize_command(select, "baseline", config)
+        return subprocess.run(
+            command, cwd=REPO_ROOT, env=env("orchestrator"), capture_output=True, text=True, timeout=600
+        )
+
+    scheduler = [VENV_BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1]]
+    with contextlib.ExitStack() as cluster:
+        cwd = machines / "orchestrator" / "cwd"
+        cluster.enter_context(running([*scheduler, "--no-dashboard"], env("orchestrator"), cwd, logs / "scheduler.log"))
+        plain = worker("plain", *worker_options_without_resources())
+        cluster.enter_context(running(plain, env("plain"), machines / "plain" / "cwd", logs / "plain.log"))
+        from distributed import Client
+
+        client = cluster.enter_context(Client(address, timeout="60s"))
+        client.wait_for_workers(1, timeout=120)
+
+        completed = materialize(
+            "raw_tfrecords,processed_tfrecords", {"ops": {"raw_tfrecords": {"config": TINY_SAMPLE}}}
+        )
+        instance = dg.DagsterInstance.from_config(home)
+        [run] = instance.get_runs()
+        plain_log = (logs / "plain.log").read_text()
+        assert completed.returncode == 0, step_errors(instance, [run])[-3000:] + plain_log[-3000:]
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        started = events_of(instance, run.run_id, dg.DagsterEventType.STEP_WORKER_STARTING)
+        assert {"raw_tfrecords", "processed_tfrecords"} <= {step for step, _ in started}
+        ran = {(m["run"], m["step"]) for m in TASK_STARTED.finditer(plain_log) if m["worker"] == "plain"}
+        assert ran == {(run.run_id, step) for step, _ in started}, "every step ran on the plain worker"
+        [message] = [message for step, message in started if step == "processed_tfrecords"]
+        assert "without asking for {'CPU': 4, 'MEMORY': 4294967296}: no worker declares resources" in message
+        assert events_of(instance, run.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
+
+        small = worker("small", *worker_options_without_resources(), "--resources", "CPU=1,MEMORY=1e9")
+        cluster.enter_context(running(small, env("small"), machines / "small" / "cwd", logs / "small.log"))
+        client.wait_for_workers(2, timeout=120)
+
+        began = time.monotonic()
+        completed = materialize("processed_tfrecords", {})
+        took = time.monotonic() - began
+        [failed] = [r for r in instance.get_runs() if r.run_id != run.run_id]
+        errors = step_errors(instance, [failed])
+        assert completed.returncode != 0, completed.stdout[-3000:]
+        assert failed.status == dg.DagsterRunStatus.FAILURE
+        assert took < 60, f"the run took {took:.0f} s to fail"
+        expected = (
+            "step \"processed_tfrecords\" needs Dask worker resources {'CPU': 4, 'MEMORY': 4294967296}, and no "
+            f"worker connected to {address} offers that much (workers offer plain: none; small: "
+            "{'CPU': 1.0, 'MEMORY': 1000000000.0}): start the workers as "
+            f'`dask worker {address} --resources "CPU=4,MEMORY=16e9"`'
+        )
+        assert expected in errors, errors[-3000:]
+        assert events_of(instance, failed.run_id, dg.DagsterEventType.STEP_WORKER_STARTING) == []
+        assert events_of(instance, failed.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
+        assert "processed_tfrecords" not in (logs / "small.log").read_text()
+
+
 def worker_resources(option: str) -> dict[str, float]:
     """`dask worker --resources "CPU=4,MEMORY=16e9"` as the worker reads it."""
     return {name: float(amount) for name, amount in (pair.split("=") for pair in option.split(","))}
@@ -354,32 +457,194 @@ def test_steps_of_concurrent_runs_and_each_retry_of_a_step_are_tasks_of_their_ow
 
 
 class Scheduler:
-    """The answers of a Client that DaskStepHandler's health check asks for."""
+    """The answers of a Client that DaskStepHandler asks for (the workers and what each offers), and the tasks
+    submitted to it. A worker started without `--resources` offers {}."""
 
     def __init__(self, *offered: dict):
         self.offered = offered
+        self.submitted = []
 
-    def scheduler_info(self):
-        return {"workers": {f"tcp://10.0.0.{i}:4000": {"resources": r} for i, r in enumerate(self.offered)}}
+    def scheduler_info(self, n_workers: int = 5):
+        assert n_workers == -1, "every worker, not the first five"
+        workers = {f"tcp://10.0.0.{i}:4000": {"name": f"w{i}", "resources": r} for i, r in enumerate(self.offered)}
+        return {"workers": workers}
+
+    def submit(self, function, *args, **kwargs):
+        self.submitted.append(kwargs)
+        return SimpleNamespace(key=kwargs["key"], status="pending")
+
+
+TRAINED_MODEL_NEEDS = {"CPU": 4, "MEMORY": 8589934592}
+DOCUMENTED_COMMAND = 'dask worker tcp://scheduler:8786 --resources "CPU=4,MEMORY=16e9"'
+
+
+def trained_model_tags() -> dict:
+    from droughtwatch_assets.definitions import defs
+
+    return defs.resolve_asset_graph().get(dg.AssetKey("trained_model")).assets_def.op.tags
 
 
 def test_a_step_that_no_worker_has_the_resources_for_fails_its_health_check_instead_of_waiting_forever():
-    from droughtwatch_assets.definitions import defs
     from droughtwatch_assets.defs.dask_executor import DaskStepHandler
 
-    tags = defs.resolve_asset_graph().get(dg.AssetKey("trained_model")).assets_def.op.tags
-    context = handler_context("trained_model", tags=tags)
+    context = handler_context("trained_model", tags=trained_model_tags())
     handler = DaskStepHandler("tcp://scheduler:8786")
     handler._futures["trained_model"] = SimpleNamespace(status="pending", key="task")
+    handler._requested["trained_model"] = TRAINED_MODEL_NEEDS  # what its task asked for
 
-    handler._client = Scheduler({"CPU": 2.0, "MEMORY": 16e9}, {})
+    handler._client = Scheduler({"CPU": 2.0, "MEMORY": 16e9}, {})  # the workers changed since the launch
     health = handler.check_step_health(context)
     assert not health.is_healthy
     assert "needs Dask worker resources {'CPU': 4, 'MEMORY': 8589934592}" in health.unhealthy_reason
-    assert "`dask worker --resources`" in health.unhealthy_reason
+    assert f"`{DOCUMENTED_COMMAND}`" in health.unhealthy_reason
 
     handler._client = Scheduler({"CPU": 2.0}, worker_resources(documented_worker_resources()))
     assert handler.check_step_health(context).is_healthy
+    handler._client = Scheduler()  # no worker connected: the task waits for one (workers may join later)
+    assert handler.check_step_health(context).is_healthy
+
+
+def test_the_command_a_run_names_when_no_worker_can_run_a_step_is_the_guides():
+    from droughtwatch_assets.defs.dask_executor import DOCUMENTED_RESOURCES
+
+    assert DOCUMENTED_RESOURCES == documented_worker_resources()
+
+
+def test_where_a_sized_step_may_run_follows_what_the_connected_workers_declare():
+    from droughtwatch_assets.defs.dask_executor import Placement, place
+
+    def placed(*offered: dict, preferred=("tcp://10.0.0.0:4000",)) -> Placement:
+        workers = Scheduler(*offered).scheduler_info(n_workers=-1)["workers"]
+        return place("trained_model", TRAINED_MODEL_NEEDS, list(preferred), workers, "tcp://scheduler:8786")
+
+    big = worker_resources(documented_worker_resources())
+    # workers started without --resources run every step: the task asks for none, says so, keeps its preference
+    plain = placed({}, {})
+    assert (plain.resources, plain.preferred) == ({}, ["tcp://10.0.0.0:4000"])
+    assert plain.note == "without asking for {'CPU': 4, 'MEMORY': 8589934592}: no worker declares resources"
+    # workers that offer enough: the task asks for the step's resources, and prefers its upstream step's worker
+    assert placed(big, big) == Placement(TRAINED_MODEL_NEEDS, ["tcp://10.0.0.0:4000"])
+    # no worker yet: the task asks for the resources and waits for a worker that has them
+    assert placed() == Placement(TRAINED_MODEL_NEEDS, [])
+    # a worker without resources beside one with them: no preference, since Dask hands a task whose preferred
+    # workers cannot run it to any worker, and one that lacks the resource fails it with a bare KeyError('CPU')
+    assert placed({}, big) == Placement(TRAINED_MODEL_NEEDS, [])
+    assert placed(big, {"CPU": 1.0, "MEMORY": 1e9}, preferred=["tcp://10.0.0.0:4000"]).preferred == []
+    # a step without resources goes anywhere, preferring its upstream step's worker
+    assert place("leaderboard", {}, ["tcp://10.0.0.1:4000"], {}, "tcp://scheduler:8786").preferred == [
+        "tcp://10.0.0.1:4000"
+    ]
+
+
+def test_a_step_that_workers_with_resources_could_never_run_fails_the_run_at_launch_naming_the_command(monkeypatch):
+    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+
+    context = handler_context("trained_model", tags=trained_model_tags())
+    context.get_step_context = lambda key: SimpleNamespace(
+        step=SimpleNamespace(get_execution_dependency_keys=lambda: set())
+    )
+    handler = DaskStepHandler("tcp://scheduler:8786")
+    handler._client = Scheduler({"CPU": 1.0, "MEMORY": 1e9}, {})
+
+    with pytest.raises(dg.Failure) as failure:
+        list(handler.launch_step(context))
+    assert failure.value.allow_retries is False
+    assert handler._client.submitted == [] and handler._futures == {}, "nothing was submitted"
+    message = failure.value.description
+    assert "\n" not in message
+    assert message.startswith(
+        "step \"trained_model\" needs Dask worker resources {'CPU': 4, 'MEMORY': 8589934592}, and no worker "
+        "connected to tcp://scheduler:8786 offers that much (workers offer w0: {'CPU': 1.0, 'MEMORY': 1000000000.0}; "
+        "w1: none)"
+    ), message
+    assert f"`{DOCUMENTED_COMMAND}`" in message
+
+
+def test_a_sized_step_on_workers_without_resources_is_submitted_without_them_and_says_so(monkeypatch):
+    from droughtwatch_assets.defs import dask_executor
+    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+
+    started = []
+    monkeypatch.setattr(
+        dask_executor,
+        "DagsterEvent",
+        SimpleNamespace(step_worker_starting=lambda context, message, metadata: started.append(message)),
+    )
+    monkeypatch.setattr(
+        dask_executor,
+        "ExecuteStepArgs",
+        lambda **fields: SimpleNamespace(get_command_env=lambda: [{"value": "compressed"}]),
+    )
+    args = handler_context("trained_model").execute_step_args
+    context = handler_context("trained_model", tags=trained_model_tags())
+    context.execute_step_args = SimpleNamespace(
+        **vars(args), job_origin=None, retry_mode=None, should_verify_step=False
+    )
+    context.get_step_context = lambda key: SimpleNamespace(
+        step=SimpleNamespace(get_execution_dependency_keys=lambda: set())
+    )
+    handler = DaskStepHandler("tcp://scheduler:8786")
+    handler._client = Scheduler({}, {})
+
+    list(handler.launch_step(context))
+    [submitted] = handler._client.submitted
+    assert submitted["resources"] is None
+    [message] = started
+    assert "without asking for {'CPU': 4, 'MEMORY': 8589934592}: no worker declares resources" in message
+    assert handler._requested["trained_model"] == {}
+    handler._futures["trained_model"].status = "pending"
+    assert handler.check_step_health(context).is_healthy, "it waits for nothing the workers lack"
+
+
+class Instance:
+    """The run's step outcomes as DaskStepHandler's health check reads them from the instance."""
+
+    def __init__(self, *ended_steps: str):
+        self.ended_steps = ended_steps
+
+    def all_logs(self, run_id, of_type=None):
+        from droughtwatch_assets.defs.dask_executor import STEP_OUTCOMES
+
+        assert of_type == STEP_OUTCOMES
+        return [SimpleNamespace(step_key=step) for step in self.ended_steps]
+
+
+def test_a_step_process_that_exits_non_zero_after_its_events_recorded_its_end_is_not_failed_again():
+    # `dagster api execute_step` may exit non-zero after its step's failure (or retry) is recorded: the executor
+    # goes by that event. A health check that also reported the exit would fail or retry the step a second time.
+    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+
+    errored = SimpleNamespace(
+        status="error", key="task", exception=lambda: RuntimeError("`dagster api execute_step` exited with 1")
+    )
+    handler = DaskStepHandler("tcp://scheduler:8786")
+    handler._futures["trained_model"] = errored
+
+    context = handler_context("trained_model")
+    context.instance = Instance("raw_tfrecords", "trained_model")
+    assert handler.check_step_health(context).is_healthy
+
+    # the second attempt's process died before it recorded anything: unhealthy, once
+    context = handler_context("trained_model", attempts=1)
+    context.instance = Instance("raw_tfrecords", "trained_model")
+    health = handler.check_step_health(context)
+    assert not health.is_healthy
+    assert health.unhealthy_reason == "Dask task task failed: RuntimeError: `dagster api execute_step` exited with 1"
+
+
+def test_a_task_that_dask_failed_for_a_resource_its_worker_lacks_is_named_not_a_bare_key():
+    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+
+    handler = DaskStepHandler("tcp://scheduler:8786")
+    handler._futures["trained_model"] = SimpleNamespace(status="error", key="task", exception=lambda: KeyError("CPU"))
+    handler._requested["trained_model"] = TRAINED_MODEL_NEEDS
+    context = handler_context("trained_model")
+    context.instance = Instance()
+    health = handler.check_step_health(context)
+    assert health.unhealthy_reason == (
+        "Dask task task failed: KeyError: 'CPU' (Dask gave the task to a worker that does not declare the "
+        "resource 'CPU')"
+    )
 
 
 def test_a_step_prefers_the_workers_where_its_upstream_steps_ran_in_this_run():

@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +22,6 @@ from droughtwatch_assets_tests.conftest import (
     REPO_ROOT,
     TINY_SAMPLE,
     assets_named,
-    dagster_home,
     free_port,
     materialize_command,
     run_config,
@@ -295,106 +293,6 @@ def test_an_unchanged_source_keeps_the_current_raw_shards_as_a_new_version_unles
     assert kept is True
     (current / "val" / "part-r-00000").unlink()  # a current version damaged since: read again
     assert run(**source, on_bad_record="skip")[0] is False
-
-
-LEADER = """
-import pathlib, sys, time
-import dagster as dg
-from droughtwatch_assets.defs.assets import raw_tfrecords as module
-from droughtwatch_assets.defs.deployment import local_resources
-from droughtwatch_assets_tests.conftest import assets_named
-
-if __name__ == "__main__":
-    data, folder, go = sys.argv[1:]
-    read = module.gather_shards
-
-    def read_once_told(*args, **kwargs):  # the leader stays in its step until the test says go
-        while not pathlib.Path(go).exists():
-            time.sleep(0.1)
-        return read(*args, **kwargs)
-
-    module.gather_shards = read_once_told
-    raw = {"source": "folder", "folder": folder}
-    dg.materialize(
-        assets_named("raw_tfrecords"),
-        resources=local_resources(data),
-        run_config=dg.RunConfig(ops={"raw_tfrecords": {"config": raw}}),
-        instance=dg.DagsterInstance.get(),
-    )
-"""
-
-
-@pytest.mark.integration
-def test_a_run_that_starts_raw_tfrecords_while_another_run_reads_the_same_source_waits_and_keeps_its_shards(
-    tmp_path,
-):
-    from droughtwatch_assets.defs.concurrent_steps import in_step_since
-
-    home = dagster_home(tmp_path / "home")
-    instance = dg.DagsterInstance.from_config(str(home))
-    folder, data, go = tmp_path / "shards", tmp_path / "data", tmp_path / "go"
-    write_sample(folder, SampleSpec(train_records=192, val_records=64, records_per_shard=128))
-    source = {"source": "folder", "folder": str(folder)}
-
-    def in_step(run_id: str) -> bool:
-        return in_step_since(instance, run_id, "raw_tfrecords") is not None
-
-    def materialize(**raw):
-        result = dg.materialize(
-            assets_named("raw_tfrecords"),
-            resources=local_resources(data),
-            run_config=dg.RunConfig(ops={"raw_tfrecords": {"config": raw}}),
-            instance=instance,
-        )
-        return result.run_id, result.asset_materializations_for_node("raw_tfrecords")[0].metadata
-
-    def waited_for(run_id: str) -> list[str]:
-        return [e.message for e in instance.all_logs(run_id) if "started this step first" in (e.message or "")]
-
-    safety = threading.Timer(60, go.touch)  # should a run wait that must not, the leader ends all the same
-    leader = subprocess.Popen(
-        [sys.executable, "-c", LEADER, str(data), str(folder), str(go)],
-        cwd=REPO_ROOT,
-        env={**os.environ, "DAGSTER_HOME": str(home)},
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (runs := instance.get_runs()) or not in_step(runs[0].run_id):
-            assert time.monotonic() < deadline and leader.poll() is None, "the leading run never got into its step"
-            time.sleep(0.2)
-        [leader_run] = runs
-        safety.start()
-
-        # another config for the step (another bad-record policy) does not wait: it reads the source itself
-        other_run, other = materialize(**source, on_bad_record="skip")
-        assert other["source_unchanged"].value is False and not waited_for(other_run)
-        assert in_step(leader_run.run_id), "the leading run left its step before the test let it"
-
-        def go_once_the_follower_waits():
-            deadline = time.monotonic() + 60
-            while len(instance.get_runs()) < 3 and time.monotonic() < deadline:  # the leader, the other, the follower
-                time.sleep(0.1)
-            time.sleep(1)
-            go.touch()
-
-        letting_go = threading.Thread(target=go_once_the_follower_waits)
-        letting_go.start()
-        follower_run, follower = materialize(**source)
-        letting_go.join()
-        assert leader.wait(timeout=120) == 0
-    finally:
-        safety.cancel()
-        go.touch()
-        leader.kill()
-        leader.wait()
-
-    records = instance.fetch_materializations(dg.AssetKey("raw_tfrecords"), limit=3).records
-    [leader_materialization] = [r.asset_materialization for r in records if r.run_id == leader_run.run_id]
-    assert leader_materialization.metadata["source_unchanged"].value is False
-    assert follower["source_unchanged"].value is True  # it kept the leader's shards instead of reading the source
-    assert waited_for(follower_run) == [
-        f"run {leader_run.run_id} started this step first: waiting for it to end the step"
-    ]
 
 
 def test_a_model_failing_the_onnx_parity_check_is_never_published(tmp_path, monkeypatch):

@@ -62,19 +62,10 @@ def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3
     assert new_raw == []
 
 
-def test_s3_clients_after_the_first_in_a_process_parse_none_of_botocores_models_again(monkeypatch, tmp_path):
-    """Each new boto3 session parses botocore's JSON models (the S3 API, its endpoint rules), most of a short
-    step's own CPU; the step fork servers parse them once before forking (defs/step_preload.py)."""
-    from botocore.loaders import JSONFileLoader
-    from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
-
+def test_s3_clients_take_the_projects_retry_and_timeout_settings_and_the_given_region_and_endpoint():
     from droughtwatch_assets.defs.resources import S3Connection
     from droughtwatch_assets.storage import s3_client
 
-    s3_client.preload_models()
-    parsed = []
-    parse = JSONFileLoader.load_file
-    monkeypatch.setattr(JSONFileLoader, "load_file", lambda loader, path: parsed.append(path) or parse(loader, path))
     credentials = {"aws_access_key_id": "key", "aws_secret_access_key": "secret"}
     clients = [
         s3_client.client("http://127.0.0.1:9", "us-east-1", **credentials),
@@ -82,11 +73,6 @@ def test_s3_clients_after_the_first_in_a_process_parse_none_of_botocores_models_
         # dagster-aws's S3PickleIOManager asks the resource for its client
         S3Connection(endpoint_url="http://127.0.0.1:9", region_name="eu-central-1", **credentials).get_client(),
     ]
-    # the compute log manager of deploy/dagster-cluster.yaml makes its client in boto3's default session
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    S3ComputeLogManager(bucket="logs", endpoint_url="http://127.0.0.1:9", region="us-east-1", local_dir=str(tmp_path))
-    assert parsed == []
     assert [c.meta.region_name for c in clients] == ["us-east-1", "eu-west-1", "eu-central-1"]
     assert [c.meta.endpoint_url for c in clients] == [
         "http://127.0.0.1:9",
@@ -94,4 +80,5 @@ def test_s3_clients_after_the_first_in_a_process_parse_none_of_botocores_models_
         "http://127.0.0.1:9",
     ]
     assert all(hasattr(c, "upload_file") for c in clients)  # boto3's transfer methods, which storage uses
-    assert clients[2].meta.config.connect_timeout == 5  # the project's settings, not dagster-aws's defaults
+    assert all(c.meta.config.connect_timeout == 5 for c in clients)  # the project's settings, not dagster-aws's
+    assert all(c.meta.config.retries == {"mode": "standard", "total_max_attempts": 5} for c in clients)  # 4 retries

@@ -6,7 +6,6 @@ from pydantic import Field
 from droughtwatch_assets.data.datasets import ShardedDataset, build_raw_dataset, reuse_raw_dataset
 from droughtwatch_assets.data.sample import SampleSpec
 from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
-from droughtwatch_assets.defs.concurrent_steps import wait_for_first_run_in_step
 from droughtwatch_assets.defs.failures import bad_record_failure, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import dataset_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore, RawSourceResource, ScratchSpace
@@ -93,8 +92,6 @@ def raw_tfrecords(
     # schedule compares with the source to tell whether anything changed since
     fingerprint = source_fingerprint(source, s3_client, listing)
     built_from = reuse_key(source, fingerprint, context.assets_def.code_versions_by_key[context.asset_key] or "")
-    if built_from and not config.rebuild:
-        wait_for_first_run_in_step(context)  # a concurrent run's build from the same source is then kept
     previous = None if config.rebuild else store.previous_version((*context.asset_key.path, UNPARTITIONED))
     kept = reuse_raw_dataset(previous, staging, built_from, config.on_bad_record)
     if kept is not None:

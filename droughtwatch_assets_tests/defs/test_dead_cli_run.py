@@ -1,0 +1,103 @@
+"""A `droughtwatch run` killed mid-way blocks nothing, with the project's dagster.yaml: the next `droughtwatch`
+command marks its run failed, naming the dead process; where a daemon runs, its `dead_cli_runs` sensor does within a
+minute, and a queued run of the same partition then starts and succeeds."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import dagster as dg
+import pytest
+
+from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, VENV_BIN, dagster_daemon, dagster_home
+
+
+def env_for(tmp_path) -> dict:
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home(tmp_path / "home")),
+        "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data"),
+        "DROUGHTWATCH_TRACKER": "none",
+    }
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout:g} s: {what}")
+
+
+def killed_in_processing(env: dict, instance: dg.DagsterInstance) -> tuple[dg.DagsterRun, int]:
+    """`droughtwatch run` started, then SIGKILLed once its run is in processed_tfrecords: (the run, the pid)."""
+    cli = subprocess.Popen(
+        [VENV_BIN / "droughtwatch", "run"],
+        cwd=REPO_ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def in_processing():
+        runs = instance.get_runs()
+        logs = instance.all_logs(runs[0].run_id) if runs else []
+        started = [e for e in logs if e.dagster_event_type == dg.DagsterEventType.STEP_START]
+        return runs[0] if any(e.step_key == "processed_tfrecords" for e in started) else None
+
+    run = wait_for(in_processing, 300, "the run reached processed_tfrecords")
+    os.killpg(cli.pid, signal.SIGKILL)
+    cli.wait()
+    time.sleep(2)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED  # nothing else would fail it
+    return run, cli.pid
+
+
+def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
+    [event] = [e for e in instance.all_logs(run_id) if e.dagster_event_type == dg.DagsterEventType.RUN_FAILURE]
+    return event.message
+
+
+@pytest.mark.integration
+def test_the_next_droughtwatch_command_marks_a_killed_runs_run_failed_naming_its_process(tmp_path):
+    env = env_for(tmp_path)
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    dead, pid = killed_in_processing(env, instance)
+    again = subprocess.run(
+        [VENV_BIN / "droughtwatch", "run"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"run {dead.run_id} was left STARTED by a droughtwatch process that died; marked failed" in again.stdout
+    assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert f"(pid {pid} on " in failure_message(instance, dead.run_id)
+    assert [r.status for r in instance.get_runs()] == [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+
+
+@pytest.mark.daemon
+def test_with_a_daemon_a_killed_runs_run_is_failed_within_a_minute_and_its_partition_runs_again(tmp_path):
+    env = env_for(tmp_path)
+    instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+    dead, pid = killed_in_processing(env, instance)
+    config = {"ops": {"raw_tfrecords": {"config": TINY_SAMPLE}, "trained_model": {"config": {"epochs": 1}}}}
+    launch = [VENV_BIN / "dagster", "job", "launch", "-w", "workspace.yaml", "-j", "baseline_job"]
+    launch += ["--tags", json.dumps({"dagster/partition": "baseline"}), "--config-json", json.dumps(config)]
+    subprocess.run(launch, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=300)
+    [queued] = [r for r in instance.get_runs() if r.run_id != dead.run_id]
+    with dagster_daemon(env):
+        started = time.monotonic()
+        wait_for(
+            lambda: instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE,
+            60,
+            "the dead CLI run was marked FAILURE",
+        )
+        failed_after = time.monotonic() - started
+        ended = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+        wait_for(lambda: instance.get_run_by_id(queued.run_id).status in ended, 600, "the queued run ended")
+    assert instance.get_run_by_id(queued.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert f"(pid {pid} on " in failure_message(instance, dead.run_id)
+    assert "dead_cli_runs sensor" in failure_message(instance, dead.run_id)
+    print(f"the dead CLI run was marked FAILURE {failed_after:.0f} s after the daemon started")
