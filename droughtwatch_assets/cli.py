@@ -18,9 +18,9 @@ def _instance(command: str):
     import dagster as dg
 
     from droughtwatch_assets.defs.cli_runs import fail_runs_of_dead_processes
-    from droughtwatch_assets.defs.settings import current
+    from droughtwatch_assets.defs.settings import dagster_home
 
-    if current().dagster_home:
+    if dagster_home():
         instance = dg.DagsterInstance.get()
         for run_id in fail_runs_of_dead_processes(instance, f"droughtwatch {command} (pid {os.getpid()})"):
             print(f"droughtwatch: run {run_id} was left STARTED by a droughtwatch process that died; marked failed")
@@ -146,9 +146,9 @@ def experiments_backfill(args: argparse.Namespace, defs, feature_sets: list[str]
     import dagster as dg
 
     from droughtwatch_assets.defs.experiments_backfill import SUCCEEDED, request_backfill, wait_for_backfill
-    from droughtwatch_assets.defs.settings import current
+    from droughtwatch_assets.defs.settings import dagster_home
 
-    if not current().dagster_home:
+    if not dagster_home():
         print(
             "droughtwatch experiments --backfill: DAGSTER_HOME is not set; the daemon that runs the backfill reads "
             "the instance there (make dev sets it to .dagster_home)",

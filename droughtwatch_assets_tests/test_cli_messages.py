@@ -3,11 +3,10 @@
 import dagster as dg
 
 from droughtwatch_assets import cli
-from droughtwatch_assets.defs import settings
 
 
 def test_without_dagster_home_a_run_goes_to_an_ephemeral_instance_and_says_so(monkeypatch, capsys):
-    monkeypatch.setattr(settings, "current", lambda: settings.Deployment(dagster_home=""))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     instance = cli._instance("run")
     assert instance.is_ephemeral
     err = capsys.readouterr().err
@@ -16,7 +15,6 @@ def test_without_dagster_home_a_run_goes_to_an_ephemeral_instance_and_says_so(mo
 
 def test_with_dagster_home_a_run_goes_to_its_instance_silently(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.setattr(settings, "current", lambda: settings.Deployment(dagster_home=str(tmp_path)))
     instance = cli._instance("run")
     assert not instance.is_ephemeral and isinstance(instance, dg.DagsterInstance)
     assert capsys.readouterr().err == ""

@@ -107,7 +107,6 @@ class Deployment:
     k8s_env_secrets: tuple[str, ...] = ("droughtwatch-aws",)
     k8s_env_vars: tuple[str, ...] = field(default=())
     dask_scheduler: str = ""  # the scheduler's address, tcp://host:8786; required by the dask deployment
-    dagster_home: str = ""  # the instance's folder; without it the CLI's runs go to an ephemeral instance
 
     def __post_init__(self):
         if self.name == "dask" and not self.dask_scheduler:
@@ -158,8 +157,13 @@ class Deployment:
             ),
             k8s_env_vars=tuple(v for v in K8S_ENV_VARS if env.get(v)),
             dask_scheduler=env.get("DROUGHTWATCH_DASK_SCHEDULER", "").strip(),
-            dagster_home=env.get("DAGSTER_HOME", ""),
         )
+
+
+def dagster_home(env: Mapping[str, str] = os.environ) -> str:
+    """The Dagster instance's folder (DAGSTER_HOME), or "" where there is none: Dagster's setting, not the
+    deployment's, read here as every other."""
+    return env.get("DAGSTER_HOME", "")
 
 
 @functools.cache
