@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export DROUGHTWATCH_DATA_DIR ?= $(CURDIR)/.droughtwatch
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install browser postgres instance run lint format test test-fast dev materialize bench clean
+.PHONY: install browser postgres instance run lint format test test-fast chaos dev materialize bench clean
 
 install: $(STAMP)
 
@@ -67,6 +67,13 @@ test: install browser postgres lint
 # Needs no root and no Chromium. One file: $(BIN)/python -m pytest droughtwatch_assets_tests/test_records.py
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration" -n 2 --durations=10
+
+# The full chaos campaign (droughtwatch_assets_tests/test_chaos.py): 50 SIGKILLs of `droughtwatch run` and
+# `droughtwatch experiments` over local storage and 20 over S3 (moto), the stores checked after each, gc at the end.
+# make test runs a short one (8 and 4). The seed is printed; DROUGHTWATCH_CHAOS_SEED=<seed> make chaos repeats it.
+chaos: install
+	DROUGHTWATCH_CHAOS_LOCAL_KILLS=$${DROUGHTWATCH_CHAOS_LOCAL_KILLS:-50} DROUGHTWATCH_CHAOS_S3_KILLS=$${DROUGHTWATCH_CHAOS_S3_KILLS:-20} \
+	  $(BIN)/python -m pytest -m chaos -s droughtwatch_assets_tests/test_chaos.py
 
 dev: install instance
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
