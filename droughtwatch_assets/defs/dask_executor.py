@@ -4,7 +4,9 @@ resources the step's op tags ask for (`dagster-dask/resource_requirements`, set 
 Dagster's step-delegating executor orchestrates, as it does for Kubernetes: it claims pool slots (the champion's
 pool), retries a step under its retry policy, and follows each step through the events it writes to the instance.
 A task runs its step as a Kubernetes step pod does, `dagster api execute_step` in a process of its own, with the
-worker's environment: its DAGSTER_HOME (the same instance database), settings, credentials and local disk.
+worker's environment: its DAGSTER_HOME (the same instance database), settings, credentials and local disk. What a
+sized step's task asks for follows the workers connected at its launch (`place`): workers started without
+`--resources` run it; workers that declare resources too small for it fail the run at once, naming the command.
 
 Not dagster-dask's `dask_executor`, whose tag convention this follows: it names each task `<job>.<step>`, and the
 scheduler answers a task whose name it already holds with that task's result, so two runs of one job at once (a
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 import distributed
-from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
+from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.execution.retries import RetryMode
 from dagster._core.executor.step_delegating import (
     CheckStepHealthResult,
@@ -49,7 +51,11 @@ STEP_COMMAND = [sys.executable, "-m", "dagster", "api", "execute_step"]
 # What a worker offers, as docs/beyond-one-machine.md starts one: the command a run that no worker can run names.
 DOCUMENTED_RESOURCES = "CPU=4,MEMORY=16e9"
 # The events that record how an attempt of a step ended, whoever wrote them (the step, or the health check).
-STEP_OUTCOMES = {DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_UP_FOR_RETRY}
+STEP_OUTCOMES = {
+    dg.DagsterEventType.STEP_SUCCESS,
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.STEP_UP_FOR_RETRY,
+}
 
 
 def run_step_on_worker(task: str, compressed_args: str) -> str:
@@ -98,7 +104,10 @@ def worker_offers(workers: Mapping[str, Mapping]) -> str:
     return "; ".join(sorted(offers)) or "no worker is connected"
 
 
-def unfit_message(step_key: str, requirements: Mapping[str, float], workers: Mapping[str, Mapping], address: str):
+def unfit_message(
+    step_key: str, requirements: Mapping[str, float], workers: Mapping[str, Mapping], address: str
+) -> str:
+    """One line: the step, what it needs, what each worker offers, and the command to start workers with."""
     return (
         f'step "{step_key}" needs Dask worker resources {dict(requirements)}, and no worker connected to {address} '
         f"offers that much (workers offer {worker_offers(workers)}): start the workers as "
@@ -208,13 +217,20 @@ class DaskStepHandler(StepHandler):
         wrote or read, so there the step reads its inputs without downloading them."""
         upstream = context.get_step_context(step_key).step.get_execution_dependency_keys()
         futures = [self._futures[key] for key in upstream if key in self._futures]
-        # The upstream steps have ended (the executor read their events), but Dask learns that their tasks
-        # returned only once the step processes have exited: without waiting, a step that follows at once (a
-        # check) had no preference and often ran on the other worker, downloading what its upstream wrote.
+        # The upstream steps have ended (the executor read their events), but their tasks return only once the step
+        # processes have exited, seconds later (a process that imported TensorFlow takes a while to exit): a task
+        # still running is found on the worker the scheduler says runs it. Only a task that is neither (in
+        # between, or its worker lost) is waited for, a bounded time.
         deadline = time.monotonic() + UPSTREAM_RETURN_SECONDS
-        while not all(future.done() for future in futures) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return sorted({future.result() for future in futures if future.status == "finished"})
+        while True:
+            running = {}
+            if not all(future.done() for future in futures):
+                running = {key: worker for worker, keys in self._connect().processing().items() for key in keys}
+            ran = {future.key: future.result() for future in futures if future.status == "finished"}
+            ran |= {future.key: running[future.key] for future in futures if future.key in running}
+            if all(future.key in ran or future.done() for future in futures) or time.monotonic() >= deadline:
+                return sorted(set(ran.values()))
+            time.sleep(0.25)
 
     def launch_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
         step_key = self._step_key(step_handler_context)

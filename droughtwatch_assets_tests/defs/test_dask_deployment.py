@@ -239,10 +239,27 @@ def test_a_backfill_on_a_dask_cluster_runs_every_step_on_the_workers_which_share
         assert champion["val_accuracy"] == pytest.approx(max(accuracy.values())), (champion, accuracy)
         assert accuracy[champion["feature_set"]] == pytest.approx(max(accuracy.values())), (champion, accuracy)
 
-        # the runs read the raw source once: the first to start raw_tfrecords read it, the others kept its shards
+        # the raw source, read by the first run to start raw_tfrecords, is read again only by a run that started it
+        # before that one had stored its shards (no lock across runs): a run that started later kept them, and every
+        # run's raw_tfrecords is the same data
         raw = instance.fetch_materializations(dg.AssetKey("raw_tfrecords"), limit=len(feature_sets) + 1).records
-        unchanged = sorted(r.asset_materialization.metadata["source_unchanged"].value for r in raw)
-        assert unchanged == [False] + [True] * (len(feature_sets) - 1), unchanged
+        assert len(raw) == len(feature_sets)
+        unchanged = {r.run_id: r.asset_materialization.metadata["source_unchanged"].value for r in raw}
+        assert False in unchanged.values(), unchanged
+        assert len({r.asset_materialization.tags["dagster/data_version"] for r in raw}) == 1
+        raw_step = {
+            (run.run_id, event.dagster_event.event_type): event.timestamp
+            for run in runs
+            for event in instance.all_logs(
+                run.run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+            )
+            if event.step_key == "raw_tfrecords"
+        }
+        first_stored = min(
+            raw_step[run_id, dg.DagsterEventType.STEP_SUCCESS] for run_id, kept in unchanged.items() if not kept
+        )
+        later = [run_id for run_id in unchanged if raw_step[run_id, dg.DagsterEventType.STEP_START] > first_stored]
+        assert all(unchanged[run_id] for run_id in later), (unchanged, later)
 
         # the assets are in S3, and each run is one ended MLflow run
         stored = s3_objects(s3_endpoint, shared["DROUGHTWATCH_S3_BUCKET"])
@@ -651,7 +668,7 @@ def test_a_step_prefers_the_workers_where_its_upstream_steps_ran_in_this_run():
     from droughtwatch_assets.defs.dask_executor import DaskStepHandler
 
     def finished(address):
-        return SimpleNamespace(status="finished", done=lambda: True, result=lambda: address)
+        return SimpleNamespace(key=f"task-{address}", status="finished", done=lambda: True, result=lambda: address)
 
     upstream = {"processed_tfrecords": {"raw_tfrecords"}, "trained_model": {"processed_tfrecords", "raw_tfrecords"}}
     context = SimpleNamespace(
@@ -665,15 +682,17 @@ def test_a_step_prefers_the_workers_where_its_upstream_steps_ran_in_this_run():
     assert handler._preferred_workers(context, "processed_tfrecords") == ["tcp://10.0.0.1:4000"]
     handler._futures["processed_tfrecords"] = finished("tcp://10.0.0.2:4000")
     assert handler._preferred_workers(context, "trained_model") == ["tcp://10.0.0.1:4000", "tcp://10.0.0.2:4000"]
-    handler._futures["processed_tfrecords"] = SimpleNamespace(status="error", done=lambda: True)  # ran nowhere useful
+    # ran nowhere useful
+    handler._futures["processed_tfrecords"] = SimpleNamespace(key="failed", status="error", done=lambda: True)
     assert handler._preferred_workers(context, "trained_model") == ["tcp://10.0.0.1:4000"]
 
 
 class Returning:
     """A Dask future whose task returns (with its worker's address) a while after it is first asked."""
 
-    def __init__(self, address: str, after: float):
+    def __init__(self, address: str, after: float, key: str = "experiments_job.processed_tfrecords-r1-0"):
         self.address = address
+        self.key = key
         self.returns_at = time.monotonic() + after
 
     def done(self) -> bool:
@@ -688,9 +707,19 @@ class Returning:
         return self.address
 
 
-def test_a_step_launched_before_dask_heard_that_its_upstream_task_returned_still_prefers_that_worker(monkeypatch):
+class Processing:
+    """A Client whose scheduler says which tasks each worker is running."""
+
+    def __init__(self, running: dict[str, list[str]]):
+        self.running = running
+
+    def processing(self):
+        return self.running
+
+
+def test_a_step_launched_before_its_upstream_task_returned_prefers_the_worker_running_that_task_at_once(monkeypatch):
     # The executor launches a step once its upstream steps' events say they succeeded; their tasks return to Dask
-    # only after the step processes exit, a moment later.
+    # only after the step processes exit, seconds later: the worker that runs such a task is the preference.
     from droughtwatch_assets.defs import dask_executor
     from droughtwatch_assets.defs.dask_executor import DaskStepHandler
 
@@ -702,12 +731,24 @@ def test_a_step_launched_before_dask_heard_that_its_upstream_task_returned_still
         )
     )
     handler = DaskStepHandler("tcp://scheduler:8786")
+    upstream = Returning("tcp://10.0.0.2:4000", after=3600)
+    handler._futures["processed_tfrecords"] = upstream
+    handler._client = Processing({"tcp://10.0.0.1:4000": ["other"], "tcp://10.0.0.2:4000": [upstream.key]})
+    started = time.monotonic()
+    assert handler._preferred_workers(context, "processed_tfrecords_processed_values_are_valid") == [
+        "tcp://10.0.0.2:4000"
+    ]
+    assert time.monotonic() - started < 0.5, "no waiting for the step process to exit"
+
+    # a task that returns while it is looked for: its result names the worker
     handler._futures["processed_tfrecords"] = Returning("tcp://10.0.0.2:4000", after=0.5)
+    handler._client = Processing({})
     assert handler._preferred_workers(context, "processed_tfrecords_processed_values_are_valid") == [
         "tcp://10.0.0.2:4000"
     ]
 
-    # a task that never returns (its worker gone) holds the launch up for a bounded time, then the step goes anywhere
+    # a task that neither runs nor returns (its worker gone) holds the launch up for a bounded time, then the step
+    # goes anywhere
     handler._futures["processed_tfrecords"] = Returning("tcp://10.0.0.2:4000", after=3600)
     started = time.monotonic()
     assert handler._preferred_workers(context, "processed_tfrecords_processed_values_are_valid") == []
