@@ -464,6 +464,16 @@ def backfill_experiments(feature_sets, env: dict) -> subprocess.CompletedProcess
     )
 
 
+def wait_for(condition, timeout: float, what: str):
+    """condition()'s first truthy value, polled every half second; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout:g} s: {what}")
+
+
 def dagster_home(folder: Path, instance: str = "dagster.yaml") -> Path:
     """A new DAGSTER_HOME with the project's dagster.yaml (its run queue and pools), as the Makefile makes one;
     `instance` names another of the project's instance files (deploy/dagster-postgres.yaml)."""

@@ -11,7 +11,7 @@ import time
 import dagster as dg
 import pytest
 
-from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, VENV_BIN, dagster_daemon, dagster_home
+from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, VENV_BIN, dagster_daemon, dagster_home, wait_for
 
 
 def env_for(tmp_path) -> dict:
@@ -21,15 +21,6 @@ def env_for(tmp_path) -> dict:
         "DROUGHTWATCH_DATA_DIR": str(tmp_path / "data"),
         "DROUGHTWATCH_TRACKER": "none",
     }
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout:g} s: {what}")
 
 
 def killed_in_processing(env: dict, instance: dg.DagsterInstance) -> tuple[dg.DagsterRun, int]:
