@@ -10,20 +10,20 @@ from pydantic import Field
 
 from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
 from droughtwatch_assets.core.features import feature_range
+from droughtwatch_assets.dagster_support.metadata import drift_metadata, freshness_metadata
+from droughtwatch_assets.dagster_support.partitions import feature_set_partitions
+from droughtwatch_assets.dagster_support.provenance import last_publication, latest_raw_data_version
 from droughtwatch_assets.data.datasets import SPLITS, ShardedDataset
 from droughtwatch_assets.defs.assets.model_evaluation import model_evaluation
 from droughtwatch_assets.defs.assets.onnx_model import onnx_model
 from droughtwatch_assets.defs.assets.processed_tfrecords import processed_tfrecords
 from droughtwatch_assets.defs.assets.published_model import published_model
-from droughtwatch_assets.defs.metadata import drift_metadata, freshness_metadata
-from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.provenance import last_publication, latest_raw_data_version
-from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.model import drift
 from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE, OnnxArtifact
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.storage.registry import TornPair
 from droughtwatch_assets.storage.s3_client import S3Error
+from droughtwatch_assets.wiring.resources import ArtifactStore
 
 CLASS_DRIFT_LIMIT = 0.10  # largest tolerated gap between train and val class shares
 

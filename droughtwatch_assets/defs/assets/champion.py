@@ -6,15 +6,15 @@ import dagster as dg
 from pydantic import Field
 
 from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.dagster_support.asset_defaults import CHAIN_STEP
+from droughtwatch_assets.dagster_support.metadata import champion_history_table
 from droughtwatch_assets.data.datasets import md5_of
-from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
-from droughtwatch_assets.defs.metadata import champion_history_table
-from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import OnnxModels
 from droughtwatch_assets.model.card import model_card
 from droughtwatch_assets.model.selection import Candidate, Metric, champion_record, choose, with_promotion
 from droughtwatch_assets.storage.registry import CARD_FILE
 from droughtwatch_assets.storage.retention import with_source_version
+from droughtwatch_assets.wiring.resources import ArtifactStore, TrackingResource
 
 CHAMPION = "champion"
 

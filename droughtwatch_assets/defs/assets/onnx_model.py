@@ -3,12 +3,12 @@
 import dagster as dg
 
 from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET
+from droughtwatch_assets.dagster_support.failures import refusal
+from droughtwatch_assets.dagster_support.metadata import export_metadata
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
-from droughtwatch_assets.defs.failures import refusal
-from droughtwatch_assets.defs.metadata import export_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import ModelArtifact, OnnxArtifact
+from droughtwatch_assets.wiring.resources import ArtifactStore, TrackingResource
 
 
 @dg.asset(

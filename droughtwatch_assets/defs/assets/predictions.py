@@ -1,15 +1,15 @@
 import dagster as dg
 from pydantic import Field
 
+from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET
+from droughtwatch_assets.dagster_support.failures import bad_record_failure
+from droughtwatch_assets.dagster_support.metadata import predictions_metadata
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
-from droughtwatch_assets.defs.failures import bad_record_failure
-from droughtwatch_assets.defs.metadata import predictions_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.model.artifacts import OnnxArtifact, PredictionsArtifact
 from droughtwatch_assets.model.drift import class_prior_drift, read_reference
 from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
 from droughtwatch_assets.records.tfrecord import RecordError
+from droughtwatch_assets.wiring.resources import ArtifactStore
 
 
 class PredictionsConfig(dg.Config):

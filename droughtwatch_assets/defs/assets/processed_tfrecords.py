@@ -4,14 +4,14 @@ import dagster as dg
 from pydantic import Field
 
 from droughtwatch_assets.core.features import feature_set
+from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET, step_size
+from droughtwatch_assets.dagster_support.failures import bad_record_failure
+from droughtwatch_assets.dagster_support.metadata import dataset_metadata
+from droughtwatch_assets.dagster_support.partitions import FEATURE_SETS
 from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.data.processing import ProcessingOptions, process_dataset
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, step_size
-from droughtwatch_assets.defs.failures import bad_record_failure
-from droughtwatch_assets.defs.metadata import dataset_metadata
-from droughtwatch_assets.defs.partitions import FEATURE_SETS
-from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.records.tfrecord import RecordError
+from droughtwatch_assets.wiring.resources import ArtifactStore
 
 
 class ProcessingConfig(dg.Config):

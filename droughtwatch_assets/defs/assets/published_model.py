@@ -1,15 +1,15 @@
 import dagster as dg
 
+from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET
+from droughtwatch_assets.dagster_support.failures import refusal, refuse_configuration_mismatch
+from droughtwatch_assets.dagster_support.metadata import publication_metadata
 from droughtwatch_assets.data.datasets import md5_of
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
-from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
-from droughtwatch_assets.defs.metadata import publication_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import OnnxArtifact
 from droughtwatch_assets.model.card import model_card
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.storage.registry import CARD_FILE
 from droughtwatch_assets.storage.retention import with_source_version
+from droughtwatch_assets.wiring.resources import ArtifactStore, TrackingResource
 
 
 @dg.asset(

@@ -3,12 +3,11 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from droughtwatch_assets.dagster_support.asset_defaults import CHAIN_STEP
+from droughtwatch_assets.dagster_support.failures import bad_record_failure, refuse_configuration_mismatch
+from droughtwatch_assets.dagster_support.metadata import dataset_metadata
 from droughtwatch_assets.data.datasets import ShardedDataset, build_raw_dataset, reuse_raw_dataset
 from droughtwatch_assets.data.sample import SampleSpec
-from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
-from droughtwatch_assets.defs.failures import bad_record_failure, refuse_configuration_mismatch
-from droughtwatch_assets.defs.metadata import dataset_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore, RawSourceResource, ScratchSpace
 from droughtwatch_assets.records.tfrecord import BadRecordPolicy, RecordError
 from droughtwatch_assets.sources.raw import (
     RawSource,
@@ -19,6 +18,7 @@ from droughtwatch_assets.sources.raw import (
     source_fingerprint,
 )
 from droughtwatch_assets.storage.local import UNPARTITIONED
+from droughtwatch_assets.wiring.resources import ArtifactStore, RawSourceResource, ScratchSpace
 
 
 class RawDataConfig(dg.Config):

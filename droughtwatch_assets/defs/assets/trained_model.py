@@ -6,14 +6,14 @@ from pydantic import Field, field_validator
 
 from droughtwatch_assets.core.configurations import AUGMENTS, CLASS_WEIGHTS, Augment, Hyperparameters
 from droughtwatch_assets.core.model_config import ModelConfig, SweepRecord
+from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET, step_size
+from droughtwatch_assets.dagster_support.failures import refusal, refuse_configuration_mismatch
+from droughtwatch_assets.dagster_support.metadata import training_metadata
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, step_size
-from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
-from droughtwatch_assets.defs.metadata import training_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import ModelArtifact
 from droughtwatch_assets.model.drift import reference_from
 from droughtwatch_assets.model.sweep import Holdout, grid
+from droughtwatch_assets.wiring.resources import ArtifactStore, TrackingResource
 
 
 class SweepConfig(dg.Config):
