@@ -225,7 +225,8 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     def previous_output(self, context: dg.AssetExecutionContext) -> Path | None:
         """The current version of the asset partition this step materialises, as it was before the step commits
         its own (incremental processing), or None if there is none."""
-        partition = context.partition_key if context.has_partition_key else None
+        # not has_partition_key: that is the run's, which an unpartitioned asset in a partitioned run has too
+        partition = context.partition_key if context.assets_def.partitions_def is not None else None
         return self.store.previous_version(artifact_key(context.asset_key, partition))
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
