@@ -68,10 +68,10 @@ def test_class_counts_that_miss_records_or_labels_are_named(counts):
 
 def test_the_class_balance_is_each_splits_shares_and_the_largest_gap_between_them():
     train = Shard(name="part-0", records=10, class_counts=[6, 2, 2, 0])
-    val = Shard(name="part-1", records=5, class_counts=[3, 1, 0, 1])
+    val = Shard(name="part-1", records=5, class_counts=[1, 1, 0, 3])
     balance = class_balance(manifest("processed", [train], [val]))
-    assert balance.train_shares == [0.6, 0.2, 0.2, 0.0] and balance.val_shares == [0.6, 0.2, 0.0, 0.2]
-    assert balance.largest_gap == pytest.approx(0.2)
+    assert balance.train_shares == [0.6, 0.2, 0.2, 0.0] and balance.val_shares == [0.2, 0.2, 0.0, 0.6]
+    assert balance.largest_gap == pytest.approx(0.6)  # class 3: val's share over train's (class 0's gap: 0.4)
 
 
 def test_an_empty_split_has_all_shares_zero():
