@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from droughtwatch_assets.definitions import defs
     from droughtwatch_assets.defs.jobs import preset
     from droughtwatch_assets.execution.cli_runs import process_tags
+    from droughtwatch_assets.wiring.resources import artifact_key
 
     if args.configuration not in CONFIGURATIONS:
         hint = (
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if not result.success:
         print(f"{configuration.name}_job failed after {elapsed:.0f} s; see the errors above", file=sys.stderr)
         return 1
-    key = ("onnx_model", configuration.feature_set)
+    key = artifact_key(dg.AssetKey("onnx_model"), configuration.feature_set)
     print(f"{configuration.name}_job succeeded in {elapsed:.0f} s")
     with dg.build_resources({"store": defs.resources["store"]}) as resources:  # resolves the EnvVar credentials
         print(f"ONNX model: {resources.store.file_uri(key, 'model.onnx')}")

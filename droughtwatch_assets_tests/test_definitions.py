@@ -181,6 +181,17 @@ def test_only_the_steps_that_track_require_the_tracker():
     assert requiring == {"trained_model", "onnx_model", "published_model", "champion"}
 
 
+def test_only_the_steps_that_publish_require_the_store():
+    """Steps that write files get their staging folder and their previous output from the IO manager."""
+    graph = defs.resolve_asset_graph()
+    requiring = {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if "store" in graph.get(key).assets_def.required_resource_keys
+    }
+    assert requiring == {"published_model", "champion"}
+
+
 def test_the_deployment_switch_picks_the_resource_set():
     from droughtwatch_assets.wiring.deployment import Deployment, resources_for
     from droughtwatch_assets.wiring.resources import LocalStore, S3Store

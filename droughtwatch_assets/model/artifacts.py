@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from droughtwatch_assets.core.model_config import ModelConfig
 
@@ -109,20 +109,31 @@ class PredictionsArtifact(DirectoryArtifact):
         return self.root / self.MAIN_FILE
 
 
-class OnnxModels(Mapping[str, OnnxArtifact]):
-    """Every feature set's onnx_model, each opened only when read: a reader that needs one model (the champion
-    step needs the winner's) fetches one."""
+A = TypeVar("A", bound=DirectoryArtifact)
 
-    def __init__(self, locate: Callable[[str], Path], feature_sets: Sequence[str]):
-        self._locate, self._feature_sets = locate, tuple(feature_sets)
 
-    def __getitem__(self, feature_set: str) -> OnnxArtifact:
-        if feature_set not in self._feature_sets:
-            raise KeyError(feature_set)
-        return OnnxArtifact.open(self._locate(feature_set))
+class ArtifactsByPartition(Mapping[str, A]):
+    """Every partition's artifact of one asset, each opened only when read: a reader that needs one of them
+    fetches one. A subclass names the artifact type; the IO manager fills it for an input over many partitions."""
+
+    ARTIFACT: ClassVar[type[DirectoryArtifact]]
+
+    def __init__(self, locate: Callable[[str], Path], partitions: Sequence[str]):
+        self._locate, self._partitions = locate, tuple(partitions)
+
+    def __getitem__(self, partition: str) -> A:
+        if partition not in self._partitions:
+            raise KeyError(partition)
+        return self.ARTIFACT.open(self._locate(partition))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._feature_sets)
+        return iter(self._partitions)
 
     def __len__(self) -> int:
-        return len(self._feature_sets)
+        return len(self._partitions)
+
+
+class OnnxModels(ArtifactsByPartition[OnnxArtifact]):
+    """Every feature set's onnx_model (the champion step opens the winner's only)."""
+
+    ARTIFACT: ClassVar[type[DirectoryArtifact]] = OnnxArtifact

@@ -9,7 +9,7 @@ from droughtwatch_assets.model.artifacts import OnnxArtifact, PredictionsArtifac
 from droughtwatch_assets.model.drift import class_prior_drift, read_reference
 from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
 from droughtwatch_assets.records.tfrecord import RecordError
-from droughtwatch_assets.wiring.resources import ArtifactStore
+from droughtwatch_assets.wiring.resources import ArtifactIOManager
 
 
 class PredictionsConfig(dg.Config):
@@ -29,7 +29,7 @@ class PredictionsConfig(dg.Config):
 def predictions(
     context: dg.AssetExecutionContext,
     config: PredictionsConfig,
-    store: ArtifactStore,
+    io_manager: dg.ResourceParam[ArtifactIOManager],
     onnx_model: OnnxArtifact,
     processed_tfrecords: ShardedDataset,
     raw_tfrecords: ShardedDataset,
@@ -40,7 +40,7 @@ def predictions(
         result = predict_shards(onnx_model.onnx_path, processed_tfrecords.features, shards, on_bad_record=policy)
     except RecordError as exc:
         raise bad_record_failure(exc, policy) from exc
-    artifact = PredictionsArtifact(store.new_staging_dir())
+    artifact = PredictionsArtifact(io_manager.staging_dir())
     write_parquet(result, artifact.parquet_path)
     context.log.info(f"{result.table.num_rows} predictions from {len(shards)} shards, {result.vetoed} vetoed")
     training_counts = processed_tfrecords.class_counts("train")

@@ -13,7 +13,7 @@ from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.model.artifacts import ModelArtifact
 from droughtwatch_assets.model.drift import reference_from
 from droughtwatch_assets.model.sweep import Holdout, grid
-from droughtwatch_assets.wiring.resources import ArtifactStore, TrackingResource
+from droughtwatch_assets.wiring.resources import ArtifactIOManager, TrackingResource
 
 
 class SweepConfig(dg.Config):
@@ -86,7 +86,7 @@ class TrainingConfig(dg.Config):
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
-    store: ArtifactStore,
+    io_manager: dg.ResourceParam[ArtifactIOManager],
     tracking: TrackingResource,
     processed_tfrecords: ShardedDataset,
 ) -> dg.Output[ModelArtifact]:
@@ -113,7 +113,7 @@ def trained_model(
             tracker_run=tracker.metadata(),
             sweep=trained.sweep,
         )
-        artifact = ModelArtifact(store.new_staging_dir())
+        artifact = ModelArtifact(io_manager.staging_dir())
         trained.run.model.save(artifact.keras_path)
         tracker.log_keras_model(artifact.keras_path)
         artifact.write_metadata(model_config, trained.run.history)
