@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import dagster as dg
 from pydantic import Field
 
-from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.core.configurations import PARITY_TOLERANCE, parity_problem
 from droughtwatch_assets.core.features import feature_range
 from droughtwatch_assets.data.datasets import SPLITS, ShardedDataset
 from droughtwatch_assets.defs.assets.model_evaluation import model_evaluation
@@ -178,7 +178,7 @@ def drift_warning(compared_with: str, problem: str) -> dg.AssetCheckResult:
 def onnx_matches_keras(onnx_model: OnnxArtifact) -> dg.AssetCheckResult:
     parity = onnx_model.parity
     return dg.AssetCheckResult(
-        passed=parity["max_abs_diff"] <= PARITY_TOLERANCE, metadata={**parity, "tolerance": PARITY_TOLERANCE}
+        passed=parity_problem(parity["max_abs_diff"]) is None, metadata={**parity, "tolerance": PARITY_TOLERANCE}
     )
 
 
