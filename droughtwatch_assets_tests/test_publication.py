@@ -74,9 +74,7 @@ class Steps:
         yield NullTracker()
 
 
-def test_a_model_is_published_with_its_source_version_card_and_attachments_then_retained_then_tracked(
-    tmp_path, onnx_model
-):
+def test_a_model_is_published_with_its_source_version_card_and_attachments_with_the_tracker_open(tmp_path, onnx_model):
     registry = LocalModelRegistry(tmp_path / "registry")
     steps = Steps(tmp_path / "registry" / "baseline-small")
     evaluation = evaluation_of(md5_of(onnx_model.onnx_path))
@@ -84,7 +82,8 @@ def test_a_model_is_published_with_its_source_version_card_and_attachments_then_
         registry, onnx_model, evaluation, "baseline-small", Listing("baseline-small"), steps.track, steps.retain
     )
     version = published.publication.version
-    assert steps.seen == [("retain", version), ("track", version)]  # the store first, then retention, then tracker
+    # the tracker opened first (one that is away fails the step before the store is written), then retention
+    assert steps.seen == [("track", None), ("retain", version)]
     folder = tmp_path / "registry" / "baseline-small" / "versions" / version
     assert sorted(p.name for p in folder.iterdir()) == [
         "MODEL_CARD.md",

@@ -4,7 +4,13 @@ champion alike.
 The model, its config (with the onnx_model version it came from, so that retention keeps that version), its model
 card and its attachments go to the store's registry as one publication; retention runs on that model's
 publications; then the tracker lists the publication (a registered version, or the version its `champion` alias
-names) and logs the card.
+names), tagged with the store's version (`published_version`), and logs the card.
+
+The store and the tracker are not one transaction. The tracker is opened before the store is written, so a tracker
+that is away fails the step with nothing published; one that goes away after the store committed leaves a
+publication it does not list. A retry of a configuration's publication publishes again and lists that one; a retry
+of the champion finds the champion published and, when the tracker does not name it champion, lists it
+(`list_published`) before it decides anything: the promotion completes instead of being skipped.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from droughtwatch_assets.core.model_config import ModelConfig
@@ -20,7 +27,7 @@ from droughtwatch_assets.data.datasets import md5_of
 from droughtwatch_assets.model.artifacts import OnnxArtifact
 from droughtwatch_assets.model.card import model_card
 from droughtwatch_assets.model.evaluate import EvaluationRecord
-from droughtwatch_assets.storage.registry import CARD_FILE, Attachments, Publication
+from droughtwatch_assets.storage.registry import CARD_FILE, PUBLISHED_VERSION, Attachments, Publication
 from droughtwatch_assets.storage.retention import with_source_version
 
 
@@ -39,7 +46,9 @@ class Registry(Protocol):
 class Tracker(Protocol):
     """What publishing asks of the tracker (tracking.base.Tracker, which lies beside this package)."""
 
-    def register(self, model_name: str, onnx_path: os.PathLike, published_uri: str, config: dict) -> dict: ...
+    def register(
+        self, model_name: str, onnx_path: os.PathLike, published_uri: str, config: dict, published_version: str
+    ) -> dict: ...
 
     def promote(self, registered_model: str, onnx_path: os.PathLike, tags: dict[str, str]) -> dict: ...
 
@@ -99,17 +108,32 @@ def publish_model(
     # the onnx_model version published stays as long as the publication does (retention.py)
     source = with_source_version(config, ("onnx_model", config.feature_set), onnx.root)
     published = source.model_copy(update=config_update or {})
-    publication = registry.publish(published_as, onnx.onnx_path, published, {**onnx.attachments(), CARD_FILE: card})
-    retain()
     with track() as tracker:
-        tracked = list_publication(tracker, listing, onnx.onnx_path, publication, config)
+        attachments = {**onnx.attachments(), CARD_FILE: card}
+        publication = registry.publish(published_as, onnx.onnx_path, published, attachments)
+        retain()
+        tracked = list_publication(tracker, listing, onnx.onnx_path, publication.version, publication.model_uri, config)
         tracker.log_model_card(published_as, card)
     return Published(publication, card, tracked)
 
 
+def list_published(
+    model: Path, config: ModelConfig, published_as: str, listing: Listing, track: TrackerStep
+) -> dict[str, str]:
+    """List in the tracker a publication the store holds (`model`, its published `config`, the card beside it):
+    what a retry does for a publication whose tracker step failed after the store committed."""
+    card = model.parent / CARD_FILE
+    with track() as tracker:
+        tracked = list_publication(tracker, listing, model, config.published_version or "", str(model.parent), config)
+        if card.exists():
+            tracker.log_model_card(published_as, card.read_text())
+    return tracked
+
+
 def list_publication(
-    tracker: Tracker, listing: Listing, onnx_path: os.PathLike, publication: Publication, config: ModelConfig
+    tracker: Tracker, listing: Listing, onnx_path: os.PathLike, version: str, published_uri: str, config: ModelConfig
 ) -> dict[str, str]:
     if listing.champion:
-        return tracker.promote(listing.registered_model, onnx_path, listing.tags)
-    return tracker.register(listing.registered_model, onnx_path, publication.model_uri, config.model_dump(mode="json"))
+        return tracker.promote(listing.registered_model, onnx_path, {**listing.tags, PUBLISHED_VERSION: version})
+    config_values = config.model_dump(mode="json")
+    return tracker.register(listing.registered_model, onnx_path, published_uri, config_values, version)

@@ -10,7 +10,7 @@ from droughtwatch_assets.defs.failures import refusal
 from droughtwatch_assets.defs.metadata import champion_history_table
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import OnnxModels
-from droughtwatch_assets.model.publication import Listing, NotEvaluated, publish_model
+from droughtwatch_assets.model.publication import Listing, NotEvaluated, list_published, publish_model
 from droughtwatch_assets.model.selection import Candidate, Metric, champion_record, choose, with_promotion
 
 CHAMPION = "champion"
@@ -52,6 +52,8 @@ def champion(
     history = current[1].history if current else []
     decision = choose(leaderboard, config.metric, config.margin, current_record)
     metadata = {"decision": decision.reason, "previous_champion": current_record["feature_set"] if current else "none"}
+    if current:
+        metadata.update(complete_promotion(context, config, tracking, current))
     if decision.winner is None:
         context.log.info(f"no new champion: {decision.reason}")
     else:
@@ -93,6 +95,25 @@ def promote(context, config: ChampionConfig, store: ArtifactStore, tracking: Tra
     promoted = {**published.tracked, "won_by": decision.won_by or 0.0, "version_uri": publication.version_uri}
     promoted["model_card"] = dg.MetadataValue.md(published.card)
     return record, history, promoted
+
+
+def complete_promotion(context, config: ChampionConfig, tracking: TrackingResource, current) -> dict:
+    """Promote in the tracker the champion the store holds (current: its model file and config) when the tracker
+    does not name it champion: its promotion failed after the store had committed it. Metadata of what was done."""
+    model, published = current
+    version, record = published.published_version, published.champion
+    if not version or tracking.names_champion(context, config.registered_model, version):
+        return {}
+    context.log.warning(f"the tracker does not name champion version {version} champion: promoting it now")
+    tags = {"feature_set": record["feature_set"], "data_version": record["data_version"]}
+    tracked = list_published(
+        model,
+        published,
+        CHAMPION,
+        Listing(config.registered_model, champion=True, tags=tags),
+        lambda: tracking.step(context, job_type="promote", start=(f"{config.registered_model}_champion", record)),
+    )
+    return {**tracked, "completed_promotion": version}
 
 
 @dg.asset_check(
