@@ -100,8 +100,8 @@ def publish_model(
     config_update: dict | None = None,
 ) -> Published:
     """Publish onnx (judged by evaluation) as `published_as` with its config, card and attachments, apply retention
-    (`retain`), then list it in the tracker that `track` opens. `config_update`: fields the published config carries
-    besides the training config's (the champion's record and history)."""
+    (`retain`), then list it in the tracker that `track` opened before the store was written. `config_update`: fields
+    the published config carries besides the training config's (the champion's record and history)."""
     evaluated(onnx, evaluation, chosen_md5)
     config = onnx.config
     card = model_card(config, evaluation, onnx.parity["max_abs_diff"], published_as)
