@@ -1,5 +1,6 @@
 """The chaos campaign: `droughtwatch run` and `droughtwatch experiments` killed with SIGKILL at random moments, over
-local storage and over S3 (moto), and the stores checked after every kill by readers of this file's own.
+local storage and over S3 (moto), and the stores checked after every kill by readers of the tests' own
+(store_invariants.py; the S3 view is this file's).
 
 Each campaign first runs both commands to the end, which measures T, the duration of a complete run of each. Then
 run after run, each one a `run` or an `experiments` (drawn), on new sample data and a new training seed (drawn), is
