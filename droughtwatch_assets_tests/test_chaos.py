@@ -47,7 +47,14 @@ from pathlib import Path
 
 import pytest
 
-from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, VENV_BIN, dagster_home
+from droughtwatch_assets_tests.conftest import (
+    CHAMPION_DRAW,
+    EXPERIMENT_SAMPLE,
+    REPO_ROOT,
+    TINY_SAMPLE,
+    VENV_BIN,
+    dagster_home,
+)
 from droughtwatch_assets_tests.store_invariants import (
     CHAMPION,
     VERSION,
@@ -65,10 +72,7 @@ S3_KILLS = int(os.environ.get("DROUGHTWATCH_CHAOS_S3_KILLS") or 4)
 K = 4  # every K-th run goes to the end
 BUCKET = "dw-chaos"
 PREFIX = "droughtwatch"  # the S3 store's prefix (the default); the registry is the bucket's top level
-# `experiments` often learns enough on this sample (2 epochs of 32 batches) to beat the majority class, so the
-# champion does change (with about 3 draws in 5); draw 13 does, so the first complete `experiments` publishes one
-EXPERIMENT_SAMPLE = {"sample_train_records": 512, "sample_val_records": 128, "sample_records_per_shard": 256}
-FIRST_CHAMPION_DRAW = 13
+FIRST_CHAMPION_DRAW = CHAMPION_DRAW  # the first complete `experiments` publishes a champion
 BLOB_CACHE = 400 * 2**20  # S3 objects kept in memory between checks (content-addressed: a key's bytes never change)
 
 

@@ -19,13 +19,19 @@ import dagster as dg
 import psutil
 import pytest
 
-from droughtwatch_assets_tests.conftest import REPO_ROOT, TINY_SAMPLE, VENV_BIN, dagster_daemon, dagster_home, wait_for
+from droughtwatch_assets_tests.conftest import (
+    CHAMPION_DRAW,
+    EXPERIMENT_SAMPLE,
+    REPO_ROOT,
+    TINY_SAMPLE,
+    VENV_BIN,
+    dagster_daemon,
+    dagster_home,
+    wait_for,
+)
 from droughtwatch_assets_tests.store_invariants import CHAMPION, LocalView
 
 ENDED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-# the experiments' sample and seed of the chaos campaign (test_chaos.py), on which the champion step promotes
-EXPERIMENT_SAMPLE = {"sample_train_records": 512, "sample_val_records": 128, "sample_records_per_shard": 256}
-CHAMPION_DRAW = 13
 
 
 @dataclass(frozen=True)
