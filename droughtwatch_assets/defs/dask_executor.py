@@ -146,6 +146,10 @@ def place(
     return Placement(dict(requirements), preferred)
 
 
+def lost_message(worker: str, step_key: str, task: str) -> str:
+    return f"Dask worker {worker} was lost (it died, or left the cluster) while it ran step {step_key} (task {task})"
+
+
 def task_error(exception: BaseException, requested: Mapping[str, float]) -> str:
     """A failed task's exception, named, and explained where Dask failed it for a resource its worker lacks."""
     text = f"{type(exception).__name__}: {exception}"
@@ -161,7 +165,8 @@ class DaskStepHandler(StepHandler):
         self._address = address
         self._client: distributed.Client | None = None
         self._futures: dict[str, distributed.Future] = {}  # a task is cancelled once no future holds it
-        self._ran_on: dict[str, str] = {}  # the worker that ran each step whose task finished (and was forgotten)
+        # each step whose task finished (and was forgotten): the task, and the worker that ran it
+        self._ran_on: dict[str, tuple[str, str]] = {}
         self._requested: dict[str, dict[str, float]] = {}  # the resources each step's task asked for
         self._seen: dict[str, set[str]] = {}  # the workers connected when each step's task was last looked at
 
@@ -235,7 +240,7 @@ class DaskStepHandler(StepHandler):
         wrote or read, so there the step reads its inputs without downloading them."""
         upstream = context.get_step_context(step_key).step.get_execution_dependency_keys()
         futures = [self._futures[key] for key in upstream if key in self._futures]
-        forgotten = {self._ran_on[key] for key in upstream if key not in self._futures and key in self._ran_on}
+        forgotten = {self._ran_on[key][1] for key in upstream if key not in self._futures and key in self._ran_on}
         # The upstream steps have ended (the executor read their events), but their tasks return only once the step
         # processes have exited, seconds later (a process that imported TensorFlow takes a while to exit): a task
         # still running is found on the worker the scheduler says runs it. Only a task that is neither (in
@@ -256,7 +261,7 @@ class DaskStepHandler(StepHandler):
         Dask runs it again should the worker that holds its result be lost, and the step would be tried again."""
         for step_key, future in list(self._futures.items()):
             if future.status == "finished":
-                self._ran_on[step_key] = future.result()
+                self._ran_on[step_key] = (future.key, future.result())
                 del self._futures[step_key]
                 future.release()
 
@@ -313,9 +318,13 @@ class DaskStepHandler(StepHandler):
         if future is None and step_key in self._ran_on:
             if self._outcome_recorded(step_handler_context, step_key):
                 return CheckStepHealthResult.healthy()
+            # Where Dask ran the task again after its worker was lost, Dagster refused to run the started attempt
+            task, address = self._ran_on[step_key]
+            if lost := self._lost_worker(step_key, task):
+                return CheckStepHealthResult.unhealthy(lost_message(lost, step_key, task))
             return CheckStepHealthResult.unhealthy(
-                f"the Dask task of step {step_key} ended on {self._ran_on[step_key]}, and the step recorded no end "
-                "(see the workers' logs)"
+                f"the Dask task of step {step_key} ended on {address}, and the step recorded no end (see the "
+                "workers' logs)"
             )
         if future is None:
             return CheckStepHealthResult.unhealthy(f"no Dask task of step {step_key} was submitted by this run worker")
@@ -327,10 +336,7 @@ class DaskStepHandler(StepHandler):
                 # (should_verify_step), so the step would never end: this attempt ends here, and the step's retry
                 # policy decides. An attempt that had not started yet simply runs there.
                 self._stop(future)
-                return CheckStepHealthResult.unhealthy(
-                    f"Dask worker {lost} was lost (it died, or left the cluster) while it ran step {step_key} "
-                    f"(task {future.key})"
-                )
+                return CheckStepHealthResult.unhealthy(lost_message(lost, step_key, future.key))
         if future.status == "error":
             # The step process exited non-zero. Where its own events recorded how it ended (a failure, a retry),
             # the executor goes by those; only a step process that died before that is unhealthy.

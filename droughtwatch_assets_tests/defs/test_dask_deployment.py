@@ -704,6 +704,14 @@ def test_a_step_whose_worker_was_lost_after_the_step_started_is_stopped_and_unhe
     assert released == [1] and handler._futures == {}
     context.instance = Instance("trained_model")
     assert handler.check_step_health(context).is_healthy
+    # Dask ran the task again on w0 after w1, which had started the step, was lost; w0 refused the started attempt
+    handler._client.starts = [("task", "w1", "tcp://10.0.0.1:4000"), ("task", "w0", "tcp://10.0.0.0:4000")]
+    handler._seen["trained_model"] = {"tcp://10.0.0.0:4000", "tcp://10.0.0.1:4000"}
+    context.instance = Instance(started=("trained_model",))
+    assert handler.check_step_health(context).unhealthy_reason == (
+        "Dask worker w1 (tcp://10.0.0.1:4000) was lost (it died, or left the cluster) while it ran step "
+        "trained_model (task task)"
+    )
     upstream = SimpleNamespace(step=SimpleNamespace(get_execution_dependency_keys=lambda: {"trained_model"}))
     context.get_step_context = lambda key: upstream
     assert handler._preferred_workers(context, "onnx_model") == ["tcp://10.0.0.0:4000"]
