@@ -48,6 +48,8 @@ TASK_STARTED = re.compile(
     r"on worker (?P<worker>\S+) "
 )
 STEP_COMMAND = [sys.executable, "-m", "dagster", "api", "execute_step"]
+# The scheduler's event topic where each task says which worker started it (a bounded log, one entry per start).
+TASK_STARTS = "droughtwatch-task-starts"
 # What a worker offers, as docs/beyond-one-machine.md starts one: the command a run that no worker can run names.
 DOCUMENTED_RESOURCES = "CPU=4,MEMORY=16e9"
 # The events that record how an attempt of a step ended, whoever wrote them (the step, or the health check).
@@ -64,6 +66,8 @@ def run_step_on_worker(task: str, compressed_args: str) -> str:
     worker's address."""
     worker = distributed.get_worker()
     logger.info("task %s: starting its step on worker %s (%s)", task, worker.name, worker.address)
+    # on the scheduler, for the run worker's health check: where the task ran, should that worker be lost
+    worker.log_event(TASK_STARTS, {"task": task, "name": worker.name, "address": worker.address})
     cancelled = distributed.Event(cancel_event(task))
     process = subprocess.Popen([*STEP_COMMAND, "--compressed-input-json", compressed_args])
     while (code := process.poll()) is None:
@@ -142,6 +146,10 @@ def place(
     return Placement(dict(requirements), preferred)
 
 
+def lost_message(worker: str, step_key: str, task: str) -> str:
+    return f"Dask worker {worker} was lost (it died, or left the cluster) while it ran step {step_key} (task {task})"
+
+
 def task_error(exception: BaseException, requested: Mapping[str, float]) -> str:
     """A failed task's exception, named, and explained where Dask failed it for a resource its worker lacks."""
     text = f"{type(exception).__name__}: {exception}"
@@ -157,7 +165,10 @@ class DaskStepHandler(StepHandler):
         self._address = address
         self._client: distributed.Client | None = None
         self._futures: dict[str, distributed.Future] = {}  # a task is cancelled once no future holds it
+        # each step whose task finished (and was forgotten): the task, and the worker that ran it
+        self._ran_on: dict[str, tuple[str, str]] = {}
         self._requested: dict[str, dict[str, float]] = {}  # the resources each step's task asked for
+        self._seen: dict[str, set[str]] = {}  # the workers connected when each step's task was last looked at
 
     @property
     def name(self) -> str:
@@ -178,7 +189,9 @@ class DaskStepHandler(StepHandler):
             self._client.close()
             self._client = None
         self._futures.clear()
+        self._ran_on.clear()
         self._requested.clear()
+        self._seen.clear()
 
     @staticmethod
     def _step_key(context: StepHandlerContext) -> str:
@@ -202,8 +215,18 @@ class DaskStepHandler(StepHandler):
     @staticmethod
     def _outcome_recorded(context: StepHandlerContext, step_key: str) -> bool:
         """Whether this attempt's end (success, failure, retry) is in the run's events."""
-        ended = context.instance.all_logs(context.execute_step_args.run_id, of_type=STEP_OUTCOMES)
-        return sum(entry.step_key == step_key for entry in ended) > DaskStepHandler._attempt(context, step_key)
+        return DaskStepHandler._attempt_recorded(context, step_key)[1]
+
+    @staticmethod
+    def _attempt_recorded(context: StepHandlerContext, step_key: str) -> tuple[bool, bool]:
+        """Whether this attempt's start, and its end (success, failure, retry), are in the run's events."""
+        events = context.instance.all_logs(
+            context.execute_step_args.run_id, of_type={dg.DagsterEventType.STEP_START, *STEP_OUTCOMES}
+        )
+        attempt = DaskStepHandler._attempt(context, step_key)
+        starts = sum(e.step_key == step_key and e.dagster_event_type == dg.DagsterEventType.STEP_START for e in events)
+        ends = sum(e.step_key == step_key and e.dagster_event_type in STEP_OUTCOMES for e in events)
+        return starts > attempt, ends > attempt
 
     def _workers(self) -> dict[str, dict]:
         """The connected workers, address -> what the scheduler knows of each (name, resources)."""
@@ -217,6 +240,7 @@ class DaskStepHandler(StepHandler):
         wrote or read, so there the step reads its inputs without downloading them."""
         upstream = context.get_step_context(step_key).step.get_execution_dependency_keys()
         futures = [self._futures[key] for key in upstream if key in self._futures]
+        forgotten = {self._ran_on[key][1] for key in upstream if key not in self._futures and key in self._ran_on}
         # The upstream steps have ended (the executor read their events), but their tasks return only once the step
         # processes have exited, seconds later (a process that imported TensorFlow takes a while to exit): a task
         # still running is found on the worker the scheduler says runs it. Only a task that is neither (in
@@ -229,10 +253,20 @@ class DaskStepHandler(StepHandler):
             ran = {future.key: future.result() for future in futures if future.status == "finished"}
             ran |= {future.key: running[future.key] for future in futures if future.key in running}
             if all(future.key in ran or future.done() for future in futures) or time.monotonic() >= deadline:
-                return sorted(set(ran.values()))
+                return sorted(set(ran.values()) | forgotten)
             time.sleep(0.25)
 
+    def _forget_finished(self) -> None:
+        """Keep where each finished task ran, and let Dask forget the task: while a client holds a finished task,
+        Dask runs it again should the worker that holds its result be lost, and the step would be tried again."""
+        for step_key, future in list(self._futures.items()):
+            if future.status == "finished":
+                self._ran_on[step_key] = (future.key, future.result())
+                del self._futures[step_key]
+                future.release()
+
     def launch_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
+        self._forget_finished()
         step_key = self._step_key(step_handler_context)
         task = self._task(step_handler_context, step_key)
         requirements = self._requirements(step_handler_context, step_key)
@@ -265,6 +299,7 @@ class DaskStepHandler(StepHandler):
             metadata={"Dask task": task, "Dask resources": dg.MetadataValue.json(placement.resources)},
         )
         self._requested[step_key] = placement.resources
+        self._seen[step_key] = set(self._workers())
         self._futures[step_key] = self._connect().submit(
             run_step_on_worker,
             task,
@@ -277,11 +312,31 @@ class DaskStepHandler(StepHandler):
         )
 
     def check_step_health(self, step_handler_context: StepHandlerContext) -> CheckStepHealthResult:
+        self._forget_finished()
         step_key = self._step_key(step_handler_context)
         future = self._futures.get(step_key)
+        if future is None and step_key in self._ran_on:
+            if self._outcome_recorded(step_handler_context, step_key):
+                return CheckStepHealthResult.healthy()
+            # Where Dask ran the task again after its worker was lost, Dagster refused to run the started attempt
+            task, address = self._ran_on[step_key]
+            if lost := self._lost_worker(step_key, task):
+                return CheckStepHealthResult.unhealthy(lost_message(lost, step_key, task))
+            return CheckStepHealthResult.unhealthy(
+                f"the Dask task of step {step_key} ended on {address}, and the step recorded no end (see the "
+                "workers' logs)"
+            )
         if future is None:
             return CheckStepHealthResult.unhealthy(f"no Dask task of step {step_key} was submitted by this run worker")
         requested = self._requested.get(step_key, {})
+        if future.status == "pending" and (lost := self._lost_worker(step_key, future.key)):
+            started, ended = self._attempt_recorded(step_handler_context, step_key)
+            if started and not ended:
+                # Dask runs the task again on another worker, where Dagster refuses to run a started attempt twice
+                # (should_verify_step), so the step would never end: this attempt ends here, and the step's retry
+                # policy decides. An attempt that had not started yet simply runs there.
+                self._stop(future)
+                return CheckStepHealthResult.unhealthy(lost_message(lost, step_key, future.key))
         if future.status == "error":
             # The step process exited non-zero. Where its own events recorded how it ended (a failure, a retry),
             # the executor goes by those; only a step process that died before that is unhealthy.
@@ -309,8 +364,25 @@ class DaskStepHandler(StepHandler):
             message=f"Stopping Dask task {future.key} of step {step_key}",
             event_specific_data=EngineEventData(),
         )
+        self._stop(future)
+
+    def _stop(self, future: distributed.Future) -> None:
+        """Cancel a task, and end its step process where one runs."""
         distributed.Event(cancel_event(future.key), client=self._connect()).set()
         future.cancel()
+
+    def _lost_worker(self, step_key: str, task: str) -> str | None:
+        """The worker, no longer connected, that started this step's task ("name (address)"), if any. The
+        scheduler's log of task starts is read only when a worker has left since the task was last looked at."""
+        connected = set(self._workers())
+        if self._seen.get(step_key, set()) <= connected:
+            self._seen[step_key] = connected
+            return None
+        started = [msg for _, msg in self._connect().get_events(TASK_STARTS) if msg["task"] == task]
+        lost = [msg for msg in started if msg["address"] not in connected]
+        if not lost:
+            self._seen[step_key] = connected
+        return f"{lost[0]['name']} ({lost[0]['address']})" if lost else None
 
 
 class DaskExecutor(StepDelegatingExecutor):
@@ -337,5 +409,9 @@ def dask_executor(init_context: dg.InitExecutorContext) -> DaskExecutor:
     # The run worker reads its steps' events four times a second (Dagster's default is once): a chain of short
     # steps otherwise waits about a second between each step and the next.
     return DaskExecutor(
-        DaskStepHandler(init_context.executor_config["address"]), retries=RetryMode.ENABLED, sleep_seconds=0.25
+        DaskStepHandler(init_context.executor_config["address"]),
+        retries=RetryMode.ENABLED,
+        sleep_seconds=0.25,
+        check_step_health_interval_seconds=5,  # a lost worker's step is retried seconds after (Dagster's: 20)
+        should_verify_step=True,  # a task that Dask runs again (its worker lost) runs no started attempt twice
     )

@@ -36,6 +36,7 @@ from droughtwatch_assets_tests.conftest import (
     dagster_home,
     free_port,
     materialize_command,
+    wait_for,
 )
 
 GUIDE = REPO_ROOT / "docs" / "beyond-one-machine.md"
@@ -480,6 +481,7 @@ class Scheduler:
     def __init__(self, *offered: dict):
         self.offered = offered
         self.submitted = []
+        self.starts = []  # (task, worker name, worker address): where tasks started, as the workers report it
 
     def scheduler_info(self, n_workers: int = 5):
         assert n_workers == -1, "every worker, not the first five"
@@ -489,6 +491,12 @@ class Scheduler:
     def submit(self, function, *args, **kwargs):
         self.submitted.append(kwargs)
         return SimpleNamespace(key=kwargs["key"], status="pending")
+
+    def get_events(self, topic: str):
+        from droughtwatch_assets.defs.dask_executor import TASK_STARTS
+
+        assert topic == TASK_STARTS
+        return tuple((1.0, {"task": task, "name": name, "address": address}) for task, name, address in self.starts)
 
 
 TRAINED_MODEL_NEEDS = {"CPU": 4, "MEMORY": 8589934592}
@@ -614,16 +622,19 @@ def test_a_sized_step_on_workers_without_resources_is_submitted_without_them_and
 
 
 class Instance:
-    """The run's step outcomes as DaskStepHandler's health check reads them from the instance."""
+    """The run's step starts and outcomes as DaskStepHandler's health check reads them from the instance: each
+    ended step (succeeded) started too."""
 
-    def __init__(self, *ended_steps: str):
-        self.ended_steps = ended_steps
+    def __init__(self, *ended_steps: str, started: tuple[str, ...] = ()):
+        self.ended_steps, self.started_steps = ended_steps, started + ended_steps
 
     def all_logs(self, run_id, of_type=None):
         from droughtwatch_assets.execution.dask_executor import STEP_OUTCOMES
 
-        assert of_type == STEP_OUTCOMES
-        return [SimpleNamespace(step_key=step) for step in self.ended_steps]
+        assert of_type == {dg.DagsterEventType.STEP_START, *STEP_OUTCOMES}
+        starts = [(step, dg.DagsterEventType.STEP_START) for step in self.started_steps]
+        ends = [(step, dg.DagsterEventType.STEP_SUCCESS) for step in self.ended_steps]
+        return [SimpleNamespace(step_key=step, dagster_event_type=kind) for step, kind in starts + ends]
 
 
 def test_a_step_process_that_exits_non_zero_after_its_events_recorded_its_end_is_not_failed_again():
@@ -647,6 +658,63 @@ def test_a_step_process_that_exits_non_zero_after_its_events_recorded_its_end_is
     health = handler.check_step_health(context)
     assert not health.is_healthy
     assert health.unhealthy_reason == "Dask task task failed: RuntimeError: `dagster api execute_step` exited with 1"
+
+
+def test_a_step_whose_worker_was_lost_after_the_step_started_is_stopped_and_unhealthy_naming_the_worker(monkeypatch):
+    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+
+    handler = DaskStepHandler("tcp://scheduler:8786")
+    handler._client = Scheduler({})  # one worker left: w0 at tcp://10.0.0.0:4000
+    handler._client.starts = [("task", "w1", "tcp://10.0.0.1:4000"), ("task", "w0", "tcp://10.0.0.0:4000")]
+    stopped = []
+    monkeypatch.setattr(handler, "_stop", stopped.append)
+    future = SimpleNamespace(status="pending", key="task")  # Dask runs it again on w0
+    handler._futures["trained_model"] = future
+    handler._seen["trained_model"] = {"tcp://10.0.0.0:4000", "tcp://10.0.0.1:4000"}  # as the task was submitted
+    context = handler_context("trained_model")
+
+    context.instance = Instance(started=("trained_model",))
+    health = handler.check_step_health(context)
+    assert health.unhealthy_reason == (
+        "Dask worker w1 (tcp://10.0.0.1:4000) was lost (it died, or left the cluster) while it ran step "
+        "trained_model (task task)"
+    )
+    assert stopped == [future], "the task that Dask runs again is stopped"
+
+    stopped.clear()
+    context.instance = Instance()  # lost before the step started: the run on w0 is the attempt
+    assert handler.check_step_health(context).is_healthy
+    context.instance = Instance("trained_model")  # lost after the step's end was recorded
+    assert handler.check_step_health(context).is_healthy
+    assert stopped == []
+
+    handler._client.starts = [("task", "w0", "tcp://10.0.0.0:4000")]  # its worker is still connected
+    context.instance = Instance(started=("trained_model",))
+    assert handler.check_step_health(context).is_healthy
+    assert stopped == []
+
+    # a finished task is forgotten (Dask would run it again, were the worker that holds its result lost), and
+    # where it ran kept
+    released = []
+    future.status, future.result, future.release = "finished", lambda: "tcp://10.0.0.0:4000", lambda: released.append(1)
+    assert handler.check_step_health(context).unhealthy_reason == (
+        "the Dask task of step trained_model ended on tcp://10.0.0.0:4000, and the step recorded no end (see the "
+        "workers' logs)"
+    )
+    assert released == [1] and handler._futures == {}
+    context.instance = Instance("trained_model")
+    assert handler.check_step_health(context).is_healthy
+    # Dask ran the task again on w0 after w1, which had started the step, was lost; w0 refused the started attempt
+    handler._client.starts = [("task", "w1", "tcp://10.0.0.1:4000"), ("task", "w0", "tcp://10.0.0.0:4000")]
+    handler._seen["trained_model"] = {"tcp://10.0.0.0:4000", "tcp://10.0.0.1:4000"}
+    context.instance = Instance(started=("trained_model",))
+    assert handler.check_step_health(context).unhealthy_reason == (
+        "Dask worker w1 (tcp://10.0.0.1:4000) was lost (it died, or left the cluster) while it ran step "
+        "trained_model (task task)"
+    )
+    upstream = SimpleNamespace(step=SimpleNamespace(get_execution_dependency_keys=lambda: {"trained_model"}))
+    context.get_step_context = lambda key: upstream
+    assert handler._preferred_workers(context, "onnx_model") == ["tcp://10.0.0.0:4000"]
 
 
 def test_a_task_that_dask_failed_for_a_resource_its_worker_lacks_is_named_not_a_bare_key():
@@ -753,3 +821,106 @@ def test_a_step_launched_before_its_upstream_task_returned_prefers_the_worker_ru
     started = time.monotonic()
     assert handler._preferred_workers(context, "processed_tfrecords_processed_values_are_valid") == []
     assert 1.5 <= time.monotonic() - started < 5
+
+
+@pytest.mark.dask
+def test_a_dask_worker_lost_during_a_step_has_the_step_retried_on_the_other_worker_naming_the_lost_one(
+    tmp_path, s3_endpoint
+):
+    """A scheduler and two `dask worker`s; a run of raw_tfrecords, processed_tfrecords and trained_model. As
+    trained_model starts, the worker that runs it is killed with its step process (SIGKILL of its process group: a
+    lost machine). The run does not hang: the step's next attempt runs on the other worker and the run succeeds,
+    and the retry says which worker was lost."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    machines = tmp_path / "machines"
+    address = f"tcp://127.0.0.1:{free_port()}"
+    shared = {
+        "DROUGHTWATCH_DEPLOYMENT": "dask",
+        "DROUGHTWATCH_DASK_SCHEDULER": address,
+        "DROUGHTWATCH_S3_BUCKET": f"dask-lost-{time.time_ns()}",
+        "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
+        "DROUGHTWATCH_TRACKER": "none",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    own = {name: own_folders(machines / name, "dagster.yaml") for name in ("orchestrator", *WORKERS)}
+    home = own["orchestrator"]["DAGSTER_HOME"]
+
+    def env(name: str) -> dict[str, str]:
+        return {**base_env(), **shared, **own[name], "DAGSTER_HOME": home}
+
+    scheduler = [VENV_BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1]]
+    config = {"ops": {"raw_tfrecords": {"config": TINY_SAMPLE}, "trained_model": {"config": {"epochs": 1}}}}
+    with contextlib.ExitStack() as cluster:
+        cwd = machines / "orchestrator" / "cwd"
+        cluster.enter_context(running([*scheduler, "--no-dashboard"], env("orchestrator"), cwd, logs / "scheduler.log"))
+        workers = {}
+        for name in WORKERS:
+            command = [VENV_BIN / "dask", "worker", address, "--name", name, "--host", "127.0.0.1", "--no-dashboard"]
+            command += worker_options_without_resources()
+            log = logs / f"{name}.log"
+            workers[name] = cluster.enter_context(running(command, env(name), machines / name / "cwd", log))
+        from distributed import Client
+
+        client = cluster.enter_context(Client(address, timeout="60s"))
+        client.wait_for_workers(len(WORKERS), timeout=120)
+
+        instance = dg.DagsterInstance.from_config(home)  # its storage made before the run's process opens it
+        command = materialize_command("raw_tfrecords,processed_tfrecords,trained_model", "baseline", config)
+        materialize = cluster.enter_context(running(command, env("orchestrator"), REPO_ROOT, logs / "run.log"))
+
+        def training_worker() -> str | None:
+            """The worker whose task runs trained_model, once the step has started."""
+            runs = instance.get_runs()
+            if not runs or not events_of(instance, runs[0].run_id, dg.DagsterEventType.STEP_START)[-1:] == [
+                ("trained_model", 'Started execution of step "trained_model".')
+            ]:
+                return None
+            return next(
+                (
+                    name
+                    for name in WORKERS
+                    for m in TASK_STARTED.finditer((logs / f"{name}.log").read_text())
+                    if m["step"] == "trained_model"
+                ),
+                None,
+            )
+
+        lost = wait_for(training_worker, 600, "trained_model started on a Dask worker")
+        os.killpg(workers[lost].pid, signal.SIGKILL)  # the worker, its nanny and the step's process
+        killed_at, killed_at_time = time.monotonic(), time.time()
+        try:
+            materialize.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"the run hung for 300 s after Dask worker {lost} was lost: "
+                + step_errors(instance, instance.get_runs())[-3000:]
+            )
+        ended_after = time.monotonic() - killed_at
+        [run] = instance.get_runs()
+        other = next(name for name in WORKERS if name != lost)
+        errors = step_errors(instance, [run])
+        assert run.status == dg.DagsterRunStatus.SUCCESS, errors[-3000:] + (logs / "run.log").read_text()[-3000:]
+        retries = events_of(instance, run.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY)
+        assert [step for step, _ in retries] == ["trained_model"], retries
+        assert f"Dask worker {lost}" in errors, errors
+        started = [
+            (m["step"], m["attempt"], m["worker"])
+            for name in WORKERS
+            for m in TASK_STARTED.finditer((logs / f"{name}.log").read_text())
+            if m["run"] == run.run_id
+        ]
+        assert ("trained_model", "1", other) in started, started
+        # no finished step's task ran again when the worker holding its result was lost; only the lost step's
+        # task may have (Dask's own retry, which Dagster refuses: that attempt had started)
+        again = [task[:2] for task in started if [t[:2] for t in started].count(task[:2]) > 1]
+        assert set(again) <= {("trained_model", "0")}, started
+        [retry] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+        print(
+            f"worker {lost} killed in trained_model: the step up for retry {retry.timestamp - killed_at_time:.1f} s "
+            f"later, the run succeeded {ended_after:.0f} s later; {errors}"
+        )
