@@ -493,7 +493,7 @@ class Scheduler:
         return SimpleNamespace(key=kwargs["key"], status="pending")
 
     def get_events(self, topic: str):
-        from droughtwatch_assets.defs.dask_executor import TASK_STARTS
+        from droughtwatch_assets.execution.dask_executor import TASK_STARTS
 
         assert topic == TASK_STARTS
         return tuple((1.0, {"task": task, "name": name, "address": address}) for task, name, address in self.starts)
@@ -661,7 +661,7 @@ def test_a_step_process_that_exits_non_zero_after_its_events_recorded_its_end_is
 
 
 def test_a_step_whose_worker_was_lost_after_the_step_started_is_stopped_and_unhealthy_naming_the_worker(monkeypatch):
-    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+    from droughtwatch_assets.execution.dask_executor import DaskStepHandler
 
     handler = DaskStepHandler("tcp://scheduler:8786")
     handler._client = Scheduler({})  # one worker left: w0 at tcp://10.0.0.0:4000
