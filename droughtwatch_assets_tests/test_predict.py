@@ -182,9 +182,14 @@ def test_tta_averages_the_models_probabilities_over_the_eight_views_and_is_off_b
         turned = np.rot90(images, k % 4, axes=(1, 2))
         return session.run(None, {name: np.ascontiguousarray(turned[:, :, ::-1] if k >= 4 else turned)})[0]
 
-    plain, labels = predict.predict_processed(reference_onnx, [tmp_path / "shard"], 4)
-    averaged, same_labels = predict.predict_processed(reference_onnx, [tmp_path / "shard"], 4, tta=True)
-    np.testing.assert_array_equal(plain, on_view(0))
-    np.testing.assert_allclose(averaged, np.mean([on_view(k) for k in range(8)], axis=0), rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(labels, same_labels)
-    assert not np.allclose(averaged, plain)  # the reference model is not invariant to turns and flips
+    plain = predict.predict_processed(reference_onnx, [tmp_path / "shard"], 4)
+    averaged = predict.predict_processed(reference_onnx, [tmp_path / "shard"], 4, tta=True)
+    np.testing.assert_array_equal(plain.probabilities, on_view(0))
+    mean = np.mean([on_view(k) for k in range(8)], axis=0)
+    np.testing.assert_allclose(averaged.probabilities, mean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(plain.labels, averaged.labels)
+    assert not np.allclose(averaged.probabilities, plain.probabilities)  # not invariant to turns and flips
+    # the classes predicted without tta come from the same pass either way: those of view 0 alone
+    assert (plain.plain_classes == on_view(0).argmax(axis=1)).all()
+    assert (averaged.plain_classes == on_view(0).argmax(axis=1)).all()
+    assert (mean.argmax(axis=1) != on_view(0).argmax(axis=1)).any()  # which tta's own classes would not be

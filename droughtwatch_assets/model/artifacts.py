@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from droughtwatch_assets.core.model_config import ModelConfig
+from droughtwatch_assets.model.drift import DriftReference, read_reference
 
 TRAINING_CONFIG = "training_config.yaml"
-# The training data's distribution (drift.py): made with the trained model, exported and published beside it.
+# The training data's distribution (drift.py): made with the trained model, exported and published beside it with
+# the model's predicted class rates on val added.
 DRIFT_REFERENCE = "drift_reference.json"
 
 
@@ -83,10 +85,13 @@ class OnnxArtifact(DirectoryArtifact):
     def drift_reference_path(self) -> Path:
         return self.root / DRIFT_REFERENCE
 
-    def attachments(self) -> dict[str, str]:
-        """The files published with the model besides model.onnx and config.yaml: name -> text."""
-        path = self.drift_reference_path
-        return {DRIFT_REFERENCE: path.read_text()} if path.exists() else {}
+    def drift_reference(self, predicted_class_rates: Sequence[float] | None) -> DriftReference | None:
+        """The drift reference as published: the training data's, with the model's predicted class rates on val
+        (model_evaluation's) added when given. None for a model trained before drift references."""
+        reference = read_reference(self.drift_reference_path)
+        if reference is None or predicted_class_rates is None:
+            return reference
+        return reference.with_predicted_class_rates(predicted_class_rates)
 
     @property
     def parity(self) -> dict:
@@ -95,6 +100,11 @@ class OnnxArtifact(DirectoryArtifact):
 
     def write_parity(self, max_abs_diff: float, batch: int) -> None:
         (self.root / "parity.json").write_text(json.dumps({"max_abs_diff": max_abs_diff, "batch": batch}))
+
+
+def attachments(reference: DriftReference | None) -> dict[str, str]:
+    """The files published with a model besides model.onnx and config.yaml (and its card): name -> text."""
+    return {DRIFT_REFERENCE: reference.to_json()} if reference else {}
 
 
 @dataclass(frozen=True)

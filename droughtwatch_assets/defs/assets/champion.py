@@ -10,7 +10,7 @@ from droughtwatch_assets.data.datasets import md5_of
 from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
 from droughtwatch_assets.defs.metadata import champion_history_table
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
-from droughtwatch_assets.model.artifacts import OnnxModels
+from droughtwatch_assets.model.artifacts import OnnxModels, attachments
 from droughtwatch_assets.model.card import model_card
 from droughtwatch_assets.model.selection import Candidate, Metric, champion_record, choose, with_promotion
 from droughtwatch_assets.storage.registry import CARD_FILE
@@ -87,8 +87,9 @@ def promote(context, config: ChampionConfig, store: ArtifactStore, tracking: Tra
     history = with_promotion(past, record)
     source = with_source_version(onnx.config, ("onnx_model", winner.feature_set), onnx.root)
     published = source.model_copy(update={"champion": record, "history": history})
-    card = model_card(onnx.config, evaluation, onnx.parity["max_abs_diff"], CHAMPION)
-    publication = store.publish(CHAMPION, onnx.onnx_path, published, {**onnx.attachments(), CARD_FILE: card})
+    reference = onnx.drift_reference(evaluation.predicted_class_rates)
+    card = model_card(onnx.config, evaluation, onnx.parity["max_abs_diff"], CHAMPION, reference)
+    publication = store.publish(CHAMPION, onnx.onnx_path, published, {**attachments(reference), CARD_FILE: card})
     store.retain_after_commit(context.log, models=[CHAMPION])
     context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
     tags = {"feature_set": winner.feature_set, "data_version": winner.data_version}

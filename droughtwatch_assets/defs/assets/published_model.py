@@ -5,7 +5,7 @@ from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
 from droughtwatch_assets.defs.metadata import publication_metadata
 from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
-from droughtwatch_assets.model.artifacts import OnnxArtifact
+from droughtwatch_assets.model.artifacts import OnnxArtifact, attachments
 from droughtwatch_assets.model.card import model_card
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.storage.registry import CARD_FILE
@@ -13,8 +13,9 @@ from droughtwatch_assets.storage.retention import with_source_version
 
 
 @dg.asset(
-    # 2: the drift reference is published too; the daily schedule retrains once, so the published model has one
-    **{**PER_FEATURE_SET, "code_version": "2"},
+    # 2: the drift reference is published too; 3: with the model's predicted class rates on val. The daily schedule
+    # retrains once after a bump, so the published model has them
+    **{**PER_FEATURE_SET, "code_version": "3"},
     group_name="deployment",
     kinds={"s3", "onnx"},
     io_manager_key="value_io_manager",
@@ -22,7 +23,8 @@ from droughtwatch_assets.storage.retention import with_source_version
     "in the registry (s3://<registry bucket>/ in S3 mode), for configurations with register_model set "
     "(the baseline). Each publication also lands whole in <model name>/versions/<version>/ before "
     "<model name>/CURRENT names it, so a reader never pairs a model with another model's config. The training "
-    "data's drift reference (drift_reference.json) is published with them. "
+    "data's drift reference (drift_reference.json) is published with them, with the model's predicted class rates "
+    "on val (model_evaluation's) that prediction drift is measured against; the model card shows both. "
     "Other configurations are not published.",
 )
 def published_model(
@@ -45,10 +47,12 @@ def published_model(
         return dg.Output(
             {"model_name": name, "published": False, "uris": []}, metadata={"model_name": name, "published": False}
         )
-    card = model_card(config, evaluated(context, onnx_model, model_evaluation), onnx_model.parity["max_abs_diff"], name)
+    evaluation = evaluated(context, onnx_model, model_evaluation)
+    reference = onnx_model.drift_reference(evaluation.predicted_class_rates)
+    card = model_card(config, evaluation, onnx_model.parity["max_abs_diff"], name, reference)
     # the onnx_model version published stays as long as the publication does (retention.py)
     source = with_source_version(config, ("onnx_model", context.partition_key), onnx_model.root)
-    publication = store.publish(name, onnx_model.onnx_path, source, {**onnx_model.attachments(), CARD_FILE: card})
+    publication = store.publish(name, onnx_model.onnx_path, source, {**attachments(reference), CARD_FILE: card})
     store.retain_after_commit(context.log, models=[name])
     context.log.info(f"published {name} version {publication.version}: {publication.version_uri}")
     with tracking.step(context, config.tracker, job_type="publish") as tracker:
