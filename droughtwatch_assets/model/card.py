@@ -155,8 +155,8 @@ def class_rates_section(reference: DriftReference | None) -> str:
     return f"""## Class rates
 
 Prediction drift (`drift_reference.json`) tests the classes the model predicts on new data against the share of val
-records it predicted as each class, not against the training labels: the class weights make it predict the rare
-classes more often than they occur.
+records it predicted as each class, not against the training labels, whose shares a model does not predict (the
+class weights alone move it away from them).
 
 | class | training label share | predicted share on val |
 |---|---|---|

@@ -13,9 +13,10 @@ worth a look, and 0.2 or more a shift the model has not seen. The blank-image sh
 two-bin distribution (vetoed, kept).
 
 Outputs: the predicted class counts against the model's own predicted class rates on its val split, by Pearson's
-chi-square test. Not against the training label priors: the class weights (1, 4, 4, 6) make a model predict the
-rare classes more often than they occur, by design, so the priors flag even the model's own val data. A model
-published before its predicted class rates were recorded is still compared with the priors, and the line says so.
+chi-square test. Not against the training label priors: a model does not predict the classes at the rates its
+labels hold them (the class weights 1, 4, 4, 6 pull one way, what it learnt another), so the priors flag even the
+model's own val data. A model published before its predicted class rates were recorded is still compared with the
+priors, and the line says so.
 """
 
 from __future__ import annotations
