@@ -77,7 +77,7 @@ def running(command: list, env: dict, cwd: str, log: Path | None = None):
 
 def placement(logs: tuple[Path, ...]) -> dict[tuple[str, str], str]:
     """Which worker ran each (run id, step key), from the workers' logs."""
-    from droughtwatch_assets.defs.dask_executor import TASK_STARTED
+    from droughtwatch_assets.execution.dask_executor import TASK_STARTED
 
     return {
         (match["run"], match["step"]): match["worker"]

@@ -90,8 +90,8 @@ def definitions(data_dir: Path, **raw):
     import dagster as dg
 
     from droughtwatch_assets.definitions import assets
-    from droughtwatch_assets.defs.deployment import AWS_VARIABLES, local_resources
     from droughtwatch_assets.defs.jobs import configuration_jobs
+    from droughtwatch_assets.wiring.deployment import AWS_VARIABLES, local_resources
 
     aws_variables = tuple(name for name in AWS_VARIABLES if os.environ.get(name))
     return dg.Definitions(

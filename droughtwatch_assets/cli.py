@@ -17,8 +17,8 @@ def _instance(command: str):
 
     import dagster as dg
 
-    from droughtwatch_assets.defs.cli_runs import fail_runs_of_dead_processes
-    from droughtwatch_assets.defs.settings import dagster_home
+    from droughtwatch_assets.execution.cli_runs import fail_runs_of_dead_processes
+    from droughtwatch_assets.wiring.settings import dagster_home
 
     if dagster_home():
         instance = dg.DagsterInstance.get()
@@ -36,10 +36,11 @@ def _instance(command: str):
 def run(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from droughtwatch_assets.dagster_support.partitions import FEATURE_SETS
     from droughtwatch_assets.definitions import defs
-    from droughtwatch_assets.defs.cli_runs import process_tags
     from droughtwatch_assets.defs.jobs import preset
-    from droughtwatch_assets.defs.partitions import FEATURE_SETS
+    from droughtwatch_assets.execution.cli_runs import process_tags
+    from droughtwatch_assets.wiring.resources import artifact_key
 
     if args.configuration not in CONFIGURATIONS:
         hint = (
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if not result.success:
         print(f"{configuration.name}_job failed after {elapsed:.0f} s; see the errors above", file=sys.stderr)
         return 1
-    key = ("onnx_model", configuration.feature_set)
+    key = artifact_key(dg.AssetKey("onnx_model"), configuration.feature_set)
     print(f"{configuration.name}_job succeeded in {elapsed:.0f} s")
     with dg.build_resources({"store": defs.resources["store"]}) as resources:  # resolves the EnvVar credentials
         print(f"ONNX model: {resources.store.file_uri(key, 'model.onnx')}")
@@ -96,9 +97,9 @@ def merged(base: dict, over: dict) -> dict:
 def experiments(args: argparse.Namespace) -> int:
     """experiments_job once per feature set, one after the other, then the leaderboard and the champion."""
 
+    from droughtwatch_assets.dagster_support.partitions import feature_set_partitions
     from droughtwatch_assets.definitions import defs
-    from droughtwatch_assets.defs.cli_runs import process_tags
-    from droughtwatch_assets.defs.partitions import feature_set_partitions
+    from droughtwatch_assets.execution.cli_runs import process_tags
 
     known = feature_set_partitions.get_partition_keys()
     feature_sets = args.feature_sets.split(",") if args.feature_sets else known
@@ -145,8 +146,8 @@ def experiments_backfill(args: argparse.Namespace, defs, feature_sets: list[str]
     """One asset backfill over the feature sets, run by the daemon of DAGSTER_HOME's instance."""
     import dagster as dg
 
-    from droughtwatch_assets.defs.experiments_backfill import SUCCEEDED, request_backfill, wait_for_backfill
-    from droughtwatch_assets.defs.settings import dagster_home
+    from droughtwatch_assets.execution.experiments_backfill import SUCCEEDED, request_backfill, wait_for_backfill
+    from droughtwatch_assets.wiring.settings import dagster_home
 
     if not dagster_home():
         print(
@@ -180,12 +181,12 @@ def predict(args: argparse.Namespace) -> int:
 
     from droughtwatch_assets.core.features import load_feature_sets, validate_features
     from droughtwatch_assets.core.model_config import embedded_config
-    from droughtwatch_assets.defs.settings import current
     from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE
     from droughtwatch_assets.model.drift import class_drift, read_reference
     from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
     from droughtwatch_assets.records.tfrecord import RecordError
     from droughtwatch_assets.storage.registry import fetch_published
+    from droughtwatch_assets.wiring.settings import current
 
     folder = Path(args.output).absolute().parent
     if not folder.is_dir():
@@ -226,8 +227,8 @@ def predict(args: argparse.Namespace) -> int:
 def gc(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from droughtwatch_assets.defs.deployment import build_resources
     from droughtwatch_assets.storage.s3_client import S3Error
+    from droughtwatch_assets.wiring.deployment import build_resources
 
     try:
         with dg.build_resources({"store": build_resources()["store"]}) as resources:  # resolves EnvVar credentials
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import warnings
 
-    from droughtwatch_assets.defs.settings import SettingsError
+    from droughtwatch_assets.wiring.settings import SettingsError
 
     # Dagster's notes on the preview and beta APIs the definitions use on purpose (pyproject.toml lists them)
     warnings.filterwarnings("ignore", message=r".*is currently in (preview|beta)")

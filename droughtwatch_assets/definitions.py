@@ -1,51 +1,23 @@
 """The single entry point: `dagster dev` and `dagster asset materialize -m droughtwatch_assets.definitions`.
 
-The environment is read once, by `settings.current()`: the deployment picks the resource set and the executor.
+Everything in `defs/` is loaded as `dg` loads a project's defs folder, so a file that `dg scaffold defs` adds there
+is part of the code location. The deployment (settings.current(), read once) adds its resource set and executor.
 """
+
+from pathlib import Path
 
 import dagster as dg
 
-from droughtwatch_assets.defs.assets.champion import champion, champion_is_sound
-from droughtwatch_assets.defs.assets.leaderboard import leaderboard
-from droughtwatch_assets.defs.assets.model_evaluation import model_evaluation
-from droughtwatch_assets.defs.assets.onnx_model import onnx_model
-from droughtwatch_assets.defs.assets.predictions import predictions
-from droughtwatch_assets.defs.assets.processed_tfrecords import processed_tfrecords
-from droughtwatch_assets.defs.assets.published_model import published_model
-from droughtwatch_assets.defs.assets.raw_tfrecords import raw_tfrecords
-from droughtwatch_assets.defs.assets.trained_model import trained_model
-from droughtwatch_assets.defs.checks import asset_checks
-from droughtwatch_assets.defs.cli_runs import dead_cli_runs
-from droughtwatch_assets.defs.deployment import executor_for, resources_for
-from droughtwatch_assets.defs.jobs import configuration_jobs, experiments_job
-from droughtwatch_assets.defs.schedules import (
-    baseline_daily,
-    published_model_freshness,
-    published_model_freshness_job,
-)
-from droughtwatch_assets.defs.sensors import new_raw_shards_sensor
-from droughtwatch_assets.defs.settings import current
-
-assets = [
-    raw_tfrecords,
-    processed_tfrecords,
-    trained_model,
-    onnx_model,
-    published_model,
-    model_evaluation,
-    predictions,
-    leaderboard,
-    champion,
-]
+from droughtwatch_assets.wiring.deployment import executor_for, resources_for
+from droughtwatch_assets.wiring.settings import current
 
 deployment = current()
 
-defs = dg.Definitions(
-    assets=assets,
-    asset_checks=[*asset_checks, champion_is_sound],
-    jobs=[*configuration_jobs.values(), experiments_job, published_model_freshness_job],
-    schedules=[baseline_daily, published_model_freshness],
-    sensors=[new_raw_shards_sensor(deployment.sensor_interval_seconds), dead_cli_runs],
-    resources=resources_for(deployment),
-    executor=executor_for(deployment),
+defs = dg.Definitions.merge(
+    dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
+    dg.Definitions(resources=resources_for(deployment), executor=executor_for(deployment)),
 )
+
+# Once each (the loader meets an asset again in each module that imports it): for materialising in a script or test.
+assets = list({id(a): a for a in defs.assets or []}.values())
+asset_checks = list({id(c): c for c in defs.asset_checks or []}.values())

@@ -368,7 +368,7 @@ DATA_ASSETS = ("raw_tfrecords", "processed_tfrecords")
 def __getattr__(name: str):
     """TRAINING_CHAIN is the product's own, imported on first use: a domain test never loads Dagster for it."""
     if name == "TRAINING_CHAIN":
-        from droughtwatch_assets.defs.asset_defaults import TRAINING_CHAIN
+        from droughtwatch_assets.dagster_support.asset_defaults import TRAINING_CHAIN
 
         return TRAINING_CHAIN
     raise AttributeError(name)
@@ -385,7 +385,7 @@ def table_rows(metadata_value) -> list[dict]:
 def s3_resources(data_dir, **settings) -> dict:
     """The `s3` deployment's resources on a bucket; credentials and endpoint from the standard AWS variables
     (the s3_env fixture sets them for the loopback server)."""
-    from droughtwatch_assets.defs.deployment import AWS_VARIABLES, Deployment, resources_for
+    from droughtwatch_assets.wiring.deployment import AWS_VARIABLES, Deployment, resources_for
 
     aws_variables = tuple(name for name in AWS_VARIABLES if os.environ.get(name))
     return resources_for(

@@ -394,8 +394,8 @@ class S3View:
 
 # -- the campaign ----------------------------------------------------------------------------------------------------
 def process_tag(pid: int) -> str:
-    """The tag `droughtwatch` gives its runs (defs/cli_runs.py): <host>/<pid>/<start time in ticks>."""
-    from droughtwatch_assets.defs.cli_runs import process_name
+    """The tag `droughtwatch` gives its runs (execution/cli_runs.py): <host>/<pid>/<start time in ticks>."""
+    from droughtwatch_assets.execution.cli_runs import process_name
 
     return process_name(pid)
 
@@ -532,7 +532,7 @@ class Campaign:
         """The steps that the runs of the process tagged `tag` started, in order (none: killed before its run)."""
         import dagster as dg
 
-        from droughtwatch_assets.defs.cli_runs import PROCESS_TAG
+        from droughtwatch_assets.execution.cli_runs import PROCESS_TAG
 
         runs = self.instance.get_runs(filters=dg.RunsFilter(tags={PROCESS_TAG: tag}))
         return [

@@ -28,6 +28,58 @@ def test_definitions_load_with_the_whole_chain():
     assert {"baseline", "ndvi", "rgb", "all"} <= set(partitions)
 
 
+def test_the_defs_folder_gives_every_job_schedule_sensor_and_check_once():
+    repository = defs.get_repository_def()
+    assert set(repository.job_names) == {
+        "__ASSET_JOB",
+        "baseline_job",
+        "useful_job",
+        "dummy_job",
+        "ndvi_job",
+        "experiments_job",
+        "published_model_freshness_job",
+    }
+    assert sorted(s.name for s in repository.schedule_defs) == ["baseline_daily", "published_model_freshness"]
+    assert sorted(s.name for s in repository.sensor_defs) == ["dead_cli_runs", "new_raw_shards"]
+    checks = sorted(key.name for key in repository.asset_graph.asset_check_keys)
+    assert checks == [
+        "beats_the_majority_class",
+        "champion_is_sound",
+        "class_balance_is_stable",
+        "inputs_have_not_drifted",
+        "onnx_matches_keras",
+        "processed_values_are_valid",
+        "published_model_is_fresh",
+    ]
+
+
+@pytest.mark.integration
+def test_a_file_that_dg_scaffolds_into_defs_is_part_of_the_code_location(tmp_path):
+    """`dg scaffold defs` in a copy of the project, then `dg list defs`: the new asset is listed beside the chain."""
+    import shutil
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, project / name)
+    shutil.copytree(REPO_ROOT / "droughtwatch_assets", project / "droughtwatch_assets")
+    env = {**os.environ, "PYTHONPATH": str(project), "DAGSTER_HOME": str(tmp_path)}
+    dg_cli = f"{sys.exec_prefix}/bin/dg"
+
+    def dg_command(*args):
+        result = subprocess.run(
+            [dg_cli, *args], cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return result.stdout
+
+    dg_command("scaffold", "defs", "dagster.asset", "scaffolded.py")
+    assert (project / "droughtwatch_assets" / "defs" / "scaffolded.py").exists()
+    listed = json.loads(dg_command("list", "defs", "--json"))
+    assert "scaffolded" in {asset["asset_key"] for asset in listed["assets"]}
+    assert "champion" in {asset["asset_key"] for asset in listed["assets"]}
+
+
 # The original's configurations: job -> (its partition, epochs, registered)
 PRESETS = {
     "baseline_job": ("baseline", 2, True),
@@ -129,9 +181,20 @@ def test_only_the_steps_that_track_require_the_tracker():
     assert requiring == {"trained_model", "onnx_model", "published_model", "champion"}
 
 
+def test_only_the_steps_that_publish_require_the_store():
+    """Steps that write files get their staging folder and their previous output from the IO manager."""
+    graph = defs.resolve_asset_graph()
+    requiring = {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if "store" in graph.get(key).assets_def.required_resource_keys
+    }
+    assert requiring == {"published_model", "champion"}
+
+
 def test_the_deployment_switch_picks_the_resource_set():
-    from droughtwatch_assets.defs.deployment import Deployment, resources_for
-    from droughtwatch_assets.defs.resources import LocalStore, S3Store
+    from droughtwatch_assets.wiring.deployment import Deployment, resources_for
+    from droughtwatch_assets.wiring.resources import LocalStore, S3Store
 
     assert Deployment.from_env({}).name == "local"
     assert Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "s3"}).name == "s3"
@@ -146,7 +209,7 @@ def test_the_deployment_switch_picks_the_resource_set():
 
 
 def test_the_s3_raw_source_comes_from_env_with_storage_credentials_as_env_vars():
-    from droughtwatch_assets.defs.deployment import K8S_ENV_VARS, Deployment, resources_for
+    from droughtwatch_assets.wiring.deployment import K8S_ENV_VARS, Deployment, resources_for
 
     env = {
         "DROUGHTWATCH_RAW_SOURCE": "s3",
@@ -208,7 +271,7 @@ def test_the_environment_is_read_in_one_place():
         for path in (REPO_ROOT / "droughtwatch_assets").rglob("*.py")
         if re.search(r"os\.environ|os\.getenv|getenv\(", path.read_text())
     )
-    assert readers == ["droughtwatch_assets/defs/settings.py"]
+    assert readers == ["droughtwatch_assets/wiring/settings.py"]
 
 
 def test_local_runs_use_dagsters_multiprocess_executor_with_steps_forked_from_a_preloading_fork_server():

@@ -13,9 +13,12 @@ from droughtwatch_assets.data.datasets import build_raw_dataset, find_split_shar
 from droughtwatch_assets.data.processing import ProcessingOptions, process_dataset
 from droughtwatch_assets.data.sample import CLASS_PRIOR, SampleSpec, write_sample
 from droughtwatch_assets.model import drift
+from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE
 from droughtwatch_assets.model.evaluate import EvaluationRecord, class_rates
 from droughtwatch_assets.records.tfrecord import encode_raw_example, read_raw
 from droughtwatch_assets.records.writer import RecordWriter
+from droughtwatch_assets.wiring.resources import LocalStore  # the drift check's registry
+from droughtwatch_assets_tests.conftest import model_config
 
 BASELINE = ("B2", "B3", "B4", "B5")
 TINY = SampleSpec(train_records=192, val_records=64, records_per_shard=128)
@@ -307,3 +310,47 @@ def test_the_predictions_asset_takes_the_rates_of_its_models_own_evaluation_only
 def test_the_predicted_class_rates_are_the_share_of_each_class_among_the_predictions():
     # 8 predictions: four 0s, two 1s, none 2, two 3s
     assert class_rates(np.array([0, 3, 0, 1, 0, 3, 1, 0])) == [0.5, 0.25, 0.0, 0.25]
+
+
+def reference_of(data_version: str) -> str:
+    """A drift reference told apart by its data version (its other figures do not matter here)."""
+    return drift.DriftReference(
+        features=list(BASELINE),
+        data_version=data_version,
+        split="train",
+        seed=0,
+        sample_records=1,
+        sample_pixels=1,
+        records=1,
+        pixels=1,
+        quantiles=[0.5],
+        edges=[[0.5]] * 4,
+        expected=[[0.5, 0.5]] * 4,
+        means=[0.5] * 4,
+        vetoed_fraction=0.0,
+        class_priors=[0.25] * 4,
+    ).to_json()
+
+
+def test_the_published_reference_of_a_feature_set_is_the_newest_publication_trained_on_it(tmp_path):
+    store = LocalStore(base_dir=str(tmp_path))
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not a real model: the registry copies bytes")
+
+    def publish(name: str, feature_set: str, data_version: str | None):
+        attachments = {DRIFT_REFERENCE: reference_of(data_version)} if data_version else {}
+        return store.publish(name, onnx, model_config(model_name=name, feature_set=feature_set), attachments)
+
+    publish("baseline", "baseline", "d1")
+    publish("rgb", "rgb", None)  # published before drift references were
+    champion = publish("champion", "baseline", "d2")
+    found = drift.published_reference(store, "baseline")
+    assert (found.model_name, found.version, found.reference.data_version) == ("champion", champion.version, "d2")
+    assert found.label == f"champion version {champion.version}"
+    rgb = drift.published_reference(store, "rgb")
+    assert rgb.model_name == "rgb" and rgb.reference is None
+    assert drift.published_reference(store, "ndvi") is None
+
+    again = publish("baseline", "baseline", "d3")  # newer than the champion's, though its name sorts first
+    found = drift.published_reference(store, "baseline")
+    assert (found.model_name, found.version, found.reference.data_version) == ("baseline", again.version, "d3")

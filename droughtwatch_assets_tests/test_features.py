@@ -17,7 +17,7 @@ def test_default_feature_sets():
 
 
 def test_a_set_is_added_by_editing_the_yaml_the_deployment_names(tmp_path):
-    from droughtwatch_assets.defs.settings import Deployment
+    from droughtwatch_assets.wiring.settings import Deployment
 
     path = tmp_path / "sets.yaml"
     path.write_text("moisture: [NDMI, B6]\n")

@@ -61,7 +61,7 @@ def test_augment_is_a_sweep_dimension_and_only_the_known_augmentations_are_accep
 
 
 def test_a_sweep_over_augment_trains_each_and_records_it_in_the_trials_the_summary_and_the_tracker(monkeypatch):
-    from droughtwatch_assets.defs.metadata import sweep_table
+    from droughtwatch_assets.dagster_support.metadata import sweep_table
     from droughtwatch_assets.model import train
     from droughtwatch_assets.model.sweep import Holdout, run_sweep, summary
     from droughtwatch_assets.tracking.base import Tracker

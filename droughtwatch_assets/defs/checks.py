@@ -1,62 +1,29 @@
 """Asset checks. Blocking ones stop what comes downstream: bad data is not trained on, a model whose ONNX
 export disagrees with Keras is never published or registered."""
 
-import math
 import time
-from dataclasses import dataclass
 
 import dagster as dg
 from pydantic import Field
 
 from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
-from droughtwatch_assets.core.features import feature_range
-from droughtwatch_assets.data.datasets import SPLITS, ShardedDataset
+from droughtwatch_assets.dagster_support.metadata import drift_metadata, freshness_metadata
+from droughtwatch_assets.dagster_support.partitions import feature_set_partitions
+from droughtwatch_assets.dagster_support.provenance import last_publication, latest_raw_data_version
+from droughtwatch_assets.data.datasets import ShardedDataset
+from droughtwatch_assets.data.validation import class_balance, processed_problems
 from droughtwatch_assets.defs.assets.model_evaluation import model_evaluation
 from droughtwatch_assets.defs.assets.onnx_model import onnx_model
 from droughtwatch_assets.defs.assets.processed_tfrecords import processed_tfrecords
 from droughtwatch_assets.defs.assets.published_model import published_model
-from droughtwatch_assets.defs.metadata import drift_metadata, freshness_metadata
-from droughtwatch_assets.defs.partitions import feature_set_partitions
-from droughtwatch_assets.defs.provenance import last_publication, latest_raw_data_version
-from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.model import drift
-from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE, OnnxArtifact
+from droughtwatch_assets.model.artifacts import OnnxArtifact
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.storage.registry import TornPair
 from droughtwatch_assets.storage.s3_client import S3Error
+from droughtwatch_assets.wiring.resources import ArtifactStore
 
 CLASS_DRIFT_LIMIT = 0.10  # largest tolerated gap between train and val class shares
-
-
-def processed_problems(processed: ShardedDataset, raw: ShardedDataset) -> list[str]:
-    """What is wrong with a processed dataset, judged from its manifest against the raw one."""
-    problems = []
-    for feature, stats in processed.manifest.feature_stats.items():
-        if stats.min is None:
-            continue
-        low, high = feature_range(feature)
-        if not (math.isfinite(stats.min) and math.isfinite(stats.max)):
-            problems.append(f"{feature}: non-finite values (min {stats.min}, max {stats.max})")
-        elif stats.min < low or stats.max > high:
-            problems.append(f"{feature}: values in [{stats.min:.4g}, {stats.max:.4g}], outside [{low}, {high}]")
-    for split in SPLITS:
-        raw_shards = {s.name: s for s in raw.manifest.splits[split].shards}
-        for shard in processed.manifest.splits[split].shards:
-            raw_shard = raw_shards[shard.name]
-            skipped_by_raw = {row.record for row in raw_shard.skipped}
-            skipped = len([row for row in shard.skipped if row.record not in skipped_by_raw])
-            expected = raw_shard.records - shard.vetoed - skipped
-            if shard.records != expected:
-                problems.append(
-                    f"{split}/{shard.name}: {shard.records} records, expected raw "
-                    f"{raw_shard.records} - vetoed {shard.vetoed} - skipped {skipped} = {expected}"
-                )
-            if sum(shard.class_counts) != shard.records or len(shard.class_counts) != 4:
-                problems.append(
-                    f"{split}/{shard.name}: class counts {shard.class_counts} do not cover "
-                    f"{shard.records} records with labels 0..3"
-                )
-    return problems
 
 
 @dg.asset_check(
@@ -70,7 +37,7 @@ def processed_problems(processed: ShardedDataset, raw: ShardedDataset) -> list[s
 def processed_values_are_valid(
     processed_tfrecords: ShardedDataset, raw_tfrecords: ShardedDataset
 ) -> dg.AssetCheckResult:
-    problems = processed_problems(processed_tfrecords, raw_tfrecords)
+    problems = processed_problems(processed_tfrecords.manifest, raw_tfrecords.manifest)
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": dg.MetadataValue.json(problems)})
 
 
@@ -80,40 +47,16 @@ def processed_values_are_valid(
     description="Train and val class shares within 10 points of each other (a warning, not a block).",
 )
 def class_balance_is_stable(processed_tfrecords: ShardedDataset) -> dg.AssetCheckResult:
-    shares = {}
-    for split in SPLITS:
-        counts = processed_tfrecords.class_counts(split)
-        shares[split] = [c / max(1, sum(counts)) for c in counts]
-    drift = max(abs(a - b) for a, b in zip(shares["train"], shares["val"]))
+    balance = class_balance(processed_tfrecords.manifest)
     return dg.AssetCheckResult(
-        passed=drift <= CLASS_DRIFT_LIMIT,
+        passed=balance.largest_gap <= CLASS_DRIFT_LIMIT,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"largest_share_gap": drift, "train_shares": shares["train"], "val_shares": shares["val"]},
+        metadata={
+            "largest_share_gap": balance.largest_gap,
+            "train_shares": balance.train_shares,
+            "val_shares": balance.val_shares,
+        },
     )
-
-
-@dataclass(frozen=True)
-class PublishedReference:
-    model_name: str
-    version: str
-    reference: drift.DriftReference | None  # None: published before drift references were
-
-    @property
-    def label(self) -> str:
-        return f"{self.model_name} version {self.version}"
-
-
-def published_reference(store: ArtifactStore, feature_set: str) -> PublishedReference | None:
-    """The newest publication of a model trained on this feature set (a configuration's, or the champion), or None."""
-    found = []
-    for name in store.published_names():
-        published = store.published(name)
-        if published is not None and published[1].feature_set == feature_set:
-            found.append((published[1].published_version or "", name, published[0].parent / DRIFT_REFERENCE))
-    if not found:
-        return None
-    version, name, path = max(found)
-    return PublishedReference(name, version, drift.read_reference(path))
 
 
 NO_PUBLISHED_MODEL = "no published model for this feature set yet: nothing to compare with"
@@ -140,7 +83,7 @@ def inputs_have_not_drifted(
     processed_tfrecords: ShardedDataset,
 ) -> dg.AssetCheckResult:
     try:
-        published = published_reference(store, context.partition_key)
+        published = drift.published_reference(store, context.partition_key)
     except (OSError, ValueError, S3Error, TornPair) as exc:
         return drift_warning("none", f"the published models could not be read: {exc}")
     if published is None:

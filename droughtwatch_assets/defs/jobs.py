@@ -51,3 +51,7 @@ experiments_job = dg.define_asset_job(
     "(droughtwatch experiments --backfill).",
     tags={"droughtwatch/experiments": "true"},
 )
+
+# What the defs folder's loader takes from this module (a module with a Definitions object gives only that one): the
+# configurations' jobs are built from a table, not named one by one.
+defs = dg.Definitions(jobs=[*configuration_jobs.values(), experiments_job])

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from droughtwatch_assets.core.configurations import CONFIGURATIONS
-from droughtwatch_assets.defs.asset_defaults import TRAINING_CHAIN
+from droughtwatch_assets.dagster_support.asset_defaults import TRAINING_CHAIN
+from droughtwatch_assets.dagster_support.provenance import PublishedRun, last_publication
 from droughtwatch_assets.defs.assets.raw_tfrecords import RawDataConfig
 from droughtwatch_assets.defs.assets.trained_model import TrainingConfig
 from droughtwatch_assets.defs.checks import published_model_is_fresh
 from droughtwatch_assets.defs.jobs import baseline_job, preset
-from droughtwatch_assets.defs.provenance import PublishedRun, last_publication
-from droughtwatch_assets.defs.resources import RawSourceResource, RetrainingPolicy
 from droughtwatch_assets.sources.raw import source_fingerprint
+from droughtwatch_assets.wiring.resources import RawSourceResource, RetrainingPolicy
 
 REASON_TAG = "droughtwatch/retrain_reason"
 BASELINE = CONFIGURATIONS["baseline"]

@@ -12,10 +12,11 @@ import dagster as dg
 
 from droughtwatch_assets.core.configurations import CONFIGURATIONS
 from droughtwatch_assets.defs.jobs import configuration_jobs
-from droughtwatch_assets.defs.resources import RawSourceResource
-from droughtwatch_assets.defs.settings import DEFAULT_INTERVAL_SECONDS
+from droughtwatch_assets.execution.cli_runs import fail_runs_of_dead_processes
 from droughtwatch_assets.sources.raw import LISTABLE, list_shards
 from droughtwatch_assets.sources.watch import cursor_json, look, names_tag, plural
+from droughtwatch_assets.wiring.resources import RawSourceResource
+from droughtwatch_assets.wiring.settings import DEFAULT_INTERVAL_SECONDS, current
 
 TRIGGER_TAG = "droughtwatch/trigger"
 CHANGED_TAG = "droughtwatch/changed_shards"  # new or changed: comma-separated split/name, cut at 1,000 characters
@@ -82,4 +83,18 @@ def new_raw_shards_sensor(minimum_interval_seconds: int = DEFAULT_INTERVAL_SECON
     )(_new_raw_shards)
 
 
-new_raw_shards = new_raw_shards_sensor()
+new_raw_shards = new_raw_shards_sensor(current().sensor_interval_seconds)
+
+
+@dg.sensor(
+    name="dead_cli_runs",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks failed the runs that a `droughtwatch run` or `droughtwatch experiments` process on this "
+    "machine was executing when it died, so that they hold up no queued run of their partition. Requests no runs.",
+)
+def dead_cli_runs(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    failed = fail_runs_of_dead_processes(context.instance, "the dead_cli_runs sensor")
+    if failed:
+        return dg.SkipReason(f"marked failed: {', '.join(failed)} (their droughtwatch process had died)")
+    return dg.SkipReason("no run of a dead droughtwatch process")

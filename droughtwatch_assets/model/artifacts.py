@@ -7,10 +7,9 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from droughtwatch_assets.core.model_config import ModelConfig
-from droughtwatch_assets.model.drift import DriftReference, read_reference
 
 TRAINING_CONFIG = "training_config.yaml"
 # The training data's distribution (drift.py): made with the trained model, exported and published beside it with
@@ -85,14 +84,6 @@ class OnnxArtifact(DirectoryArtifact):
     def drift_reference_path(self) -> Path:
         return self.root / DRIFT_REFERENCE
 
-    def drift_reference(self, predicted_class_rates: Sequence[float] | None) -> DriftReference | None:
-        """The drift reference as published: the training data's, with the model's predicted class rates on val
-        (model_evaluation's) added when given. None for a model trained before drift references."""
-        reference = read_reference(self.drift_reference_path)
-        if reference is None or predicted_class_rates is None:
-            return reference
-        return reference.with_predicted_class_rates(predicted_class_rates)
-
     @property
     def parity(self) -> dict:
         """How far onnxruntime is from Keras on a validation batch: max_abs_diff, batch."""
@@ -100,11 +91,6 @@ class OnnxArtifact(DirectoryArtifact):
 
     def write_parity(self, max_abs_diff: float, batch: int) -> None:
         (self.root / "parity.json").write_text(json.dumps({"max_abs_diff": max_abs_diff, "batch": batch}))
-
-
-def attachments(reference: DriftReference | None) -> dict[str, str]:
-    """The files published with a model besides model.onnx and config.yaml (and its card): name -> text."""
-    return {DRIFT_REFERENCE: reference.to_json()} if reference else {}
 
 
 @dataclass(frozen=True)
@@ -119,20 +105,31 @@ class PredictionsArtifact(DirectoryArtifact):
         return self.root / self.MAIN_FILE
 
 
-class OnnxModels(Mapping[str, OnnxArtifact]):
-    """Every feature set's onnx_model, each opened only when read: a reader that needs one model (the champion
-    step needs the winner's) fetches one."""
+A = TypeVar("A", bound=DirectoryArtifact)
 
-    def __init__(self, locate: Callable[[str], Path], feature_sets: Sequence[str]):
-        self._locate, self._feature_sets = locate, tuple(feature_sets)
 
-    def __getitem__(self, feature_set: str) -> OnnxArtifact:
-        if feature_set not in self._feature_sets:
-            raise KeyError(feature_set)
-        return OnnxArtifact.open(self._locate(feature_set))
+class ArtifactsByPartition(Mapping[str, A]):
+    """Every partition's artifact of one asset, each opened only when read: a reader that needs one of them
+    fetches one. A subclass names the artifact type; the IO manager fills it for an input over many partitions."""
+
+    ARTIFACT: ClassVar[type[DirectoryArtifact]]
+
+    def __init__(self, locate: Callable[[str], Path], partitions: Sequence[str]):
+        self._locate, self._partitions = locate, tuple(partitions)
+
+    def __getitem__(self, partition: str) -> A:
+        if partition not in self._partitions:
+            raise KeyError(partition)
+        return self.ARTIFACT.open(self._locate(partition))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._feature_sets)
+        return iter(self._partitions)
 
     def __len__(self) -> int:
-        return len(self._feature_sets)
+        return len(self._partitions)
+
+
+class OnnxModels(ArtifactsByPartition[OnnxArtifact]):
+    """Every feature set's onnx_model (the champion step opens the winner's only)."""
+
+    ARTIFACT: ClassVar[type[DirectoryArtifact]] = OnnxArtifact

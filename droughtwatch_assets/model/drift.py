@@ -26,13 +26,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from droughtwatch_assets.core.features import PIXELS
+from droughtwatch_assets.core.model_config import ModelConfig
 from droughtwatch_assets.data.datasets import ShardedDataset
+from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE, OnnxArtifact
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.records.tfrecord import read_processed
 
@@ -100,6 +102,55 @@ def read_reference(path: str | os.PathLike) -> DriftReference | None:
     """The drift reference at path, or None for a model made before drift references were."""
     path = Path(path)
     return DriftReference.from_json(path.read_text(), str(path)) if path.exists() else None
+
+
+def reference_to_publish(
+    onnx_model: OnnxArtifact, predicted_class_rates: Sequence[float] | None
+) -> DriftReference | None:
+    """The drift reference published with an exported model: its training data's, with the model's predicted class
+    rates on val (model_evaluation's) added when given. None for a model trained before drift references."""
+    reference = read_reference(onnx_model.drift_reference_path)
+    if reference is None or predicted_class_rates is None:
+        return reference
+    return reference.with_predicted_class_rates(predicted_class_rates)
+
+
+def reference_attachments(reference: DriftReference | None) -> dict[str, str]:
+    """The drift reference as a file published with the model (besides model.onnx and config.yaml): name -> text."""
+    return {DRIFT_REFERENCE: reference.to_json()} if reference else {}
+
+
+class PublishedModels(Protocol):
+    """The registry's reading side (the ArtifactStore resource has it)."""
+
+    def published_names(self) -> list[str]: ...
+
+    def published(self, model_name: str) -> tuple[Path, ModelConfig] | None: ...
+
+
+@dataclass(frozen=True)
+class PublishedReference:
+    model_name: str
+    version: str
+    reference: DriftReference | None  # None: published before drift references were
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_name} version {self.version}"
+
+
+def published_reference(registry: PublishedModels, feature_set: str) -> PublishedReference | None:
+    """The drift reference of the newest publication of a model trained on this feature set (a configuration's, or
+    the champion), or None when no published model was trained on it."""
+    found = []
+    for name in registry.published_names():
+        published = registry.published(name)
+        if published is not None and published[1].feature_set == feature_set:
+            found.append((published[1].published_version or "", name, published[0].parent / DRIFT_REFERENCE))
+    if not found:
+        return None
+    version, name, path = max(found)  # version names sort by publication time
+    return PublishedReference(name, version, read_reference(path))
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ import pytest
 from droughtwatch_assets.core.features import BANDS
 from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.data.processing import default_workers
-from droughtwatch_assets.defs.deployment import AWS_VARIABLES, local_resources
 from droughtwatch_assets.records.tfrecord import encode_example, encode_raw_example
 from droughtwatch_assets.records.writer import RecordWriter
 from droughtwatch_assets.storage.local import LocalArtifactStore
+from droughtwatch_assets.wiring.deployment import AWS_VARIABLES, local_resources
 from droughtwatch_assets_tests.conftest import (
     DATA_ASSETS,
     REPO_ROOT,

@@ -10,9 +10,9 @@ import yaml
 from mlflow import MlflowClient
 
 from droughtwatch_assets.defs.assets.champion import champion_is_sound
-from droughtwatch_assets.defs.deployment import local_resources
-from droughtwatch_assets.defs.resources import TrackingResource
 from droughtwatch_assets.model.card import front_matter
+from droughtwatch_assets.wiring.deployment import local_resources
+from droughtwatch_assets.wiring.resources import TrackingResource
 from droughtwatch_assets_tests.conftest import (
     DATA_ASSETS,
     assets_named,

@@ -13,12 +13,12 @@ import yaml
 
 from droughtwatch_assets.data.datasets import md5_of
 from droughtwatch_assets.defs.assets.champion import champion_is_sound
-from droughtwatch_assets.defs.deployment import local_resources
-from droughtwatch_assets.defs.resources import LocalStore, TrackingResource
 from droughtwatch_assets.records.tfrecord import encode_raw_example
 from droughtwatch_assets.records.writer import RecordWriter
 from droughtwatch_assets.storage.local import LocalArtifactStore
 from droughtwatch_assets.storage.registry import LocalModelRegistry
+from droughtwatch_assets.wiring.deployment import local_resources
+from droughtwatch_assets.wiring.resources import LocalStore, TrackingResource
 from droughtwatch_assets_tests.conftest import DATA_ASSETS, assets_named, run_config
 
 EVALUATED = (*DATA_ASSETS, "trained_model", "onnx_model", "model_evaluation")

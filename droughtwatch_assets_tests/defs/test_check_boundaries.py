@@ -4,12 +4,12 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from droughtwatch_assets.dagster_support.provenance import PublishedRun
 from droughtwatch_assets.defs.checks import (
     FreshnessConfig,
     beats_the_majority_class,
     onnx_matches_keras,
 )
-from droughtwatch_assets.defs.provenance import PublishedRun
 from droughtwatch_assets.model.artifacts import OnnxArtifact
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 

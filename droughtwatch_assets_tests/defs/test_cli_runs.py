@@ -6,7 +6,7 @@ import subprocess
 
 import dagster as dg
 
-from droughtwatch_assets.defs.cli_runs import PROCESS_TAG, dead_process, process_name, process_tags
+from droughtwatch_assets.execution.cli_runs import PROCESS_TAG, dead_process, process_name, process_tags
 
 
 def run_tagged(process: str) -> dg.DagsterRun:

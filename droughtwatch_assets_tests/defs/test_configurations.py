@@ -12,8 +12,8 @@ import pytest
 
 from droughtwatch_assets.core.configurations import CONFIGURATIONS
 from droughtwatch_assets.definitions import asset_checks, assets, defs
-from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.defs.jobs import configuration_jobs
+from droughtwatch_assets.wiring.deployment import local_resources
 from droughtwatch_assets_tests.conftest import (
     REPO_ROOT,
     TINY_SAMPLE,

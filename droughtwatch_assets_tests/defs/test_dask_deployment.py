@@ -25,8 +25,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from droughtwatch_assets.defs.dask_executor import TASK_STARTED
-from droughtwatch_assets.defs.partitions import feature_set_partitions
+from droughtwatch_assets.dagster_support.partitions import feature_set_partitions
+from droughtwatch_assets.execution.dask_executor import TASK_STARTED
 from droughtwatch_assets_tests.conftest import (
     REPO_ROOT,
     TINY_SAMPLE,
@@ -412,9 +412,9 @@ def sized_steps() -> dict[str, dict]:
 
 
 def test_the_dask_deployment_needs_the_schedulers_address_and_names_the_variable():
-    from droughtwatch_assets.defs.deployment import executor_for, resources_for
-    from droughtwatch_assets.defs.resources import S3Store
-    from droughtwatch_assets.defs.settings import Deployment
+    from droughtwatch_assets.wiring.deployment import executor_for, resources_for
+    from droughtwatch_assets.wiring.resources import S3Store
+    from droughtwatch_assets.wiring.settings import Deployment
 
     with pytest.raises(ValueError, match="DROUGHTWATCH_DEPLOYMENT=dask needs DROUGHTWATCH_DASK_SCHEDULER"):
         Deployment.from_env({"DROUGHTWATCH_DEPLOYMENT": "dask"})
@@ -430,7 +430,7 @@ def test_the_step_size_tags_are_dagster_dasks_and_ask_dask_for_what_they_request
     from dagster_dask.executor import DASK_RESOURCE_REQUIREMENTS_KEY
     from kubernetes.utils import parse_quantity
 
-    from droughtwatch_assets.defs.asset_defaults import DASK_RESOURCES_TAG
+    from droughtwatch_assets.dagster_support.asset_defaults import DASK_RESOURCES_TAG
 
     assert DASK_RESOURCES_TAG == DASK_RESOURCE_REQUIREMENTS_KEY
     sized = sized_steps()
@@ -442,8 +442,8 @@ def test_the_step_size_tags_are_dagster_dasks_and_ask_dask_for_what_they_request
 
 
 def test_every_sized_step_fits_on_a_worker_started_as_the_guide_starts_them():
-    from droughtwatch_assets.defs.asset_defaults import DASK_RESOURCES_TAG
-    from droughtwatch_assets.defs.dask_executor import fits
+    from droughtwatch_assets.dagster_support.asset_defaults import DASK_RESOURCES_TAG
+    from droughtwatch_assets.execution.dask_executor import fits
 
     offered = worker_resources(documented_worker_resources())
     for name, tags in sized_steps().items():
@@ -462,7 +462,7 @@ def handler_context(step_key: str, run_id: str = "r1", attempts: int = 0, tags=N
 
 
 def test_steps_of_concurrent_runs_and_each_retry_of_a_step_are_tasks_of_their_own():
-    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+    from droughtwatch_assets.execution.dask_executor import DaskStepHandler
 
     names = {
         DaskStepHandler._task(handler_context("trained_model", run, attempts), "trained_model")
@@ -502,7 +502,7 @@ def trained_model_tags() -> dict:
 
 
 def test_a_step_that_no_worker_has_the_resources_for_fails_its_health_check_instead_of_waiting_forever():
-    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+    from droughtwatch_assets.execution.dask_executor import DaskStepHandler
 
     context = handler_context("trained_model", tags=trained_model_tags())
     handler = DaskStepHandler("tcp://scheduler:8786")
@@ -522,13 +522,13 @@ def test_a_step_that_no_worker_has_the_resources_for_fails_its_health_check_inst
 
 
 def test_the_command_a_run_names_when_no_worker_can_run_a_step_is_the_guides():
-    from droughtwatch_assets.defs.dask_executor import DOCUMENTED_RESOURCES
+    from droughtwatch_assets.execution.dask_executor import DOCUMENTED_RESOURCES
 
     assert DOCUMENTED_RESOURCES == documented_worker_resources()
 
 
 def test_where_a_sized_step_may_run_follows_what_the_connected_workers_declare():
-    from droughtwatch_assets.defs.dask_executor import Placement, place
+    from droughtwatch_assets.execution.dask_executor import Placement, place
 
     def placed(*offered: dict, preferred=("tcp://10.0.0.0:4000",)) -> Placement:
         workers = Scheduler(*offered).scheduler_info(n_workers=-1)["workers"]
@@ -554,7 +554,7 @@ def test_where_a_sized_step_may_run_follows_what_the_connected_workers_declare()
 
 
 def test_a_step_that_workers_with_resources_could_never_run_fails_the_run_at_launch_naming_the_command(monkeypatch):
-    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+    from droughtwatch_assets.execution.dask_executor import DaskStepHandler
 
     context = handler_context("trained_model", tags=trained_model_tags())
     context.get_step_context = lambda key: SimpleNamespace(
@@ -578,8 +578,8 @@ def test_a_step_that_workers_with_resources_could_never_run_fails_the_run_at_lau
 
 
 def test_a_sized_step_on_workers_without_resources_is_submitted_without_them_and_says_so(monkeypatch):
-    from droughtwatch_assets.defs import dask_executor
-    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+    from droughtwatch_assets.execution import dask_executor
+    from droughtwatch_assets.execution.dask_executor import DaskStepHandler
 
     started = []
     monkeypatch.setattr(
@@ -620,7 +620,7 @@ class Instance:
         self.ended_steps = ended_steps
 
     def all_logs(self, run_id, of_type=None):
-        from droughtwatch_assets.defs.dask_executor import STEP_OUTCOMES
+        from droughtwatch_assets.execution.dask_executor import STEP_OUTCOMES
 
         assert of_type == STEP_OUTCOMES
         return [SimpleNamespace(step_key=step) for step in self.ended_steps]
@@ -629,7 +629,7 @@ class Instance:
 def test_a_step_process_that_exits_non_zero_after_its_events_recorded_its_end_is_not_failed_again():
     # `dagster api execute_step` may exit non-zero after its step's failure (or retry) is recorded: the executor
     # goes by that event. A health check that also reported the exit would fail or retry the step a second time.
-    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+    from droughtwatch_assets.execution.dask_executor import DaskStepHandler
 
     errored = SimpleNamespace(
         status="error", key="task", exception=lambda: RuntimeError("`dagster api execute_step` exited with 1")
@@ -650,7 +650,7 @@ def test_a_step_process_that_exits_non_zero_after_its_events_recorded_its_end_is
 
 
 def test_a_task_that_dask_failed_for_a_resource_its_worker_lacks_is_named_not_a_bare_key():
-    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+    from droughtwatch_assets.execution.dask_executor import DaskStepHandler
 
     handler = DaskStepHandler("tcp://scheduler:8786")
     handler._futures["trained_model"] = SimpleNamespace(status="error", key="task", exception=lambda: KeyError("CPU"))
@@ -665,7 +665,7 @@ def test_a_task_that_dask_failed_for_a_resource_its_worker_lacks_is_named_not_a_
 
 
 def test_a_step_prefers_the_workers_where_its_upstream_steps_ran_in_this_run():
-    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+    from droughtwatch_assets.execution.dask_executor import DaskStepHandler
 
     def finished(address):
         return SimpleNamespace(key=f"task-{address}", status="finished", done=lambda: True, result=lambda: address)
@@ -720,8 +720,8 @@ class Processing:
 def test_a_step_launched_before_its_upstream_task_returned_prefers_the_worker_running_that_task_at_once(monkeypatch):
     # The executor launches a step once its upstream steps' events say they succeeded; their tasks return to Dask
     # only after the step processes exit, seconds later: the worker that runs such a task is the preference.
-    from droughtwatch_assets.defs import dask_executor
-    from droughtwatch_assets.defs.dask_executor import DaskStepHandler
+    from droughtwatch_assets.execution import dask_executor
+    from droughtwatch_assets.execution.dask_executor import DaskStepHandler
 
     monkeypatch.setattr(dask_executor, "UPSTREAM_RETURN_SECONDS", 1.5)
 

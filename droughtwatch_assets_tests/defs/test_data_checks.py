@@ -10,8 +10,8 @@ import yaml
 
 from droughtwatch_assets.core import features
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.storage.local import LocalArtifactStore
+from droughtwatch_assets.wiring.deployment import local_resources
 from droughtwatch_assets_tests.conftest import (
     DATA_ASSETS,
     REPO_ROOT,

@@ -17,10 +17,10 @@ from droughtwatch_assets.data.datasets import build_raw_dataset, find_split_shar
 from droughtwatch_assets.data.processing import ProcessingOptions, process_dataset
 from droughtwatch_assets.data.sample import SampleSpec, write_sample
 from droughtwatch_assets.defs.checks import DriftConfig, inputs_have_not_drifted
-from droughtwatch_assets.defs.deployment import local_resources
-from droughtwatch_assets.defs.resources import LocalStore
 from droughtwatch_assets.model import drift
 from droughtwatch_assets.model.drift import BLANK
+from droughtwatch_assets.wiring.deployment import local_resources
+from droughtwatch_assets.wiring.resources import LocalStore
 from droughtwatch_assets_tests.conftest import (
     DATA_ASSETS,
     TINY_SAMPLE,

@@ -34,8 +34,8 @@ from dagster._grpc.types import ExecuteStepArgs
 from dagster._serdes import deserialize_value
 from kubernetes.utils import parse_quantity
 
-from droughtwatch_assets.defs import settings
-from droughtwatch_assets.defs.settings import AWS_VARIABLES, K8S_ENV_VARS, Deployment
+from droughtwatch_assets.wiring import settings
+from droughtwatch_assets.wiring.settings import AWS_VARIABLES, K8S_ENV_VARS, Deployment
 from droughtwatch_assets_tests.conftest import REPO_ROOT
 
 VALUES = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / "values.yaml").read_text())

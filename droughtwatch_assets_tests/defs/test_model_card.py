@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from droughtwatch_assets.definitions import asset_checks, assets
-from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.defs.jobs import configuration_jobs
 from droughtwatch_assets.model.card import front_matter
 from droughtwatch_assets.records.tfrecord import read_processed
 from droughtwatch_assets.storage.registry import TornPair, fetch_published
+from droughtwatch_assets.wiring.deployment import local_resources
 from droughtwatch_assets_tests.conftest import TINY_SAMPLE
 
 # Over the baseline job's preset (2 epochs, registered as "baseline"): settings other than the defaults, so that a

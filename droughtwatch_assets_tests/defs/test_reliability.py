@@ -14,9 +14,9 @@ from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.data.sample import SampleSpec, write_sample
 from droughtwatch_assets.definitions import assets
 from droughtwatch_assets.defs.checks import asset_checks
-from droughtwatch_assets.defs.deployment import build_resources, local_resources
 from droughtwatch_assets.records.tfrecord import read_processed
 from droughtwatch_assets.storage.local import LocalArtifactStore
+from droughtwatch_assets.wiring.deployment import build_resources, local_resources
 from droughtwatch_assets_tests.conftest import (
     DATA_ASSETS,
     REPO_ROOT,

@@ -3,8 +3,8 @@ deployment's keep_versions, through real Dagster materialisations on the local s
 
 import dagster as dg
 
-from droughtwatch_assets.defs.deployment import Deployment, local_resources
 from droughtwatch_assets.storage.local import LocalArtifactStore
+from droughtwatch_assets.wiring.deployment import Deployment, local_resources
 from droughtwatch_assets_tests.conftest import TINY_SAMPLE, assets_named
 
 RAW = ("raw_tfrecords", "__all__")

@@ -4,7 +4,7 @@ on the endpoint. botocore refuses to sign before it connects, so no server is ne
 import dagster as dg
 import pytest
 
-from droughtwatch_assets.defs.resources import S3Connection, S3Store
+from droughtwatch_assets.wiring.resources import S3Connection, S3Store
 from droughtwatch_assets_tests.conftest import TINY_SAMPLE, assets_named, s3_resources
 
 

@@ -63,8 +63,8 @@ def test_baseline_chain_in_s3_publishes_and_skips_unchanged_uploads(tmp_path, s3
 
 
 def test_s3_clients_take_the_projects_retry_and_timeout_settings_and_the_given_region_and_endpoint():
-    from droughtwatch_assets.defs.resources import S3Connection
     from droughtwatch_assets.storage import s3_client
+    from droughtwatch_assets.wiring.resources import S3Connection
 
     credentials = {"aws_access_key_id": "key", "aws_secret_access_key": "secret"}
     clients = [

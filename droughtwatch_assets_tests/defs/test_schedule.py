@@ -10,7 +10,6 @@ import pytest
 from droughtwatch_assets.definitions import asset_checks, assets
 from droughtwatch_assets.defs import checks
 from droughtwatch_assets.defs.assets.trained_model import trained_model
-from droughtwatch_assets.defs.deployment import Deployment, resources_for
 from droughtwatch_assets.defs.jobs import baseline_job
 from droughtwatch_assets.defs.schedules import (
     REASON_TAG,
@@ -18,6 +17,7 @@ from droughtwatch_assets.defs.schedules import (
     published_model_freshness,
     published_model_freshness_job,
 )
+from droughtwatch_assets.wiring.deployment import Deployment, resources_for
 from droughtwatch_assets_tests.conftest import table_rows
 
 
@@ -169,8 +169,8 @@ def test_the_published_model_turns_stale_when_newer_raw_data_exists_or_it_is_too
 
 
 def test_another_augment_is_a_config_change_and_a_config_from_before_augment_is_none():
+    from droughtwatch_assets.dagster_support.provenance import PublishedRun
     from droughtwatch_assets.defs.jobs import preset
-    from droughtwatch_assets.defs.provenance import PublishedRun
     from droughtwatch_assets.defs.schedules import BASELINE, reasons_to_retrain
 
     scheduled = preset(BASELINE).to_config_dict()["ops"]["trained_model"]["config"]

@@ -14,7 +14,6 @@ import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType, TickStatus
 
-from droughtwatch_assets.defs.deployment import AWS_VARIABLES, local_resources
 from droughtwatch_assets.defs.jobs import configuration_jobs
 from droughtwatch_assets.defs.sensors import (
     CHANGED_COUNT_TAG,
@@ -24,6 +23,7 @@ from droughtwatch_assets.defs.sensors import (
     new_raw_shards,
 )
 from droughtwatch_assets.sources.watch import TAG_LIMIT, names_tag
+from droughtwatch_assets.wiring.deployment import AWS_VARIABLES, local_resources
 from droughtwatch_assets_tests.conftest import dagster_cli, dagster_daemon, dagster_home
 
 

@@ -13,11 +13,11 @@ import yaml
 from mlflow import MlflowClient
 
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.defs.deployment import local_resources
-from droughtwatch_assets.defs.resources import TrackingResource
 from droughtwatch_assets.model.network import compile_model
 from droughtwatch_assets.model.sweep import holdout_mask
 from droughtwatch_assets.model.train import evaluate_loss_accuracy, tfrecord_dataset
+from droughtwatch_assets.wiring.deployment import local_resources
+from droughtwatch_assets.wiring.resources import TrackingResource
 from droughtwatch_assets_tests.conftest import (
     REPO_ROOT,
     TINY_SAMPLE,

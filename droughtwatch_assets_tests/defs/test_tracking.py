@@ -12,8 +12,8 @@ import pytest
 from mlflow import MlflowClient
 from wandb.proto import wandb_internal_pb2
 
-from droughtwatch_assets.defs.deployment import local_resources
-from droughtwatch_assets.defs.resources import TrackingResource
+from droughtwatch_assets.wiring.deployment import local_resources
+from droughtwatch_assets.wiring.resources import TrackingResource
 from droughtwatch_assets_tests.conftest import TINY_SAMPLE, TRAINING_CHAIN, assets_named, free_port, run_config
 
 

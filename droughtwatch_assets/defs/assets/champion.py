@@ -6,15 +6,16 @@ import dagster as dg
 from pydantic import Field
 
 from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.dagster_support.asset_defaults import CHAIN_STEP
+from droughtwatch_assets.dagster_support.metadata import champion_history_table
 from droughtwatch_assets.data.datasets import md5_of
-from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
-from droughtwatch_assets.defs.metadata import champion_history_table
-from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
-from droughtwatch_assets.model.artifacts import OnnxModels, attachments
+from droughtwatch_assets.model.artifacts import OnnxModels
 from droughtwatch_assets.model.card import model_card
+from droughtwatch_assets.model.drift import reference_attachments, reference_to_publish
 from droughtwatch_assets.model.selection import Candidate, Metric, champion_record, choose, with_promotion
 from droughtwatch_assets.storage.registry import CARD_FILE
 from droughtwatch_assets.storage.retention import with_source_version
+from droughtwatch_assets.wiring.resources import ArtifactStore, TrackingResource
 
 CHAMPION = "champion"
 
@@ -87,9 +88,11 @@ def promote(context, config: ChampionConfig, store: ArtifactStore, tracking: Tra
     history = with_promotion(past, record)
     source = with_source_version(onnx.config, ("onnx_model", winner.feature_set), onnx.root)
     published = source.model_copy(update={"champion": record, "history": history})
-    reference = onnx.drift_reference(evaluation.predicted_class_rates)
+    reference = reference_to_publish(onnx, evaluation.predicted_class_rates)
     card = model_card(onnx.config, evaluation, onnx.parity["max_abs_diff"], CHAMPION, reference)
-    publication = store.publish(CHAMPION, onnx.onnx_path, published, {**attachments(reference), CARD_FILE: card})
+    publication = store.publish(
+        CHAMPION, onnx.onnx_path, published, {**reference_attachments(reference), CARD_FILE: card}
+    )
     store.retain_after_commit(context.log, models=[CHAMPION])
     context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
     tags = {"feature_set": winner.feature_set, "data_version": winner.data_version}

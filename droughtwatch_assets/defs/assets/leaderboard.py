@@ -2,10 +2,10 @@
 
 import dagster as dg
 
+from droughtwatch_assets.dagster_support.asset_defaults import CHAIN_STEP
+from droughtwatch_assets.dagster_support.metadata import leaderboard_metadata
+from droughtwatch_assets.dagster_support.partitions import feature_set_partitions
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
-from droughtwatch_assets.defs.metadata import leaderboard_metadata
-from droughtwatch_assets.defs.partitions import feature_set_partitions
 from droughtwatch_assets.model.selection import candidate, ranked
 
 

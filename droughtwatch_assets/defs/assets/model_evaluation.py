@@ -1,10 +1,10 @@
 import dagster as dg
 from pydantic import Field
 
+from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET
+from droughtwatch_assets.dagster_support.failures import refusal
+from droughtwatch_assets.dagster_support.metadata import evaluation_metadata
 from droughtwatch_assets.data.datasets import ShardedDataset, md5_of
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
-from droughtwatch_assets.defs.failures import refusal
-from droughtwatch_assets.defs.metadata import evaluation_metadata
 from droughtwatch_assets.model.artifacts import OnnxArtifact
 from droughtwatch_assets.model.evaluate import EvaluationRecord, class_rates, evaluate
 from droughtwatch_assets.model.predict import predict_processed

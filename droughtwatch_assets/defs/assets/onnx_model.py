@@ -3,12 +3,12 @@
 import dagster as dg
 
 from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET
+from droughtwatch_assets.dagster_support.failures import refusal
+from droughtwatch_assets.dagster_support.metadata import export_metadata
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
-from droughtwatch_assets.defs.failures import refusal
-from droughtwatch_assets.defs.metadata import export_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import ModelArtifact, OnnxArtifact
+from droughtwatch_assets.wiring.resources import ArtifactIOManager, TrackingResource
 
 
 @dg.asset(
@@ -20,14 +20,14 @@ from droughtwatch_assets.model.artifacts import ModelArtifact, OnnxArtifact
 )
 def onnx_model(
     context: dg.AssetExecutionContext,
-    store: ArtifactStore,
+    io_manager: dg.ResourceParam[ArtifactIOManager],
     tracking: TrackingResource,
     trained_model: ModelArtifact,
     processed_tfrecords: ShardedDataset,
 ) -> dg.Output[OnnxArtifact]:
     from droughtwatch_assets.model.export import NothingToCheck, export_checked  # TensorFlow: only here
 
-    artifact = OnnxArtifact(store.new_staging_dir())
+    artifact = OnnxArtifact(io_manager.staging_dir())
     try:
         exported = export_checked(trained_model, artifact, processed_tfrecords)
     except NothingToCheck as exc:

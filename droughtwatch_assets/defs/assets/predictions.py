@@ -1,16 +1,16 @@
 import dagster as dg
 from pydantic import Field
 
+from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET
+from droughtwatch_assets.dagster_support.failures import bad_record_failure
+from droughtwatch_assets.dagster_support.metadata import predictions_metadata
 from droughtwatch_assets.data.datasets import ShardedDataset, md5_of
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
-from droughtwatch_assets.defs.failures import bad_record_failure
-from droughtwatch_assets.defs.metadata import predictions_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.model.artifacts import OnnxArtifact, PredictionsArtifact
 from droughtwatch_assets.model.drift import class_drift, expected_from_evaluation, read_reference
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
 from droughtwatch_assets.records.tfrecord import RecordError
+from droughtwatch_assets.wiring.resources import ArtifactIOManager
 
 
 class PredictionsConfig(dg.Config):
@@ -31,7 +31,7 @@ class PredictionsConfig(dg.Config):
 def predictions(
     context: dg.AssetExecutionContext,
     config: PredictionsConfig,
-    store: ArtifactStore,
+    io_manager: dg.ResourceParam[ArtifactIOManager],
     onnx_model: OnnxArtifact,
     model_evaluation: EvaluationRecord,
     processed_tfrecords: ShardedDataset,
@@ -43,7 +43,7 @@ def predictions(
         result = predict_shards(onnx_model.onnx_path, processed_tfrecords.features, shards, on_bad_record=policy)
     except RecordError as exc:
         raise bad_record_failure(exc, policy) from exc
-    artifact = PredictionsArtifact(store.new_staging_dir())
+    artifact = PredictionsArtifact(io_manager.staging_dir())
     write_parquet(result, artifact.parquet_path)
     context.log.info(f"{result.table.num_rows} predictions from {len(shards)} shards, {result.vetoed} vetoed")
     training_counts = processed_tfrecords.class_counts("train")

@@ -4,14 +4,14 @@ import dagster as dg
 from pydantic import Field
 
 from droughtwatch_assets.core.features import feature_set
+from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET, step_size
+from droughtwatch_assets.dagster_support.failures import bad_record_failure
+from droughtwatch_assets.dagster_support.metadata import dataset_metadata
+from droughtwatch_assets.dagster_support.partitions import FEATURE_SETS
 from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.data.processing import ProcessingOptions, process_dataset
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, step_size
-from droughtwatch_assets.defs.failures import bad_record_failure
-from droughtwatch_assets.defs.metadata import dataset_metadata
-from droughtwatch_assets.defs.partitions import FEATURE_SETS
-from droughtwatch_assets.defs.resources import ArtifactStore
 from droughtwatch_assets.records.tfrecord import RecordError
+from droughtwatch_assets.wiring.resources import ArtifactIOManager
 
 
 class ProcessingConfig(dg.Config):
@@ -32,16 +32,19 @@ class ProcessingConfig(dg.Config):
     "Each record holds a float32 65x65xC `image` (channels in the feature set's order) and its `label`.",
 )
 def processed_tfrecords(
-    context: dg.AssetExecutionContext, config: ProcessingConfig, store: ArtifactStore, raw_tfrecords: ShardedDataset
+    context: dg.AssetExecutionContext,
+    config: ProcessingConfig,
+    io_manager: dg.ResourceParam[ArtifactIOManager],
+    raw_tfrecords: ShardedDataset,
 ) -> dg.Output[ShardedDataset]:
     name = context.partition_key
     policy = raw_tfrecords.on_bad_record if config.on_bad_record == "as_raw" else config.on_bad_record
-    previous_root = store.previous_version(("processed_tfrecords", name))  # its unchanged shards are reused
+    previous_root = io_manager.previous_output(context)  # its unchanged shards are reused
     previous = ShardedDataset.open(previous_root) if previous_root else None
     try:
         dataset = process_dataset(
             raw_tfrecords,
-            store.new_staging_dir(),
+            io_manager.staging_dir(),
             name,
             feature_set(name, FEATURE_SETS),
             ProcessingOptions(workers=config.workers or None, on_bad_record=policy),

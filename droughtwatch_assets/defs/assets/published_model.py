@@ -1,15 +1,16 @@
 import dagster as dg
 
+from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET
+from droughtwatch_assets.dagster_support.failures import refusal, refuse_configuration_mismatch
+from droughtwatch_assets.dagster_support.metadata import publication_metadata
 from droughtwatch_assets.data.datasets import md5_of
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET
-from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
-from droughtwatch_assets.defs.metadata import publication_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
-from droughtwatch_assets.model.artifacts import OnnxArtifact, attachments
+from droughtwatch_assets.model.artifacts import OnnxArtifact
 from droughtwatch_assets.model.card import model_card
+from droughtwatch_assets.model.drift import reference_attachments, reference_to_publish
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.storage.registry import CARD_FILE
 from droughtwatch_assets.storage.retention import with_source_version
+from droughtwatch_assets.wiring.resources import ArtifactStore, TrackingResource
 
 
 @dg.asset(
@@ -48,11 +49,13 @@ def published_model(
             {"model_name": name, "published": False, "uris": []}, metadata={"model_name": name, "published": False}
         )
     evaluation = evaluated(context, onnx_model, model_evaluation)
-    reference = onnx_model.drift_reference(evaluation.predicted_class_rates)
+    reference = reference_to_publish(onnx_model, evaluation.predicted_class_rates)
     card = model_card(config, evaluation, onnx_model.parity["max_abs_diff"], name, reference)
     # the onnx_model version published stays as long as the publication does (retention.py)
     source = with_source_version(config, ("onnx_model", context.partition_key), onnx_model.root)
-    publication = store.publish(name, onnx_model.onnx_path, source, {**attachments(reference), CARD_FILE: card})
+    publication = store.publish(
+        name, onnx_model.onnx_path, source, {**reference_attachments(reference), CARD_FILE: card}
+    )
     store.retain_after_commit(context.log, models=[name])
     context.log.info(f"published {name} version {publication.version}: {publication.version_uri}")
     with tracking.step(context, config.tracker, job_type="publish") as tracker:

@@ -3,12 +3,11 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from droughtwatch_assets.dagster_support.asset_defaults import CHAIN_STEP
+from droughtwatch_assets.dagster_support.failures import bad_record_failure, refuse_configuration_mismatch
+from droughtwatch_assets.dagster_support.metadata import dataset_metadata
 from droughtwatch_assets.data.datasets import ShardedDataset, build_raw_dataset, reuse_raw_dataset
 from droughtwatch_assets.data.sample import SampleSpec
-from droughtwatch_assets.defs.asset_defaults import CHAIN_STEP
-from droughtwatch_assets.defs.failures import bad_record_failure, refuse_configuration_mismatch
-from droughtwatch_assets.defs.metadata import dataset_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore, RawSourceResource, ScratchSpace
 from droughtwatch_assets.records.tfrecord import BadRecordPolicy, RecordError
 from droughtwatch_assets.sources.raw import (
     RawSource,
@@ -18,7 +17,7 @@ from droughtwatch_assets.sources.raw import (
     reuse_key,
     source_fingerprint,
 )
-from droughtwatch_assets.storage.local import UNPARTITIONED
+from droughtwatch_assets.wiring.resources import ArtifactIOManager, RawSourceResource, ScratchSpace
 
 
 class RawDataConfig(dg.Config):
@@ -79,12 +78,12 @@ class RawDataConfig(dg.Config):
 def raw_tfrecords(
     context: dg.AssetExecutionContext,
     config: RawDataConfig,
-    store: ArtifactStore,
+    io_manager: dg.ResourceParam[ArtifactIOManager],
     raw_source: RawSourceResource,
     scratch: ScratchSpace,
 ) -> dg.Output[ShardedDataset]:
     refuse_configuration_mismatch(context)
-    staging = store.new_staging_dir()
+    staging = io_manager.staging_dir()
     source = config.to_source(raw_source)
     s3_client = raw_source.client() if source.kind == "s3" else None
     listing = list_shards(source, s3_client) if source.kind == "s3" else None  # one listing, used twice below
@@ -92,7 +91,7 @@ def raw_tfrecords(
     # schedule compares with the source to tell whether anything changed since
     fingerprint = source_fingerprint(source, s3_client, listing)
     built_from = reuse_key(source, fingerprint, context.assets_def.code_versions_by_key[context.asset_key] or "")
-    previous = None if config.rebuild else store.previous_version((*context.asset_key.path, UNPARTITIONED))
+    previous = None if config.rebuild else io_manager.previous_output(context)
     kept = reuse_raw_dataset(previous, staging, built_from, config.on_bad_record)
     if kept is not None:
         context.log.info(f"the source is unchanged since {previous.name}: its shards are kept, not read again")

@@ -6,14 +6,14 @@ from pydantic import Field, field_validator
 
 from droughtwatch_assets.core.configurations import AUGMENTS, CLASS_WEIGHTS, Augment, Hyperparameters
 from droughtwatch_assets.core.model_config import ModelConfig, SweepRecord
+from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET, step_size
+from droughtwatch_assets.dagster_support.failures import refusal, refuse_configuration_mismatch
+from droughtwatch_assets.dagster_support.metadata import training_metadata
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.defs.asset_defaults import PER_FEATURE_SET, step_size
-from droughtwatch_assets.defs.failures import refusal, refuse_configuration_mismatch
-from droughtwatch_assets.defs.metadata import training_metadata
-from droughtwatch_assets.defs.resources import ArtifactStore, TrackingResource
 from droughtwatch_assets.model.artifacts import ModelArtifact
 from droughtwatch_assets.model.drift import reference_from
 from droughtwatch_assets.model.sweep import Holdout, grid
+from droughtwatch_assets.wiring.resources import ArtifactIOManager, TrackingResource
 
 
 class SweepConfig(dg.Config):
@@ -86,7 +86,7 @@ class TrainingConfig(dg.Config):
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
-    store: ArtifactStore,
+    io_manager: dg.ResourceParam[ArtifactIOManager],
     tracking: TrackingResource,
     processed_tfrecords: ShardedDataset,
 ) -> dg.Output[ModelArtifact]:
@@ -113,7 +113,7 @@ def trained_model(
             tracker_run=tracker.metadata(),
             sweep=trained.sweep,
         )
-        artifact = ModelArtifact(store.new_staging_dir())
+        artifact = ModelArtifact(io_manager.staging_dir())
         trained.run.model.save(artifact.keras_path)
         tracker.log_keras_model(artifact.keras_path)
         artifact.write_metadata(model_config, trained.run.history)

@@ -8,10 +8,10 @@ import pytest
 
 from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.defs.assets.model_evaluation import EvaluationConfig, model_evaluation
-from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.model.artifacts import OnnxArtifact
 from droughtwatch_assets.model.predict import predict_processed
 from droughtwatch_assets.storage.local import LocalArtifactStore
+from droughtwatch_assets.wiring.deployment import local_resources
 from droughtwatch_assets_tests.conftest import DATA_ASSETS, REAL_SHARD, REFERENCE_ONNX, assets_named, run_config
 
 

@@ -11,8 +11,8 @@ import yaml
 
 from droughtwatch_assets.data.datasets import ShardedDataset
 from droughtwatch_assets.definitions import assets
-from droughtwatch_assets.defs.deployment import local_resources
 from droughtwatch_assets.storage.local import LocalArtifactStore
+from droughtwatch_assets.wiring.deployment import local_resources
 from droughtwatch_assets_tests.conftest import DATA_ASSETS, TINY_SAMPLE, assets_named, run_config, table_rows
 
 

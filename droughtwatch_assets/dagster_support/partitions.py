@@ -3,7 +3,7 @@
 import dagster as dg
 
 from droughtwatch_assets.core.features import load_feature_sets
-from droughtwatch_assets.defs.settings import current
+from droughtwatch_assets.wiring.settings import current
 
 FEATURE_SETS = load_feature_sets(current().feature_sets_file)
 feature_set_partitions = dg.StaticPartitionsDefinition(list(FEATURE_SETS))

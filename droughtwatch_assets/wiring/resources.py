@@ -19,7 +19,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from droughtwatch_assets.core.model_config import ModelConfig
-from droughtwatch_assets.model.artifacts import OnnxModels
+from droughtwatch_assets.model.artifacts import ArtifactsByPartition
 from droughtwatch_assets.sources.download import ARCHIVE_URL
 from droughtwatch_assets.sources.raw import RawSource, RawSourceKind
 from droughtwatch_assets.storage import local as storage
@@ -38,9 +38,8 @@ Key = tuple[str, ...]  # (asset, partition)
 class ArtifactStore(dg.ConfigurableResource, ABC):
     """Where asset files live, as versions that are committed whole.
 
-    The IO manager commits what an asset returns and loads what an asset reads. Assets themselves use the
-    store only to get a staging directory to write into, to look at the previous version of their own
-    output (incremental processing), and to publish models.
+    The IO manager is the only user of its versions: it hands out staging directories, commits what an asset
+    returns, and loads what an asset reads. Assets use the store only to publish models and read them back.
     """
 
     base_dir: str  # local: the data; S3: the local cache and scratch space
@@ -200,22 +199,38 @@ class S3Store(ArtifactStore):
         return S3ModelRegistry(store)
 
 
-def artifact_key(context: dg.InputContext | dg.OutputContext) -> Key:
-    partition = context.asset_partition_key if context.has_asset_partitions else storage.UNPARTITIONED
-    return (*context.asset_key.path, partition)
+def artifact_key(asset_key: dg.AssetKey, partition: str | None) -> Key:
+    """The store's key of an asset partition (None: an unpartitioned asset); the only place keys are made."""
+    return (*asset_key.path, storage.UNPARTITIONED if partition is None else partition)
+
+
+def _context_key(context: dg.InputContext | dg.OutputContext) -> Key:
+    return artifact_key(context.asset_key, context.asset_partition_key if context.has_asset_partitions else None)
 
 
 class ArtifactIOManager(dg.ConfigurableIOManager):
     """Stores directory artifacts (datasets, models) and opens them again as their annotated type.
 
-    An asset returns an artifact whose `root` is a staging directory from the store; committing moves
-    (or uploads) it into place atomically. Loading resolves the current version and calls `<type>.open(path)`.
+    An asset takes this IO manager as `io_manager: dg.ResourceParam[ArtifactIOManager]`, writes its output into
+    `staging_dir()` and returns an artifact rooted there; committing moves (or uploads) it into place atomically.
+    Loading resolves the current version and calls `<type>.open(path)`.
     """
 
     store: ArtifactStore
 
+    def staging_dir(self) -> Path:
+        """An empty directory for the step's output; handle_output commits the artifact returned with it as root."""
+        return self.store.new_staging_dir()
+
+    def previous_output(self, context: dg.AssetExecutionContext) -> Path | None:
+        """The current version of the asset partition this step materialises, as it was before the step commits
+        its own (incremental processing), or None if there is none."""
+        # not has_partition_key: that is the run's, which an unpartitioned asset in a partitioned run has too
+        partition = context.partition_key if context.assets_def.partitions_def is not None else None
+        return self.store.previous_version(artifact_key(context.asset_key, partition))
+
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        key = artifact_key(context)
+        key = _context_key(context)
         location = self.store.commit(obj.root, key)
         metadata = {"location": dg.MetadataValue.path(location)}
         removed = self.store.retain_after_commit(context.log, keys=[key])
@@ -225,9 +240,12 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext):
         artifact_type = context.dagster_type.typing_type
-        if artifact_type is OnnxModels:  # every partition, for an unpartitioned reader (the champion)
-            return OnnxModels(lambda p: self.store.current((*context.asset_key.path, p)), context.asset_partition_keys)
-        return artifact_type.open(self.store.current(artifact_key(context)))
+        if isinstance(artifact_type, type) and issubclass(artifact_type, ArtifactsByPartition):
+            # every partition, for an unpartitioned reader; each opened when read
+            return artifact_type(
+                lambda p: self.store.current(artifact_key(context.asset_key, p)), context.asset_partition_keys
+            )
+        return artifact_type.open(self.store.current(_context_key(context)))
 
 
 class RawSourceResource(dg.ConfigurableResource):

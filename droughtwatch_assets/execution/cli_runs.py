@@ -79,17 +79,3 @@ def fail_runs_of_dead_processes(instance: dg.DagsterInstance, marked_by: str) ->
         )
         failed.append(run.run_id)
     return failed
-
-
-@dg.sensor(
-    name="dead_cli_runs",
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Marks failed the runs that a `droughtwatch run` or `droughtwatch experiments` process on this "
-    "machine was executing when it died, so that they hold up no queued run of their partition. Requests no runs.",
-)
-def dead_cli_runs(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    failed = fail_runs_of_dead_processes(context.instance, "the dead_cli_runs sensor")
-    if failed:
-        return dg.SkipReason(f"marked failed: {', '.join(failed)} (their droughtwatch process had died)")
-    return dg.SkipReason("no run of a dead droughtwatch process")

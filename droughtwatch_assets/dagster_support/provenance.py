@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from droughtwatch_assets.defs.asset_defaults import TRAINING_CHAIN
+from droughtwatch_assets.dagster_support.asset_defaults import TRAINING_CHAIN
 
 CODE_VERSION_TAG = "dagster/code_version"
 DATA_VERSION_TAG = "dagster/data_version"

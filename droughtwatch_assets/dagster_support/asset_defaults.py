@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from droughtwatch_assets.defs.partitions import feature_set_partitions
+from droughtwatch_assets.dagster_support.partitions import feature_set_partitions
 
 # Steps that read or write storage retry twice with backoff (1 s, then 2 s) before failing: an object store
 # that is away for a moment should not fail a run. Bad data raises Failure(allow_retries=False) instead.

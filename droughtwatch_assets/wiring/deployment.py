@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_aws.s3 import S3PickleIOManager
 
-from droughtwatch_assets.defs.resources import (
+from droughtwatch_assets.wiring.resources import (
     ArtifactIOManager,
     LocalStore,
     RawSourceResource,
@@ -20,7 +20,7 @@ from droughtwatch_assets.defs.resources import (
     ScratchSpace,
     TrackingResource,
 )
-from droughtwatch_assets.defs.settings import AWS_VARIABLES, K8S_ENV_VARS, Deployment
+from droughtwatch_assets.wiring.settings import AWS_VARIABLES, K8S_ENV_VARS, Deployment
 
 __all__ = ["AWS_VARIABLES", "K8S_ENV_VARS", "Deployment", "executor_for", "local_resources", "resources_for"]
 
@@ -104,7 +104,7 @@ def executor_for(deployment: Deployment) -> dg.ExecutorDefinition:
     as a Kubernetes job, dask as a task on the Dask scheduler; both size the steps by the assets' op tags
     (`step_size`)."""
     if deployment.name == "dask":
-        from droughtwatch_assets.defs.dask_executor import dask_executor
+        from droughtwatch_assets.execution.dask_executor import dask_executor
 
         return dask_executor.configured({"address": deployment.dask_scheduler}, name="dask")
     if deployment.name != "k8s":
