@@ -135,8 +135,8 @@ def experiments(args: argparse.Namespace) -> int:
     board = result.output_for_node("leaderboard")
     print(f"experiments_job: {len(feature_sets)} feature sets in {time.monotonic() - started:.0f} s")
     for row in board:
-        accuracy = "-" if row.get("val_accuracy") is None else f"{row['val_accuracy']:.4f}"
-        print(f"  {row['feature_set']:<12} {row['status']:<12} val_accuracy {accuracy}")
+        accuracy = "-" if row.val_accuracy is None else f"{row.val_accuracy:.4f}"
+        print(f"  {row.feature_set:<12} {row.status:<12} val_accuracy {accuracy}")
     decision = result.asset_materializations_for_node("champion")[0].metadata["decision"].value
     print(f"champion: {decision}")
     return 0

@@ -1,17 +1,12 @@
 """Choosing a champion among the feature sets' candidates."""
 
+from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.model.selection import Candidate, candidate, choose, ranked
 
 
-def evaluation(accuracy: float, version: str = "v1", md5: str = "m", majority: float = 0.6) -> dict:
-    return {
-        "val_accuracy": accuracy,
-        "macro_f1": accuracy / 2,
-        "recall": [0.5] * 4,
-        "majority_rate": majority,
-        "data_version": version,
-        "model_md5": md5,
-    }
+def evaluation(accuracy: float, version: str = "v1", md5: str = "m", majority: float = 0.6) -> EvaluationRecord:
+    """An evaluation whose macro-F1 is accuracy / 2 (each class's F1 is)."""
+    return EvaluationRecord(md5, version, 100, accuracy, majority, [0.5] * 4, [0.5] * 4, [accuracy / 2] * 4, [])
 
 
 def test_candidates_on_other_data_are_stale_and_untrained_sets_are_listed():

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.model.selection import (
     Candidate,
     Decision,
@@ -36,14 +37,17 @@ def champion(name: str = "baseline", accuracy: float = 0.625, f1: float = 0.25, 
 
 
 def test_an_evaluation_on_the_current_data_version_competes_and_one_on_another_is_stale():
-    evaluation = {
-        "val_accuracy": 0.75,
-        "macro_f1": 0.5,
-        "recall": (1.0, 0.5, 0.25, 0.0),
-        "majority_rate": 0.625,
-        "data_version": "d1",
-        "model_md5": "abc",
-    }
+    evaluation = EvaluationRecord(
+        model_md5="abc",
+        data_version="d1",
+        records=8,
+        accuracy=0.75,
+        majority_rate=0.625,
+        precision=[0.5, 0.5, 0.5, 0.5],
+        recall=[1.0, 0.5, 0.25, 0.0],
+        f1=[0.25, 0.5, 0.75, 0.5],  # macro-F1 (0.25 + 0.5 + 0.75 + 0.5) / 4 = 0.5
+        confusion_matrix=[],  # the candidate reads only the figures above
+    )
     assert candidate("ndvi", evaluation, "d1") == Candidate(
         "ndvi", "candidate", 0.75, 0.5, [1.0, 0.5, 0.25, 0.0], 0.625, "d1", "abc"
     )

@@ -9,6 +9,16 @@ from typing import Literal, get_args
 CLASS_WEIGHTS: dict[int, float] = {0: 1.0, 1: 4.0, 2: 4.0, 3: 6.0}
 # Largest |Keras - onnxruntime| on a validation batch that an export may show and still be published.
 PARITY_TOLERANCE = 1e-5
+
+
+def parity_problem(max_abs_diff: float) -> str | None:
+    """What is wrong with an ONNX export that differs from Keras by max_abs_diff, or None if it may be published.
+    The one place the tolerance is checked: a NaN difference fails too."""
+    if max_abs_diff <= PARITY_TOLERANCE:
+        return None
+    return f"ONNX/Keras max abs diff {max_abs_diff} > {PARITY_TOLERANCE}"
+
+
 # The run tag that names the configuration a job trains.
 CONFIGURATION_TAG = "droughtwatch/configuration"
 # Training-time augmentation: none, as in the original, or a random flip or quarter turn of each image.

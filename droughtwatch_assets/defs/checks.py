@@ -6,7 +6,7 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.core.configurations import PARITY_TOLERANCE, parity_problem
 from droughtwatch_assets.dagster_support.metadata import drift_metadata, freshness_metadata
 from droughtwatch_assets.dagster_support.partitions import feature_set_partitions
 from droughtwatch_assets.dagster_support.provenance import last_publication, latest_raw_data_version
@@ -121,7 +121,7 @@ def drift_warning(compared_with: str, problem: str) -> dg.AssetCheckResult:
 def onnx_matches_keras(onnx_model: OnnxArtifact) -> dg.AssetCheckResult:
     parity = onnx_model.parity
     return dg.AssetCheckResult(
-        passed=parity["max_abs_diff"] <= PARITY_TOLERANCE, metadata={**parity, "tolerance": PARITY_TOLERANCE}
+        passed=parity_problem(parity["max_abs_diff"]) is None, metadata={**parity, "tolerance": PARITY_TOLERANCE}
     )
 
 

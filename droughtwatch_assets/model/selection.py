@@ -7,9 +7,11 @@ majority class and beats the current champion (on the same data version) by more
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
+
+from droughtwatch_assets.model.evaluate import EvaluationRecord
 
 Metric = Literal["val_accuracy", "macro_f1"]
 Status = Literal["candidate", "stale", "not trained"]
@@ -30,24 +32,21 @@ class Candidate:
         value = getattr(self, metric)
         return float("-inf") if value is None else value
 
-    def as_dict(self) -> dict:
-        return asdict(self)
 
-
-def candidate(feature_set: str, evaluation: dict | None, data_version: str) -> Candidate:
-    """A partition's candidate from its latest evaluation (None: never evaluated)."""
+def candidate(feature_set: str, evaluation: EvaluationRecord | None, data_version: str) -> Candidate:
+    """A partition's candidate from its current evaluation (None: never evaluated)."""
     if evaluation is None:
         return Candidate(feature_set, "not trained")
-    status: Status = "candidate" if evaluation["data_version"] == data_version else "stale"
+    status: Status = "candidate" if evaluation.data_version == data_version else "stale"
     return Candidate(
         feature_set,
         status,
-        evaluation["val_accuracy"],
-        evaluation["macro_f1"],
-        list(evaluation["recall"]),
-        evaluation["majority_rate"],
-        evaluation["data_version"],
-        evaluation["model_md5"],
+        evaluation.accuracy,
+        evaluation.macro_f1,
+        list(evaluation.recall),
+        evaluation.majority_rate,
+        evaluation.data_version,
+        evaluation.model_md5,
     )
 
 

@@ -37,6 +37,7 @@ MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.yaml"
 CURRENT = "CURRENT"
 CARD_FILE = "MODEL_CARD.md"  # the model card published with each model (model/card.py)
+PUBLISHED_VERSION = "published_version"  # the tag by which a tracker's model version names its publication here
 VERSIONS = "versions"
 PARTIAL = re.compile(r"\.v-.+\.partial")  # a local publication being written: versions/.<version>.partial
 TMP = re.compile(r"\..+\.[0-9a-f]{6}\.tmp")  # a top-level file or CURRENT being replaced: .<name>.<id>.tmp

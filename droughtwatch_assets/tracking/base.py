@@ -84,12 +84,21 @@ class Tracker:
         pass
 
     def promote(self, registered_model: str, onnx_path: str | os.PathLike, tags: dict[str, str]) -> dict:
-        """Make the model the `champion` of registered_model: a new version with that alias."""
+        """Make the model the `champion` of registered_model: the version tagged with the store's
+        `published_version` (tags), made if missing, given that alias."""
         return {}
 
-    def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str, config: dict) -> dict:
-        """Register a published model in the tracker's registry; returns identifiers for asset metadata."""
+    def register(
+        self, model_name: str, onnx_path: str | os.PathLike, published_uri: str, config: dict, published_version: str
+    ) -> dict:
+        """Register a published model in the tracker's registry, tagged with the store's version; returns identifiers
+        for asset metadata."""
         return {}
+
+    def names_champion(self, registered_model: str, published_version: str) -> bool:
+        """Whether the `champion` of registered_model is the store's publication `published_version`. A tracker that
+        keeps no registry to ask says yes: there is nothing to complete."""
+        return True
 
     def finish(self, failed: bool = False) -> None:
         """Close this step's part of the run: finished, or failed when the step failed."""

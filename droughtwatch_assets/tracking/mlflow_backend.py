@@ -11,10 +11,13 @@ from typing import Any
 import mlflow
 import mlflow.onnx
 import onnx
+from mlflow.exceptions import MlflowException
 
+from droughtwatch_assets.storage.registry import PUBLISHED_VERSION
 from droughtwatch_assets.tracking.base import Tracker, TrackingUnavailable, epoch_metrics, without_credentials
 
 ARRAY_THRESHOLD_INDEX = 50  # the 0.50 threshold, logged as a scalar beside the full arrays
+CHAMPION_ALIAS = "champion"
 
 
 class MlflowTracker(Tracker):
@@ -111,30 +114,48 @@ class MlflowTracker(Tracker):
     def log_onnx_model(self, path: str | os.PathLike) -> None:
         mlflow.onnx.log_model(onnx.load(os.fspath(path)), name="onnx")
 
-    def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str, config: dict) -> dict:
+    def register(
+        self, model_name: str, onnx_path: str | os.PathLike, published_uri: str, config: dict, published_version: str
+    ) -> dict:
         """A registered model version, logged to the training run this step joined."""
-        info = mlflow.onnx.log_model(
-            onnx.load(os.fspath(onnx_path)), name="registered_onnx", registered_model_name=model_name
-        )
-        version = str(info.registered_model_version)
-        client = mlflow.MlflowClient()
-        client.set_model_version_tag(model_name, version, "published_uri", published_uri)
+        tags = {"published_uri": published_uri, PUBLISHED_VERSION: published_version}
+        version = self._new_version(model_name, onnx_path, "registered_onnx", tags)
         return {"mlflow_registered_model": model_name, "mlflow_model_version": version}
 
     def promote(self, registered_model: str, onnx_path: str | os.PathLike, tags: dict[str, str]) -> dict:
-        info = mlflow.onnx.log_model(
-            onnx.load(os.fspath(onnx_path)), name="champion_onnx", registered_model_name=registered_model
+        # a promotion whose alias was never set (the server went away) left its version: alias that one
+        version = self._version_of(registered_model, tags[PUBLISHED_VERSION]) or self._new_version(
+            registered_model, onnx_path, "champion_onnx", tags
         )
-        version = str(info.registered_model_version)
-        client = mlflow.MlflowClient()
-        for key, value in tags.items():
-            client.set_model_version_tag(registered_model, version, key, value)
-        client.set_registered_model_alias(registered_model, "champion", version)
+        mlflow.MlflowClient().set_registered_model_alias(registered_model, CHAMPION_ALIAS, version)
         return {
             "mlflow_registered_model": registered_model,
             "mlflow_model_version": version,
-            "mlflow_alias": "champion",
+            "mlflow_alias": CHAMPION_ALIAS,
         }
+
+    def _new_version(self, registered_model: str, onnx_path: str | os.PathLike, name: str, tags: dict) -> str:
+        """A version of registered_model made with its tags in one request, so that no version lacks its
+        published_version (a version tagged afterwards would, had the server gone away in between)."""
+        info = mlflow.onnx.log_model(onnx.load(os.fspath(onnx_path)), name=name)
+        return str(mlflow.register_model(info.model_uri, registered_model, tags=tags).version)
+
+    def _version_of(self, registered_model: str, published_version: str) -> str | None:
+        found = mlflow.MlflowClient(self.tracking_uri).search_model_versions(
+            f"name = '{registered_model}' and tags.{PUBLISHED_VERSION} = '{published_version}'"
+        )
+        return str(max(int(v.version) for v in found)) if found else None
+
+    def names_champion(self, registered_model: str, published_version: str) -> bool:
+        try:
+            version = mlflow.MlflowClient(self.tracking_uri).get_model_version_by_alias(
+                registered_model, CHAMPION_ALIAS
+            )
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such model or alias
+                return False
+            raise
+        return version.tags.get(PUBLISHED_VERSION) == published_version
 
     def metadata(self) -> dict[str, str]:
         if self.run_info is None:

@@ -97,7 +97,9 @@ class WandbTracker(Tracker):
             file.write(card)
         self.run.log_artifact(artifact)
 
-    def register(self, model_name: str, onnx_path: str | os.PathLike, published_uri: str, config: dict) -> dict:
+    def register(
+        self, model_name: str, onnx_path: str | os.PathLike, published_uri: str, config: dict, published_version: str
+    ) -> dict:
         """A publish run (W&B runs end with their step) holding a model artifact that references the published copy."""
         if self.run is None:
             self.run = self._init(f"{model_name}_publish", config, self.job_type)

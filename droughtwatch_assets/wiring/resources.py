@@ -334,6 +334,15 @@ class TrackingResource(dg.ConfigurableResource):
         with tracked(tracker):
             yield tracker
 
+    def names_champion(self, context: dg.AssetExecutionContext, registered_model: str, published_version: str) -> bool:
+        """Whether the deployment's tracker names the store's champion publication `published_version` champion,
+        asked without opening a run; a tracker that cannot be reached fails the step (its retry asks again)."""
+        try:
+            tracker = self._backend(self.resolve("deployment"), context.run.run_id, "promote")
+        except TrackingUnavailable as exc:
+            raise dg.Failure(f"{exc}: cannot check that it names champion version {published_version}") from None
+        return tracker.names_champion(registered_model, published_version)
+
     def _backend(self, kind: TrackerName, dagster_run_id: str, job_type: str) -> Tracker:
         if kind == "wandb":
             from droughtwatch_assets.tracking.wandb_backend import WandbTracker

@@ -78,21 +78,21 @@ def accuracy_on_the_class_images(model) -> float:
 
 def test_the_feature_set_that_tells_the_classes_apart_becomes_champion_and_is_published(compared):
     data, result = compared
-    rows = {row["feature_set"]: row for row in result.output_for_node("leaderboard")}
-    assert [row["feature_set"] for row in result.output_for_node("leaderboard")][:2] == ["baseline", "rgb"]
-    assert {name: row["status"] for name, row in rows.items()} == {
+    rows = {row.feature_set: row for row in result.output_for_node("leaderboard")}
+    assert [row.feature_set for row in result.output_for_node("leaderboard")][:2] == ["baseline", "rgb"]
+    assert {name: row.status for name, row in rows.items()} == {
         "baseline": "candidate",
         "rgb": "candidate",
         "ndvi": "not trained",
         "all": "not trained",
     }
-    assert rows["baseline"]["majority_rate"] == rows["rgb"]["majority_rate"] == 0.25
-    assert rows["rgb"]["val_accuracy"] == 0.25 and sorted(rows["rgb"]["recall"]) == [0.0, 0.0, 0.0, 1.0]
+    assert rows["baseline"].majority_rate == rows["rgb"].majority_rate == 0.25
+    assert rows["rgb"].val_accuracy == 0.25 and sorted(rows["rgb"].recall) == [0.0, 0.0, 0.0, 1.0]
 
     folder = data / "registry" / "champion"
     expected = accuracy_on_the_class_images(folder / "model.onnx")
     assert expected > 0.25, "the baseline did not learn the NIR band in 3 epochs"
-    assert rows["baseline"]["val_accuracy"] == expected
+    assert rows["baseline"].val_accuracy == expected
 
     outcome = result.output_for_node("champion")
     assert (outcome["promoted"], outcome["reason"]) == (True, "no champion yet")
@@ -100,7 +100,7 @@ def test_the_feature_set_that_tells_the_classes_apart_becomes_champion_and_is_pu
     published = yaml.safe_load((folder / "config.yaml").read_text())
     assert published["features"] == ["B2", "B3", "B4", "B5"]
     assert published["champion"]["feature_set"] == "baseline" and published["champion"]["val_accuracy"] == expected
-    assert published["model_md5"] == md5_of(folder / "model.onnx") == rows["baseline"]["model_md5"]
+    assert published["model_md5"] == md5_of(folder / "model.onnx") == rows["baseline"].model_md5
     assert (folder / "CURRENT").read_text() == published["published_version"]
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"champion_is_sound": True}

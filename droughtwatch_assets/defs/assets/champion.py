@@ -1,20 +1,16 @@
 """The feature sets' models compared (leaderboard) and the best one promoted (champion)."""
 
-from typing import Any
-
 import dagster as dg
 from pydantic import Field
 
-from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.core.configurations import parity_problem
 from droughtwatch_assets.dagster_support.asset_defaults import CHAIN_STEP
+from droughtwatch_assets.dagster_support.failures import refusal
 from droughtwatch_assets.dagster_support.metadata import champion_history_table
-from droughtwatch_assets.data.datasets import md5_of
+from droughtwatch_assets.defs.assets.leaderboard import EVALUATIONS, Evaluations, by_feature_set
 from droughtwatch_assets.model.artifacts import OnnxModels
-from droughtwatch_assets.model.card import model_card
-from droughtwatch_assets.model.drift import reference_attachments, reference_to_publish
+from droughtwatch_assets.model.publication import Listing, NotEvaluated, list_published, publish_model
 from droughtwatch_assets.model.selection import Candidate, Metric, champion_record, choose, with_promotion
-from droughtwatch_assets.storage.registry import CARD_FILE
-from droughtwatch_assets.storage.retention import with_source_version
 from droughtwatch_assets.wiring.resources import ArtifactStore, TrackingResource
 
 CHAMPION = "champion"
@@ -30,9 +26,7 @@ class ChampionConfig(dg.Config):
     **CHAIN_STEP,
     ins={
         "onnx_model": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),  # opened lazily: the winner's only
-        "model_evaluation": dg.AssetIn(
-            partition_mapping=dg.AllPartitionMapping(), metadata={"allow_missing_partitions": True}
-        ),
+        "model_evaluation": EVALUATIONS,
     },
     # one champion step at a time across runs (dagster.yaml's pool limit): each compares against the champion
     # the previous one promoted, so concurrent experiment runs end with the best model, whatever their order
@@ -49,21 +43,22 @@ def champion(
     config: ChampionConfig,
     store: ArtifactStore,
     tracking: TrackingResource,
-    leaderboard: list[dict],
+    leaderboard: list[Candidate],
     onnx_model: OnnxModels,
-    model_evaluation: Any,  # dict[str, EvaluationRecord]; the record itself when there is one feature set
+    model_evaluation: Evaluations,
 ) -> dg.Output[dict]:
     current = store.published(CHAMPION)
     current_record = current[1].champion if current else None
     history = current[1].history if current else []
-    decision = choose([Candidate(**row) for row in leaderboard], config.metric, config.margin, current_record)
+    decision = choose(leaderboard, config.metric, config.margin, current_record)
     metadata = {"decision": decision.reason, "previous_champion": current_record["feature_set"] if current else "none"}
+    if current:
+        metadata.update(complete_promotion(context, config, tracking, current))
     if decision.winner is None:
         context.log.info(f"no new champion: {decision.reason}")
     else:
         winner = decision.winner.feature_set
-        evaluations = model_evaluation if isinstance(model_evaluation, dict) else {winner: model_evaluation}
-        evaluation = evaluations.get(winner)
+        evaluation = by_feature_set(model_evaluation).get(winner)
         current_record, history, promoted = promote(
             context, config, store, tracking, decision, (onnx_model[winner], evaluation), history
         )
@@ -78,30 +73,47 @@ def promote(context, config: ChampionConfig, store: ArtifactStore, tracking: Tra
     """Publish the winner (model: its onnx_model and evaluation) as champion/ with its model card, and promote it
     in the tracker: (its record, the history with it, metadata)."""
     winner, (onnx, evaluation) = decision.winner, model
-    if md5_of(onnx.onnx_path) != winner.model_md5 or evaluation is None or evaluation.model_md5 != winner.model_md5:
-        raise dg.Failure(
-            f"onnx_model {winner.feature_set} changed after it was evaluated; materialise "
-            f"model_evaluation for {winner.feature_set} again",
-            allow_retries=False,
-        )
     record = champion_record(decision, config.metric, onnx.config.features, onnx.parity["max_abs_diff"])
     history = with_promotion(past, record)
-    source = with_source_version(onnx.config, ("onnx_model", winner.feature_set), onnx.root)
-    published = source.model_copy(update={"champion": record, "history": history})
-    reference = reference_to_publish(onnx, evaluation.predicted_class_rates)
-    card = model_card(onnx.config, evaluation, onnx.parity["max_abs_diff"], CHAMPION, reference)
-    publication = store.publish(
-        CHAMPION, onnx.onnx_path, published, {**reference_attachments(reference), CARD_FILE: card}
-    )
-    store.retain_after_commit(context.log, models=[CHAMPION])
-    context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
     tags = {"feature_set": winner.feature_set, "data_version": winner.data_version}
-    with tracking.step(context, job_type="promote", start=(f"{config.registered_model}_champion", record)) as tracker:
-        promoted = tracker.promote(config.registered_model, onnx.onnx_path, tags)
-        tracker.log_model_card(CHAMPION, card)
-    promoted.update({"won_by": decision.won_by or 0.0, "version_uri": publication.version_uri})
-    promoted["model_card"] = dg.MetadataValue.md(card)
+    try:
+        published = publish_model(
+            store,
+            onnx,
+            evaluation,
+            CHAMPION,
+            Listing(config.registered_model, champion=True, tags=tags),
+            lambda: tracking.step(context, job_type="promote", start=(f"{config.registered_model}_champion", record)),
+            lambda: store.retain_after_commit(context.log, models=[CHAMPION]),
+            chosen_md5=winner.model_md5,
+            config_update={"champion": record, "history": history},
+        )
+    except NotEvaluated as exc:
+        raise refusal(str(exc)) from None
+    publication = published.publication
+    context.log.info(f"champion: {winner.feature_set} ({decision.reason}), {publication.version_uri}")
+    promoted = {**published.tracked, "won_by": decision.won_by or 0.0, "version_uri": publication.version_uri}
+    promoted["model_card"] = dg.MetadataValue.md(published.card)
     return record, history, promoted
+
+
+def complete_promotion(context, config: ChampionConfig, tracking: TrackingResource, current) -> dict:
+    """Promote in the tracker the champion the store holds (current: its model file and config) when the tracker
+    does not name it champion: its promotion failed after the store had committed it. Metadata of what was done."""
+    model, published = current
+    version, record = published.published_version, published.champion
+    if not version or tracking.names_champion(context, config.registered_model, version):
+        return {}
+    context.log.warning(f"the tracker does not name champion version {version} champion: promoting it now")
+    tags = {"feature_set": record["feature_set"], "data_version": record["data_version"]}
+    tracked = list_published(
+        model,
+        published,
+        CHAMPION,
+        Listing(config.registered_model, champion=True, tags=tags),
+        lambda: tracking.step(context, job_type="promote", start=(f"{config.registered_model}_champion", record)),
+    )
+    return {**tracked, "completed_promotion": version}
 
 
 @dg.asset_check(
@@ -118,12 +130,12 @@ def champion_is_sound(store: ArtifactStore) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=True, metadata={"champion": "none published"})
     model, config = published
     channels = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[3]
-    parity = config.champion["parity"]
     problems = []
     if channels != len(config.features):
         problems.append(f"the model takes {channels} channels; its config lists {len(config.features)} features")
-    if not parity <= PARITY_TOLERANCE:
-        problems.append(f"ONNX/Keras max abs diff {parity} > {PARITY_TOLERANCE}")
+    parity = parity_problem(config.champion["parity"])
+    if parity:
+        problems.append(parity)
     return dg.AssetCheckResult(
         passed=not problems,
         metadata={"problems": dg.MetadataValue.json(problems), "feature_set": config.champion["feature_set"]},

@@ -6,32 +6,34 @@ from droughtwatch_assets.dagster_support.asset_defaults import CHAIN_STEP
 from droughtwatch_assets.dagster_support.metadata import leaderboard_metadata
 from droughtwatch_assets.dagster_support.partitions import feature_set_partitions
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.model.selection import candidate, ranked
+from droughtwatch_assets.model.evaluate import EvaluationRecord
+from droughtwatch_assets.model.selection import Candidate, candidate, ranked
+
+# Every feature set's model_evaluation, those never evaluated left out: what the leaderboard and the champion read.
+EVALUATIONS = dg.AssetIn(
+    "model_evaluation",
+    partition_mapping=dg.AllPartitionMapping(),
+    metadata={"allow_missing_partitions": True},
+    dagster_type=dg.Any,  # Dagster types no union; by_feature_set tells the shapes apart
+)
+Evaluations = dict[str, EvaluationRecord] | EvaluationRecord | None
 
 
-def latest_evaluation(instance: dg.DagsterInstance, feature_set: str) -> dict | None:
-    """What the partition's latest model_evaluation recorded, or None if it never ran."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_evaluation"), asset_partitions=[feature_set]), limit=1
-    ).records
-    if not records:
-        return None
-    metadata = records[0].asset_materialization.metadata
-    if "model_md5" not in metadata:  # evaluated by an earlier version that recorded less
-        return None
-    return {
-        "val_accuracy": metadata["val_accuracy"].value,
-        "majority_rate": metadata["majority_class_rate"].value,
-        "macro_f1": metadata["macro_f1"].value,
-        "recall": metadata["recall"].value,
-        "data_version": metadata["data_version"].value,
-        "model_md5": metadata["model_md5"].value,
-    }
+def by_feature_set(loaded: Evaluations) -> dict[str, EvaluationRecord]:
+    """The EVALUATIONS input by feature set. The IO manager hands a dict, but the record itself when the deployment
+    has a single feature set, and None when that one was never evaluated."""
+    if loaded is None:
+        return {}
+    if isinstance(loaded, dict):
+        return loaded
+    [only] = feature_set_partitions.get_partition_keys()
+    return {only: loaded}
 
 
 @dg.asset(
-    **CHAIN_STEP,
-    deps=["model_evaluation"],
+    # 2: the evaluations come in typed through the input (Candidate records out), no longer from their metadata
+    **{**CHAIN_STEP, "code_version": "2"},
+    ins={"model_evaluation": EVALUATIONS},
     group_name="evaluation",
     kinds={"onnx"},
     io_manager_key="value_io_manager",
@@ -39,13 +41,17 @@ def latest_evaluation(instance: dg.DagsterInstance, feature_set: str) -> dict | 
     "macro-F1, per-class recall and the majority-class rate, on the current raw data version. Models evaluated "
     "on other data are marked stale; feature sets never trained are listed as such.",
 )
-def leaderboard(context: dg.AssetExecutionContext, raw_tfrecords: ShardedDataset) -> dg.Output[list[dict]]:
+def leaderboard(
+    raw_tfrecords: ShardedDataset,
+    model_evaluation: Evaluations,
+) -> dg.Output[list[Candidate]]:
     data_version = raw_tfrecords.manifest.data_version
+    evaluations = by_feature_set(model_evaluation)
     candidates = ranked(
         [
-            candidate(feature_set, latest_evaluation(context.instance, feature_set), data_version)
+            candidate(feature_set, evaluations.get(feature_set), data_version)
             for feature_set in feature_set_partitions.get_partition_keys()
         ],
         "val_accuracy",
     )
-    return dg.Output([c.as_dict() for c in candidates], metadata=leaderboard_metadata(candidates, data_version))
+    return dg.Output(candidates, metadata=leaderboard_metadata(candidates, data_version))

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from droughtwatch_assets.core.configurations import PARITY_TOLERANCE
+from droughtwatch_assets.core.configurations import parity_problem
 from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.dagster_support.failures import refusal
 from droughtwatch_assets.dagster_support.metadata import export_metadata
@@ -33,8 +33,9 @@ def onnx_model(
     except NothingToCheck as exc:
         raise refusal(f"processed_tfrecords partition '{context.partition_key}' {exc}. Check the raw shards") from exc
     diff = exported.max_abs_diff
-    if not diff <= PARITY_TOLERANCE:  # the blocking onnx_matches_keras check stops publishing
-        context.log.error(f"ONNX export disagrees with Keras: max abs diff {diff:.3g} > {PARITY_TOLERANCE}")
+    problem = parity_problem(diff)
+    if problem:  # the blocking onnx_matches_keras check stops publishing
+        context.log.error(f"ONNX export disagrees with Keras: {problem}")
     with tracking.step(context, trained_model.config.tracker, job_type="export") as tracker:
         tracker.log_onnx_model(artifact.onnx_path)  # joins the training run where the backend keeps one
     context.log.info(f"ONNX model written: {exported.info.size_bytes} bytes, Keras/ONNX max abs diff {diff:.2g}")

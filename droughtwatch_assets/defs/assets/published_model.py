@@ -3,13 +3,9 @@ import dagster as dg
 from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.dagster_support.failures import refusal, refuse_configuration_mismatch
 from droughtwatch_assets.dagster_support.metadata import publication_metadata
-from droughtwatch_assets.data.datasets import md5_of
 from droughtwatch_assets.model.artifacts import OnnxArtifact
-from droughtwatch_assets.model.card import model_card
-from droughtwatch_assets.model.drift import reference_attachments, reference_to_publish
 from droughtwatch_assets.model.evaluate import EvaluationRecord
-from droughtwatch_assets.storage.registry import CARD_FILE
-from droughtwatch_assets.storage.retention import with_source_version
+from droughtwatch_assets.model.publication import Listing, NotEvaluated, publish_model
 from droughtwatch_assets.wiring.resources import ArtifactStore, TrackingResource
 
 
@@ -48,30 +44,21 @@ def published_model(
         return dg.Output(
             {"model_name": name, "published": False, "uris": []}, metadata={"model_name": name, "published": False}
         )
-    evaluation = evaluated(context, onnx_model, model_evaluation)
-    reference = reference_to_publish(onnx_model, evaluation.predicted_class_rates)
-    card = model_card(config, evaluation, onnx_model.parity["max_abs_diff"], name, reference)
-    # the onnx_model version published stays as long as the publication does (retention.py)
-    source = with_source_version(config, ("onnx_model", context.partition_key), onnx_model.root)
-    publication = store.publish(
-        name, onnx_model.onnx_path, source, {**reference_attachments(reference), CARD_FILE: card}
-    )
-    store.retain_after_commit(context.log, models=[name])
+    try:
+        published = publish_model(
+            store,
+            onnx_model,
+            model_evaluation,
+            name,
+            Listing(name),
+            lambda: tracking.step(context, config.tracker, job_type="publish"),
+            lambda: store.retain_after_commit(context.log, models=[name]),
+        )
+    except NotEvaluated as exc:
+        raise refusal(str(exc)) from None
+    publication = published.publication
     context.log.info(f"published {name} version {publication.version}: {publication.version_uri}")
-    with tracking.step(context, config.tracker, job_type="publish") as tracker:
-        registry = tracker.register(name, onnx_model.onnx_path, publication.model_uri, config.model_dump(mode="json"))
-        tracker.log_model_card(name, card)
     uris = [publication.model_uri, publication.config_uri]
     value = {"model_name": name, "published": True, "uris": uris, "version": publication.version}
-    value.update({"version_uri": publication.version_uri, **registry})
-    return dg.Output(value, metadata=publication_metadata(name, publication, registry, card))
-
-
-def evaluated(context, onnx_model: OnnxArtifact, evaluation: EvaluationRecord) -> EvaluationRecord:
-    """The evaluation, when it judged this very model file."""
-    if evaluation.model_md5 != md5_of(onnx_model.onnx_path):
-        raise refusal(
-            f"model_evaluation partition '{context.partition_key}' judged another model than the current onnx_model; "
-            f"materialise model_evaluation again"
-        )
-    return evaluation
+    value.update({"version_uri": publication.version_uri, **published.tracked})
+    return dg.Output(value, metadata=publication_metadata(name, publication, published.tracked, published.card))
