@@ -182,7 +182,7 @@ def predict(args: argparse.Namespace) -> int:
     from droughtwatch_assets.core.features import load_feature_sets, validate_features
     from droughtwatch_assets.core.model_config import embedded_config
     from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE
-    from droughtwatch_assets.model.drift import class_prior_drift, read_reference
+    from droughtwatch_assets.model.drift import class_drift, read_reference
     from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
     from droughtwatch_assets.records.tfrecord import RecordError
     from droughtwatch_assets.storage.registry import fetch_published
@@ -215,12 +215,12 @@ def predict(args: argparse.Namespace) -> int:
     )
     print("predicted class counts: " + ", ".join(f"{k}: {n}" for k, n in enumerate(result.class_distribution())))
     if reference is None:
-        print("class drift: no training class priors known (the model carries no drift reference)")
+        print("class drift: no class rates known (the model carries no drift reference)")
         return 0
-    class_drift = class_prior_drift(result.class_distribution(), reference.class_priors)
-    print(f"class drift against the training priors: {class_drift.line()}")
-    if class_drift.drifted:
-        print(f"droughtwatch predict: warning: class drift, {class_drift.line()}", file=sys.stderr)
+    drift = class_drift(result.class_distribution(), reference.expected_classes())
+    print(drift.summary())
+    if drift.drifted:
+        print(f"droughtwatch predict: warning: class drift, {drift.line()}", file=sys.stderr)
     return 0
 
 

@@ -1,5 +1,6 @@
 """Drift of the inputs (PSI per channel against a model's drift reference) and of the predictions (chi-square)."""
 
+import json
 import math
 import shutil
 
@@ -13,6 +14,7 @@ from droughtwatch_assets.data.processing import ProcessingOptions, process_datas
 from droughtwatch_assets.data.sample import CLASS_PRIOR, SampleSpec, write_sample
 from droughtwatch_assets.model import drift
 from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE
+from droughtwatch_assets.model.evaluate import EvaluationRecord, class_rates
 from droughtwatch_assets.records.tfrecord import encode_raw_example, read_raw
 from droughtwatch_assets.records.writer import RecordWriter
 from droughtwatch_assets.wiring.resources import LocalStore  # the drift check's registry
@@ -136,28 +138,36 @@ def test_a_model_without_a_reference_reads_as_none(tmp_path):
     assert drift.read_reference(tmp_path / "drift_reference.json") is None
 
 
+def priors(shares) -> drift.ExpectedClasses:
+    return drift.ExpectedClasses(shares, "training priors")
+
+
+def val_rates(shares) -> drift.ExpectedClasses:
+    return drift.ExpectedClasses(shares, "val predictions")
+
+
 def test_uniform_predictions_against_skewed_priors_are_flagged():
-    result = drift.class_prior_drift([250, 250, 250, 250], CLASS_PRIOR)
+    result = drift.class_drift([250, 250, 250, 250], priors(CLASS_PRIOR))
     assert result.dof == 3 and result.p_value < 0.01 and result.drifted
     assert "not distributed as in training (p < 0.01)" in result.line()
 
 
 def test_predictions_matching_the_priors_are_not_flagged():
     counts = np.rint(1000 * CLASS_PRIOR).astype(int)
-    result = drift.class_prior_drift(counts, CLASS_PRIOR * 86317)  # counts or shares: the same priors
+    result = drift.class_drift(counts, priors(CLASS_PRIOR * 86317))  # counts or shares: the same priors
     assert result.statistic < 0.1 and result.p_value > 0.9 and not result.drifted
     assert result.line().endswith("consistent with training")
 
 
 def test_a_predicted_class_that_training_never_had_is_drift():
-    result = drift.class_prior_drift([5, 5, 0, 1], [0.5, 0.5, 0.0, 0.0])
+    result = drift.class_drift([5, 5, 0, 1], priors([0.5, 0.5, 0.0, 0.0]))
     assert result.statistic == np.inf and result.p_value == 0 and result.drifted
 
 
 def test_the_chi_square_of_counts_against_priors_with_two_degrees_of_freedom():
     # n = 100, expected 50, 25, 25: (30 - 50)^2 / 50 + (50 - 25)^2 / 25 + (20 - 25)^2 / 25 = 8 + 25 + 1 = 34;
     # for 2 dof the tail is exp(-x / 2)
-    result = drift.class_prior_drift([30, 50, 20], [0.5, 0.25, 0.25])
+    result = drift.class_drift([30, 50, 20], priors([0.5, 0.25, 0.25]))
     assert result.statistic == pytest.approx(34) and result.dof == 2 and result.predictions == 100
     assert result.p_value == pytest.approx(math.exp(-17), rel=1e-12) and result.drifted
 
@@ -165,14 +175,14 @@ def test_the_chi_square_of_counts_against_priors_with_two_degrees_of_freedom():
 def test_priors_given_as_counts_are_normalised_and_a_class_training_never_had_is_left_out():
     # expected 100 * 2/4 and 100 * 2/4 = 50, 50; class 2 (prior 0) is dropped: (40 - 50)^2 / 50 * 2 = 4, 1 dof;
     # for 1 dof the tail is erfc(sqrt(x / 2))
-    result = drift.class_prior_drift([40, 60, 0], [2, 2, 0])
+    result = drift.class_drift([40, 60, 0], priors([2, 2, 0]))
     assert result.statistic == pytest.approx(4) and result.dof == 1
     assert result.p_value == pytest.approx(math.erfc(math.sqrt(2)), rel=1e-12) and not result.drifted
 
 
 def test_predictions_are_drifted_only_below_a_p_value_of_0_01():
     def drifted(p_value: float) -> bool:
-        return drift.ClassDrift(statistic=1.0, dof=2, p_value=p_value, predictions=10).drifted
+        return drift.ClassDrift(statistic=1.0, dof=2, p_value=p_value, predictions=10, expected=priors([1, 1])).drifted
 
     assert [drifted(p) for p in (0.0, np.nextafter(0.01, 0), 0.01, 0.02, 0.5)] == [True, True, False, False, False]
 
@@ -215,6 +225,91 @@ def test_an_empty_split_has_nothing_to_compare(sample, tmp_path):
                 writer.write(encode_raw_example(np.zeros((11, 65, 65), np.uint8), int(label)))
     with pytest.raises(drift.NothingToCompare, match="the train split has no records"):
         drift.pixel_sample(processed(folder, tmp_path))
+
+
+def test_counts_in_the_models_own_val_proportions_give_a_chi_square_of_zero():
+    # n = 60, expected 60 * (1/2, 1/6, 1/6, 1/6) = 30, 10, 10, 10: every term (observed - expected)^2 / expected is 0
+    result = drift.class_drift([30, 10, 10, 10], val_rates([0.5, 1 / 6, 1 / 6, 1 / 6]))
+    assert result.statistic == pytest.approx(0, abs=1e-12) and result.dof == 3 and result.predictions == 60
+    assert result.p_value == pytest.approx(1) and not result.drifted
+    # shares that are binary fractions leave no rounding: 80 * (1/2, 1/4, 1/8, 1/8) = 40, 20, 10, 10 exactly
+    exact = drift.class_drift([40, 20, 10, 10], val_rates([0.5, 0.25, 0.125, 0.125]))
+    assert exact.statistic == 0 and exact.p_value == 1
+    assert exact.summary() == (
+        "class drift against the model's predicted class rates on val: chi-square 0.00 (3 dof), p = 1: "
+        "consistent with the predictions on val"
+    )
+
+
+def test_counts_away_from_the_models_val_proportions_are_drift_against_them():
+    # n = 60 against rates (1/2, 1/6, 1/6, 1/6): expected 30, 10, 10, 10;
+    # (15 - 30)^2 / 30 + (15 - 10)^2 / 10 * 3 = 7.5 + 7.5 = 15, 3 dof: erfc(sqrt(7.5)) + 2 * sqrt(7.5 / pi) e^-7.5
+    result = drift.class_drift([15, 15, 15, 15], val_rates([0.5, 1 / 6, 1 / 6, 1 / 6]))
+    assert result.statistic == pytest.approx(15) and result.dof == 3
+    tail = math.erfc(math.sqrt(7.5)) + 2 * math.sqrt(7.5 / math.pi) * math.exp(-7.5)
+    assert result.p_value == pytest.approx(tail, rel=1e-12) and result.p_value == pytest.approx(chi2.sf(15, 3))
+    assert result.drifted and result.summary() == (
+        f"class drift against the model's predicted class rates on val: chi-square 15.00 (3 dof), p = {tail:.3g}: "
+        "the predicted classes are not distributed as on val (p < 0.01)"
+    )
+
+
+def test_the_predicted_class_rates_travel_with_the_reference_and_are_what_predictions_are_tested_against(
+    reference,
+):
+    assert reference.predicted_class_rates is None  # made at training, before the model is evaluated
+    published = reference.with_predicted_class_rates([0.5, 0.25, 0.125, 0.125])
+    assert drift.DriftReference.from_json(published.to_json(), "here") == published
+    assert published.predicted_class_rates == [0.5, 0.25, 0.125, 0.125]
+    assert published.class_priors == reference.class_priors  # the label priors stay beside them
+    assert published.expected_classes() == drift.ExpectedClasses([0.5, 0.25, 0.125, 0.125], "val predictions")
+    with pytest.raises(ValueError, match="3 predicted class rates for 4 classes"):
+        reference.with_predicted_class_rates([0.5, 0.25, 0.25])
+
+
+def test_a_reference_published_before_the_predicted_class_rates_falls_back_to_the_priors_and_says_why(reference):
+    older = json.loads(reference.to_json())
+    del older["predicted_class_rates"]  # as published before the field existed
+    read = drift.DriftReference.from_json(json.dumps(older), "here")
+    expected = read.expected_classes()
+    assert expected.shares == reference.class_priors and expected.basis == "training priors"
+    result = drift.class_drift([250, 250, 250, 250], expected)
+    assert result.summary().startswith(
+        "class drift against the training priors (the model's drift reference predates its predicted class rates "
+        "on val; publish the model again to record them): chi-square "
+    )
+
+
+def evaluation_record(md5: str, rates):
+    return EvaluationRecord(md5, "v1", 8, 0.5, 0.5, [0.0] * 4, [0.0] * 4, [0.0] * 4, [[0] * 4] * 4, rates)
+
+
+@pytest.mark.parametrize(
+    "record, basis, note",
+    [
+        (evaluation_record("m1", [0.5, 0.5, 0, 0]), "val predictions", ""),
+        (
+            evaluation_record("other", [0.5, 0.5, 0, 0]),
+            "training priors",
+            "model_evaluation judged another model file; materialise model_evaluation again",
+        ),
+        (
+            evaluation_record("m1", None),
+            "training priors",
+            "model_evaluation was materialised before it recorded predicted class rates; materialise it again",
+        ),
+    ],
+    ids=["the model's own evaluation", "another model's evaluation", "an evaluation from before the rates"],
+)
+def test_the_predictions_asset_takes_the_rates_of_its_models_own_evaluation_only(record, basis, note):
+    expected = drift.expected_from_evaluation(record, "m1", [6, 1, 1, 0])
+    assert (expected.basis, expected.note) == (basis, note)
+    assert expected.shares == ([0.5, 0.5, 0, 0] if basis == "val predictions" else [6, 1, 1, 0])
+
+
+def test_the_predicted_class_rates_are_the_share_of_each_class_among_the_predictions():
+    # 8 predictions: four 0s, two 1s, none 2, two 3s
+    assert class_rates(np.array([0, 3, 0, 1, 0, 3, 1, 0])) == [0.5, 0.25, 0.0, 0.25]
 
 
 def reference_of(data_version: str) -> str:

@@ -4,6 +4,7 @@ import pytest
 
 from droughtwatch_assets.core.model_config import ModelConfig, SweepRecord
 from droughtwatch_assets.model.card import front_matter, model_card
+from droughtwatch_assets.model.drift import DriftReference
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 
 # rows: true class, columns: predicted class; 20 records
@@ -124,3 +125,46 @@ def test_a_swept_model_names_its_grid_hold_out_and_trial():
     )
     card = model_card(CONFIG.model_copy(update={"sweep": sweep}), EVALUATION, 0.0, "baseline")
     assert "| hyperparameters | chosen by a sweep of 4 combinations on a 25% hold-out of train (trial 3) |" in card
+
+
+def reference(rates):
+    """A drift reference with the label priors 0.6, 0.2, 0.15, 0.05 (and bins that the card does not show)."""
+    return DriftReference(
+        features=["B2"],
+        data_version="processed-v2",
+        split="train",
+        seed=0,
+        sample_records=10,
+        sample_pixels=10,
+        records=10,
+        pixels=10,
+        quantiles=[0.5],
+        edges=[[0.5]],
+        expected=[[0.5, 0.5]],
+        means=[0.5],
+        vetoed_fraction=0.0,
+        class_priors=[0.6, 0.2, 0.15, 0.05],
+        predicted_class_rates=rates,
+    )
+
+
+def test_the_card_shows_the_predicted_class_rates_on_val_beside_the_label_priors():
+    # predicted as each class, from CONFUSION's columns: 10, 2, 4, 4 of 20
+    card = model_card(CONFIG, EVALUATION, 0.0, "baseline", reference([0.5, 0.1, 0.2, 0.2]))
+    lines = card.splitlines()
+    assert "## Class rates" in lines and lines.index("## Class rates") < lines.index("## Export")
+    start = lines.index("| class | training label share | predicted share on val |")
+    assert lines[start + 2 : start + 7] == [
+        "| 0 animals | 0.6000 | 0.5000 |",
+        "| 1 animals | 0.2000 | 0.1000 |",
+        "| 2 animals | 0.1500 | 0.2000 |",
+        "| 3+ animals | 0.0500 | 0.2000 |",
+        "",
+    ]
+
+
+def test_a_card_without_predicted_class_rates_or_without_a_reference_says_what_it_knows():
+    lines = model_card(CONFIG, EVALUATION, 0.0, "baseline", reference(None)).splitlines()
+    start = lines.index("| class | training label share | predicted share on val |")
+    assert lines[start + 2] == "| 0 animals | 0.6000 | unknown |"
+    assert "## Class rates" not in model_card(CONFIG, EVALUATION, 0.0, "baseline").splitlines()

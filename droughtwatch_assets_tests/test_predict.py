@@ -138,30 +138,59 @@ def real_reference(real_folder, root):
     return reference_from(process_dataset(raw, root / "processed", "baseline", features, ProcessingOptions(workers=1)))
 
 
-@pytest.mark.integration
-def test_cli_tests_the_predicted_classes_against_the_published_models_priors(real_folder, reference_onnx, tmp_path):
+def published_with(tmp_path, reference_onnx, reference) -> None:
     from droughtwatch_assets.storage.registry import LocalModelRegistry
 
-    reference = real_reference(real_folder, tmp_path)
     registry = LocalModelRegistry(tmp_path / "registry")
     registry.publish("baseline", reference_onnx, model_config(), {"drift_reference.json": reference.to_json()})
+
+
+@pytest.mark.integration
+def test_cli_tests_the_predicted_classes_against_the_published_models_own_val_rates(
+    real_folder, reference_onnx, tmp_path
+):
+    # the original model predicts 45, 6, 11 and 17 of the shard's 79 kept records as 0, 1, 2 and 3; published with
+    # those as its val rates, the same records give a chi-square of 0 (up to rounding), where the training priors
+    # (46, 14, 14, 5 of 79 records) give drift: the class weights at work
+    reference = real_reference(real_folder, tmp_path).with_predicted_class_rates([45 / 79, 6 / 79, 11 / 79, 17 / 79])
+    published_with(tmp_path, reference_onnx, reference)
+    result = run_predict(tmp_path / "registry" / "baseline", real_folder / "val", tmp_path / "out.parquet")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == "predicted class counts: 0: 45, 1: 6, 2: 11, 3: 17"
+    assert lines[2] == (
+        "class drift against the model's predicted class rates on val: chi-square 0.00 (3 dof), p = 1: "
+        "consistent with the predictions on val"
+    )
+    assert "warning" not in result.stderr
+
+
+@pytest.mark.integration
+def test_cli_falls_back_to_the_training_priors_for_a_reference_without_val_rates_and_says_why(
+    real_folder, reference_onnx, tmp_path
+):
+    published_with(tmp_path, reference_onnx, real_reference(real_folder, tmp_path))
     result = run_predict(tmp_path / "registry" / "baseline", real_folder / "val", tmp_path / "out.parquet")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("79 predictions from 81 records (2 blank images vetoed)")
     assert lines[1].startswith("predicted class counts: 0: ")
-    assert lines[2].startswith("class drift against the training priors: chi-square ") and " (3 dof), p = " in lines[2]
+    assert lines[2].startswith(
+        "class drift against the training priors (the model's drift reference predates its predicted class rates "
+        "on val; publish the model again to record them): chi-square "
+    )
+    assert " (3 dof), p = " in lines[2]
     # the original model predicts class 3 for 17 records, where the shard has 5
     assert lines[2].endswith("not distributed as in training (p < 0.01)")
     assert "droughtwatch predict: warning: class drift, chi-square " in result.stderr
 
 
 @pytest.mark.integration
-def test_cli_says_no_priors_are_known_for_a_model_without_a_drift_reference(real_shard, reference_onnx, tmp_path):
+def test_cli_says_no_class_rates_are_known_for_a_model_without_a_drift_reference(real_shard, reference_onnx, tmp_path):
     result = run_predict(reference_onnx, real_shard, tmp_path / "out.parquet", "--features", "baseline")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == (
-        "class drift: no training class priors known (the model carries no drift reference)"
+        "class drift: no class rates known (the model carries no drift reference)"
     )
 
 
@@ -182,9 +211,14 @@ def test_tta_averages_the_models_probabilities_over_the_eight_views_and_is_off_b
         turned = np.rot90(images, k % 4, axes=(1, 2))
         return session.run(None, {name: np.ascontiguousarray(turned[:, :, ::-1] if k >= 4 else turned)})[0]
 
-    plain, labels = predict.predict_processed(reference_onnx, [tmp_path / "shard"], 4)
-    averaged, same_labels = predict.predict_processed(reference_onnx, [tmp_path / "shard"], 4, tta=True)
-    np.testing.assert_array_equal(plain, on_view(0))
-    np.testing.assert_allclose(averaged, np.mean([on_view(k) for k in range(8)], axis=0), rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(labels, same_labels)
-    assert not np.allclose(averaged, plain)  # the reference model is not invariant to turns and flips
+    plain = predict.predict_processed(reference_onnx, [tmp_path / "shard"], 4)
+    averaged = predict.predict_processed(reference_onnx, [tmp_path / "shard"], 4, tta=True)
+    np.testing.assert_array_equal(plain.probabilities, on_view(0))
+    mean = np.mean([on_view(k) for k in range(8)], axis=0)
+    np.testing.assert_allclose(averaged.probabilities, mean, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(plain.labels, averaged.labels)
+    assert not np.allclose(averaged.probabilities, plain.probabilities)  # not invariant to turns and flips
+    # the classes predicted without tta come from the same pass either way: those of view 0 alone
+    assert (plain.plain_classes == on_view(0).argmax(axis=1)).all()
+    assert (averaged.plain_classes == on_view(0).argmax(axis=1)).all()
+    assert (mean.argmax(axis=1) != on_view(0).argmax(axis=1)).any()  # which tta's own classes would not be

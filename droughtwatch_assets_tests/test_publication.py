@@ -43,15 +43,36 @@ def onnx_model(tmp_path, reference_onnx) -> OnnxArtifact:
     artifact = OnnxArtifact(root)
     artifact.write_config(model_config(model_name="baseline-small"))
     artifact.write_parity(3e-7, 64)
-    artifact.drift_reference_path.write_text('{"features": ["B2", "B3", "B4", "B5"]}')
+    artifact.drift_reference_path.write_text(json.dumps(TRAINING_REFERENCE))
     return artifact
+
+
+# a drift reference as training writes it (small bins, made up), before the model's val rates are known
+TRAINING_REFERENCE = {
+    "features": ["B2", "B3", "B4", "B5"],
+    "data_version": "processed-1",
+    "split": "train",
+    "seed": 0,
+    "sample_records": 2,
+    "sample_pixels": 4,
+    "records": 2,
+    "pixels": 4,
+    "quantiles": [0.5],
+    "edges": [[0.5]] * 4,
+    "expected": [[0.5, 0.5]] * 4,
+    "means": [0.5] * 4,
+    "vetoed_fraction": 0.0,
+    "class_priors": [0.4, 0.2, 0.2, 0.2],
+    "predicted_class_rates": None,
+}
+VAL_RATES = [0.5, 0.25, 0.125, 0.125]
 
 
 def evaluation_of(model_md5: str) -> EvaluationRecord:
     confusion = [[5, 1, 0, 0], [1, 3, 0, 0], [0, 1, 2, 1], [0, 0, 1, 4]]  # 20 records, 14 right
     return EvaluationRecord(
         model_md5, "raw-1", 20, 0.7, 0.3, [5 / 6, 0.6, 2 / 3, 0.8], [5 / 6, 0.75, 0.5, 0.8], [5 / 6, 2 / 3, 4 / 7, 0.8],
-        confusion,
+        confusion, VAL_RATES,
     )  # fmt: skip
 
 
@@ -96,7 +117,10 @@ def test_a_model_is_published_with_its_source_version_card_and_attachments_with_
     assert config["model_md5"] == md5_of(onnx_model.onnx_path) == front_matter(published.card)["model_md5"]
     assert (folder / "MODEL_CARD.md").read_text() == published.card
     assert "largest difference from Keras on a val batch: 3e-07" in published.card
-    assert json.loads((folder / "drift_reference.json").read_text()) == {"features": ["B2", "B3", "B4", "B5"]}
+    # the training data's reference with the model's predicted class rates on val (its evaluation's) added
+    published_reference = json.loads((folder / "drift_reference.json").read_text())
+    assert published_reference == {**TRAINING_REFERENCE, "predicted_class_rates": VAL_RATES}
+    assert "| 0 animals | 0.4000 | 0.5000 |" in published.card.splitlines()  # label prior beside the val rate
 
 
 @pytest.mark.parametrize(

@@ -117,9 +117,10 @@ def export_metadata(info, parity: float, batch) -> dict:
     }
 
 
-def evaluation_metadata(result, probabilities, labels, data_version: str, model_md5: str, tta: bool = False) -> dict:
-    """model_evaluation's metadata: the headline figures, what the leaderboard compares, tables and pictures; `tta`:
-    whether the probabilities are averaged over the 8 dihedral views of each image."""
+def evaluation_metadata(result, probabilities, labels, record, tta: bool = False) -> dict:
+    """model_evaluation's metadata: the headline figures, what the leaderboard compares (the EvaluationRecord's
+    model and data version), tables and pictures; `tta`: whether the probabilities are averaged over the 8 dihedral
+    views of each image."""
     from droughtwatch_assets.model.plots import confusion_matrix, markdown_image, pr_curves
 
     confusion_rows = [[k, *result.confusion[k].tolist()] for k in range(NUM_CLASSES)]
@@ -140,8 +141,10 @@ def evaluation_metadata(result, probabilities, labels, data_version: str, model_
         "macro_f1": float(result.f1.mean()),
         "recall": dg.MetadataValue.json([round(float(r), 4) for r in result.recall]),
         # what the leaderboard compares: which model, on which raw data
-        "data_version": data_version,
-        "model_md5": model_md5,
+        "data_version": record.data_version,
+        "model_md5": record.model_md5,
+        # what prediction drift is measured against (without tta, as predictions score)
+        "predicted_class_rates": dg.MetadataValue.json([round(rate, 4) for rate in record.predicted_class_rates]),
         "confusion_matrix": table(
             [("true class", "int"), *((f"predicted {k}", "int") for k in range(NUM_CLASSES))], confusion_rows
         ),
@@ -155,15 +158,18 @@ def evaluation_metadata(result, probabilities, labels, data_version: str, model_
 
 
 def predictions_metadata(result, shards: int, training_counts: list[int], class_drift) -> dict:
-    """predictions' metadata: counts, the predicted class distribution beside the training one, how far apart
-    they are (drift.ClassDrift), and a preview."""
+    """predictions' metadata: counts, the predicted class distribution beside the training one and the one it is
+    tested against, how far apart those are (drift.ClassDrift) and why the training priors when they stand in for
+    the model's predicted class rates on val, and a preview."""
     predicted = result.class_distribution()
+    expected = class_drift.expected.shares
     rows = [
         [
             k,
             predicted[k],
             round(predicted[k] / max(1, sum(predicted)), 4),
             round(training_counts[k] / max(1, sum(training_counts)), 4),
+            round(expected[k] / max(1e-12, sum(expected)), 4),
         ]
         for k in range(NUM_CLASSES)
     ]
@@ -171,16 +177,17 @@ def predictions_metadata(result, shards: int, training_counts: list[int], class_
         name: "string" if name == "ID" else "int" if name in ("P_label", "label") else "float"
         for name in result.table.column_names
     }
+    columns = [("class", "int"), ("predicted", "int"), ("predicted share", "float"), ("training share", "float")]
     return {
         "rows": result.table.num_rows,
         "records_read": result.records,
         "vetoed": result.vetoed,
         "skipped_records": len(result.skipped),
         "shards": shards,
-        "prediction_distribution": table(
-            [("class", "int"), ("predicted", "int"), ("predicted share", "float"), ("training share", "float")], rows
-        ),
+        "prediction_distribution": table([*columns, ("expected share", "float")], rows),
         "class_drift": class_drift.line(),
+        "class_drift_against": class_drift.expected.name,
+        **({"class_drift_note": class_drift.expected.note} if class_drift.expected.note else {}),
         "class_drift_chi_square": class_drift.statistic,
         "class_drift_p_value": class_drift.p_value,
         "preview": table(list(kinds.items()), [list(row.values()) for row in result.table.slice(0, 5).to_pylist()]),

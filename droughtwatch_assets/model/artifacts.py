@@ -12,7 +12,8 @@ from typing import ClassVar, TypeVar
 from droughtwatch_assets.core.model_config import ModelConfig
 
 TRAINING_CONFIG = "training_config.yaml"
-# The training data's distribution (drift.py): made with the trained model, exported and published beside it.
+# The training data's distribution (drift.py): made with the trained model, exported and published beside it with
+# the model's predicted class rates on val added.
 DRIFT_REFERENCE = "drift_reference.json"
 
 
@@ -82,11 +83,6 @@ class OnnxArtifact(DirectoryArtifact):
     @property
     def drift_reference_path(self) -> Path:
         return self.root / DRIFT_REFERENCE
-
-    def attachments(self) -> dict[str, str]:
-        """The files published with the model besides model.onnx and config.yaml: name -> text."""
-        path = self.drift_reference_path
-        return {DRIFT_REFERENCE: path.read_text()} if path.exists() else {}
 
     @property
     def parity(self) -> dict:

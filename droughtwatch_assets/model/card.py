@@ -1,5 +1,5 @@
 """MODEL_CARD.md: what a published model is, in the Hugging Face model-card format (YAML front matter with a
-`model-index`, then Markdown), written from the model's config and its evaluation on val."""
+`model-index`, then Markdown), written from the model's config, its evaluation on val and its drift reference."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import yaml
 
 from droughtwatch_assets.core.features import NUM_CLASSES
 from droughtwatch_assets.core.model_config import ModelConfig
+from droughtwatch_assets.model.drift import DriftReference
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 
 CLASS_MEANING = {k: f"{k}{'+' if k == NUM_CLASSES - 1 else ''} animals" for k in range(NUM_CLASSES)}
@@ -16,11 +17,17 @@ DATA_KIND = {
 }
 
 
-def model_card(config: ModelConfig, evaluation: EvaluationRecord, parity: float, published_as: str) -> str:
+def model_card(
+    config: ModelConfig,
+    evaluation: EvaluationRecord,
+    parity: float,
+    published_as: str,
+    reference: DriftReference | None = None,
+) -> str:
     """The card of the model file that `evaluation` judged, published as `published_as` (a model name, or
-    champion)."""
+    champion), with the drift reference published beside it (None for a model trained before references)."""
     front = yaml.safe_dump(card_metadata(config, evaluation, published_as), sort_keys=False)
-    return f"---\n{front}---\n\n{card_body(config, evaluation, parity, published_as)}"
+    return f"---\n{front}---\n\n{card_body(config, evaluation, parity, published_as, reference)}"
 
 
 def card_metadata(config: ModelConfig, evaluation: EvaluationRecord, published_as: str) -> dict:
@@ -54,7 +61,13 @@ def card_metadata(config: ModelConfig, evaluation: EvaluationRecord, published_a
     }
 
 
-def card_body(config: ModelConfig, evaluation: EvaluationRecord, parity: float, published_as: str) -> str:
+def card_body(
+    config: ModelConfig,
+    evaluation: EvaluationRecord,
+    parity: float,
+    published_as: str,
+    reference: DriftReference | None = None,
+) -> str:
     model_md5 = evaluation.model_md5
     source = config.data_source or "unknown"
     data = DATA_KIND.get(config.data_source, f"real DroughtWatch shards (raw source: {source})")
@@ -117,7 +130,7 @@ Confusion matrix (rows: true class, columns: predicted class):
 |---|---|---|---|---|
 {confusion}
 
-## Export
+{class_rates_section(reference)}## Export
 
 ONNX (`model.onnx`, md5 {model_md5}); largest difference from Keras on a val batch: {parity:.3g}.
 
@@ -127,6 +140,29 @@ ONNX (`model.onnx`, md5 {model_md5}); largest difference from Keras on a val bat
 - Tracker run ({config.tracker}): {tracker_run}
 """
     return body
+
+
+def class_rates_section(reference: DriftReference | None) -> str:
+    """The predicted class rates on val that prediction drift is measured against, beside the training label
+    priors; nothing for a model without a drift reference."""
+    if reference is None:
+        return ""
+    rates = reference.predicted_class_rates or [None] * NUM_CLASSES
+    rows = "\n".join(
+        f"| {CLASS_MEANING[k]} | {reference.class_priors[k]:.4f} | {'unknown' if rate is None else f'{rate:.4f}'} |"
+        for k, rate in enumerate(rates)
+    )
+    return f"""## Class rates
+
+Prediction drift (`drift_reference.json`) tests the classes the model predicts on new data against the share of val
+records it predicted as each class, not against the training labels, whose shares a model does not predict (the
+class weights alone move it away from them).
+
+| class | training label share | predicted share on val |
+|---|---|---|
+{rows}
+
+"""
 
 
 def front_matter(card: str) -> dict:

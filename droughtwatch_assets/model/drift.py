@@ -12,7 +12,11 @@ the shares moved:
 worth a look, and 0.2 or more a shift the model has not seen. The blank-image share is judged the same way, as a
 two-bin distribution (vetoed, kept).
 
-Outputs: the predicted class counts against the training class priors, by Pearson's chi-square test.
+Outputs: the predicted class counts against the model's own predicted class rates on its val split, by Pearson's
+chi-square test. Not against the training label priors: a model does not predict the classes at the rates its
+labels hold them (the class weights 1, 4, 4, 6 pull one way, what it learnt another), so the priors flag even the
+model's own val data. A model published before its predicted class rates were recorded is still compared with the
+priors, and the line says so.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from droughtwatch_assets.core.features import PIXELS
 from droughtwatch_assets.core.model_config import ModelConfig
 from droughtwatch_assets.data.datasets import ShardedDataset
-from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE
+from droughtwatch_assets.model.artifacts import DRIFT_REFERENCE, OnnxArtifact
+from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.records.tfrecord import read_processed
 
 QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -68,7 +73,19 @@ class DriftReference(BaseModel):
     expected: list[list[float]]  # per channel, the sample's share in each bin
     means: list[float]  # per channel, the sample's mean
     vetoed_fraction: float  # blank images vetoed by processing, of the split's records
-    class_priors: list[float]  # the split's class shares
+    class_priors: list[float]  # the split's class shares (of the labels)
+    # the share of val records the model (exported, without test-time augmentation) predicts as each class: what
+    # prediction drift is measured against; None in a reference published before they were recorded
+    predicted_class_rates: list[float] | None = None
+
+    def with_predicted_class_rates(self, rates: Sequence[float]) -> DriftReference:
+        if len(rates) != len(self.class_priors):
+            raise ValueError(f"{len(rates)} predicted class rates for {len(self.class_priors)} classes")
+        return self.model_copy(update={"predicted_class_rates": [float(r) for r in rates]})
+
+    def expected_classes(self) -> ExpectedClasses:
+        """What predictions of this model are tested against: its predicted class rates on val, if recorded."""
+        return expected_classes(self.predicted_class_rates, self.class_priors, NO_RATES_IN_REFERENCE)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=1)
@@ -85,6 +102,22 @@ def read_reference(path: str | os.PathLike) -> DriftReference | None:
     """The drift reference at path, or None for a model made before drift references were."""
     path = Path(path)
     return DriftReference.from_json(path.read_text(), str(path)) if path.exists() else None
+
+
+def reference_to_publish(
+    onnx_model: OnnxArtifact, predicted_class_rates: Sequence[float] | None
+) -> DriftReference | None:
+    """The drift reference published with an exported model: its training data's, with the model's predicted class
+    rates on val (model_evaluation's) added when given. None for a model trained before drift references."""
+    reference = read_reference(onnx_model.drift_reference_path)
+    if reference is None or predicted_class_rates is None:
+        return reference
+    return reference.with_predicted_class_rates(predicted_class_rates)
+
+
+def reference_attachments(reference: DriftReference | None) -> dict[str, str]:
+    """The drift reference as a file published with the model (besides model.onnx and config.yaml): name -> text."""
+    return {DRIFT_REFERENCE: reference.to_json()} if reference else {}
 
 
 class PublishedModels(Protocol):
@@ -284,40 +317,90 @@ def chi_square_sf(statistic: float, dof: int) -> float:
     return min(1.0, math.erfc(math.sqrt(half)) + sum(math.exp(t) for t in terms))
 
 
+Basis = Literal["val predictions", "training priors"]
+BASIS_NAME: dict[Basis, str] = {
+    "val predictions": "the model's predicted class rates on val",
+    "training priors": "the training priors",
+}
+NO_RATES_IN_REFERENCE = (
+    "the model's drift reference predates its predicted class rates on val; publish the model again to record them"
+)
+
+
+@dataclass(frozen=True)
+class ExpectedClasses:
+    """What predicted class counts are tested against: class shares (or counts, normalised), what they are, and
+    why the training priors stand in for the model's own predicted class rates when they do."""
+
+    shares: Sequence[float]
+    basis: Basis = "training priors"
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return BASIS_NAME[self.basis]
+
+
+def expected_classes(rates: Sequence[float] | None, priors: Sequence[float], why_not_rates: str) -> ExpectedClasses:
+    """The model's predicted class rates on val when known; else the training priors, `why_not_rates` saying why."""
+    if rates is not None:
+        return ExpectedClasses(list(rates), "val predictions")
+    return ExpectedClasses(list(priors), "training priors", why_not_rates)
+
+
+def expected_from_evaluation(evaluation: EvaluationRecord, model_md5: str, priors: Sequence[float]) -> ExpectedClasses:
+    """The predicted class rates on val of model_evaluation's record, when it judged the model file of `model_md5`
+    and recorded them; else the training priors, saying why."""
+    if evaluation.model_md5 != model_md5:
+        why = "model_evaluation judged another model file; materialise model_evaluation again"
+    else:
+        why = "model_evaluation was materialised before it recorded predicted class rates; materialise it again"
+    same_model = evaluation.model_md5 == model_md5
+    return expected_classes(evaluation.predicted_class_rates if same_model else None, priors, why)
+
+
 @dataclass(frozen=True)
 class ClassDrift:
-    """Pearson's chi-square of predicted class counts against the training class priors."""
+    """Pearson's chi-square of predicted class counts against the expected class shares."""
 
     statistic: float
     dof: int
     p_value: float
     predictions: int
+    expected: ExpectedClasses
 
     @property
     def drifted(self) -> bool:
         return self.p_value < P_VALUE_LIMIT
 
     def line(self) -> str:
+        on_val = self.expected.basis == "val predictions"
         verdict = (
-            f"the predicted classes are not distributed as in training (p < {P_VALUE_LIMIT})"
+            f"the predicted classes are not distributed {'as on val' if on_val else 'as in training'} "
+            f"(p < {P_VALUE_LIMIT})"
             if self.drifted
-            else "consistent with training"
+            else f"consistent with {'the predictions on val' if on_val else 'training'}"
         )
         return f"chi-square {self.statistic:.2f} ({self.dof} dof), p = {self.p_value:.3g}: {verdict}"
 
+    def summary(self) -> str:
+        """The line with what it was measured against, and why the training priors when they stand in."""
+        note = f" ({self.expected.note})" if self.expected.note else ""
+        return f"class drift against {self.expected.name}{note}: {self.line()}"
 
-def class_prior_drift(counts: Sequence[int], priors: Sequence[float]) -> ClassDrift:
-    """`priors`: class shares or counts of the training data (normalised here)."""
+
+def class_drift(counts: Sequence[int], expected: ExpectedClasses) -> ClassDrift:
+    """Predicted class counts against the expected shares; a class expected never but predicted is drift."""
     observed = np.asarray(counts, np.float64)
-    p = np.asarray(priors, np.float64)
+    p = np.asarray(expected.shares, np.float64)
     n = observed.sum()
     if n == 0 or p.sum() == 0:
-        return ClassDrift(0.0, 0, 1.0, int(n))
-    expected = n * p / p.sum()
-    possible = expected > 0
-    if (observed[~possible] > 0).any():  # a class training never had
+        return ClassDrift(0.0, 0, 1.0, int(n), expected)
+    counts_due = n * p / p.sum()
+    possible = counts_due > 0
+    if (observed[~possible] > 0).any():  # a class never expected
         statistic = math.inf
     else:
-        statistic = float(np.sum((observed[possible] - expected[possible]) ** 2 / expected[possible]))
+        statistic = float(np.sum((observed[possible] - counts_due[possible]) ** 2 / counts_due[possible]))
     dof = int(possible.sum()) - 1
-    return ClassDrift(statistic, dof, chi_square_sf(statistic, dof), int(n))
+    return ClassDrift(statistic, dof, chi_square_sf(statistic, dof), int(n), expected)

@@ -18,7 +18,9 @@ class Evaluation:
     accuracy: float
     majority_rate: float  # accuracy of always predicting the most frequent class
 
-    def record(self, model_md5: str, data_version: str) -> EvaluationRecord:
+    def record(
+        self, model_md5: str, data_version: str, predicted_class_rates: list[float] | None = None
+    ) -> EvaluationRecord:
         return EvaluationRecord(
             model_md5=model_md5,
             data_version=data_version,
@@ -29,6 +31,7 @@ class Evaluation:
             recall=self.recall.tolist(),
             f1=self.f1.tolist(),
             confusion_matrix=self.confusion.tolist(),
+            predicted_class_rates=predicted_class_rates,
         )
 
 
@@ -45,6 +48,9 @@ class EvaluationRecord:
     recall: list[float]
     f1: list[float]
     confusion_matrix: list[list[int]]  # [true][predicted]
+    # the share of val records predicted as each class without test-time augmentation, as predictions and
+    # `droughtwatch predict` score: what their class drift is measured against. None in a record made before.
+    predicted_class_rates: list[float] | None = None
 
     @property
     def macro_f1(self) -> float:
@@ -81,6 +87,12 @@ def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> Evaluation:
         float(true_positive.sum() / total),
         float(np.bincount(labels, minlength=NUM_CLASSES).max() / total),
     )
+
+
+def class_rates(predicted: np.ndarray) -> list[float]:
+    """The share of predicted classes (0..3) that are each class."""
+    counts = np.bincount(np.asarray(predicted, np.int64), minlength=NUM_CLASSES)
+    return (counts / max(1, len(predicted))).tolist()
 
 
 def pr_curve(scores: np.ndarray, positives: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

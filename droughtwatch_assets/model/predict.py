@@ -105,12 +105,20 @@ def write_parquet(predictions: Predictions, path: str | os.PathLike) -> None:
     pq.write_table(predictions.table, os.fspath(path))
 
 
+@dataclass(frozen=True)
+class ProcessedScores:
+    probabilities: np.ndarray  # [records, classes], averaged over the 8 views with tta
+    labels: np.ndarray
+    plain_classes: np.ndarray  # each record's predicted class without tta: what predict_shards would say
+
+
 def predict_processed(
     model_path: str | os.PathLike, shards: list[Path], channels: int, tta: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, labels) of an ONNX model over processed shards, one shard in memory at a time.
+) -> ProcessedScores:
+    """The probabilities of an ONNX model over processed shards, one shard in memory at a time, with the labels.
 
-    `tta` (test-time augmentation): each image's probabilities are the mean over its 8 dihedral views.
+    `tta` (test-time augmentation): each image's probabilities are the mean over its 8 dihedral views; the plain
+    predicted classes come from the same pass (view 0 is the image itself).
     """
     from droughtwatch_assets.records.tfrecord import read_processed
 
@@ -120,13 +128,15 @@ def predict_processed(
     def predict(images: np.ndarray) -> np.ndarray:
         return session.run(None, {name: images})[0]
 
-    probabilities, labels = [], []
+    probabilities, labels, classes = [], [], []
     for shard in shards:
         records = read_processed(shard, channels)
         for start in range(0, len(records.labels), 256):
             images = records.images[start : start + 256]
-            probabilities.append(average_over_views(predict, images) if tta else predict(images))
+            plain = predict(images)
+            probabilities.append(average_over_views(predict, images, plain) if tta else plain)
+            classes.append(plain.argmax(axis=1))
         labels.append(records.labels)
     if not probabilities:
-        return np.empty((0, NUM_CLASSES), np.float32), np.empty(0, np.int64)
-    return np.concatenate(probabilities), np.concatenate(labels)
+        return ProcessedScores(np.empty((0, NUM_CLASSES), np.float32), np.empty(0, np.int64), np.empty(0, np.int64))
+    return ProcessedScores(np.concatenate(probabilities), np.concatenate(labels), np.concatenate(classes))

@@ -2,9 +2,10 @@
 champion alike.
 
 The model, its config (with the onnx_model version it came from, so that retention keeps that version), its model
-card and its attachments go to the store's registry as one publication; retention runs on that model's
-publications; then the tracker lists the publication (a registered version, or the version its `champion` alias
-names), tagged with the store's version (`published_version`), and logs the card.
+card and its drift reference (with the model's predicted class rates on val added) go to the store's registry as
+one publication; retention runs on that model's publications; then the tracker lists the publication (a registered
+version, or the version its `champion` alias names), tagged with the store's version (`published_version`), and logs
+the card.
 
 The store and the tracker are not one transaction. The tracker is opened before the store is written, so a tracker
 that is away fails the step with nothing published; one that goes away after the store committed leaves a
@@ -26,6 +27,7 @@ from droughtwatch_assets.core.model_config import ModelConfig
 from droughtwatch_assets.data.datasets import md5_of
 from droughtwatch_assets.model.artifacts import OnnxArtifact
 from droughtwatch_assets.model.card import model_card
+from droughtwatch_assets.model.drift import reference_attachments, reference_to_publish
 from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.storage.registry import CARD_FILE, PUBLISHED_VERSION, Attachments, Publication
 from droughtwatch_assets.storage.retention import with_source_version
@@ -104,12 +106,14 @@ def publish_model(
     the published config carries besides the training config's (the champion's record and history)."""
     evaluated(onnx, evaluation, chosen_md5)
     config = onnx.config
-    card = model_card(config, evaluation, onnx.parity["max_abs_diff"], published_as)
+    # the training data's drift reference, with the rates prediction drift is tested against: the model's on val
+    reference = reference_to_publish(onnx, evaluation.predicted_class_rates)
+    card = model_card(config, evaluation, onnx.parity["max_abs_diff"], published_as, reference)
     # the onnx_model version published stays as long as the publication does (retention.py)
     source = with_source_version(config, ("onnx_model", config.feature_set), onnx.root)
     published = source.model_copy(update=config_update or {})
     with track() as tracker:
-        attachments = {**onnx.attachments(), CARD_FILE: card}
+        attachments = {**reference_attachments(reference), CARD_FILE: card}
         publication = registry.publish(published_as, onnx.onnx_path, published, attachments)
         retain()
         tracked = list_publication(tracker, listing, onnx.onnx_path, publication.version, publication.model_uri, config)

@@ -28,6 +28,10 @@ def pixel_permutations(size: int) -> np.ndarray:
     return np.stack([view(pixels, k).reshape(-1) for k in range(VIEWS)])
 
 
-def average_over_views(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
-    """Test-time augmentation: the mean of predict(view) over the 8 views of images [b, H, W, C]."""
-    return np.mean([predict(np.ascontiguousarray(view(images, k))) for k in range(VIEWS)], axis=0)
+def average_over_views(
+    predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, plain: np.ndarray | None = None
+) -> np.ndarray:
+    """Test-time augmentation: the mean of predict(view) over the 8 views of images [b, H, W, C]. `plain`:
+    predict(images) when the caller has it already (view 0 is the images themselves)."""
+    first = predict(np.ascontiguousarray(images)) if plain is None else plain
+    return np.mean([first, *(predict(np.ascontiguousarray(view(images, k))) for k in range(1, VIEWS))], axis=0)

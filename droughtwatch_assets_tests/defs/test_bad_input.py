@@ -161,7 +161,7 @@ def test_skip_keeps_exactly_the_good_records_of_a_bad_shard(kind, split, tmp_pat
 @pytest.mark.parametrize("kind", ["truncated shard", "missing band"])
 def test_skip_holds_for_the_preview_and_the_predictions_over_a_bad_val_shard(kind, tmp_path, real_folder, real_shard):
     write_bad_input(kind, real_shard, real_folder / "val" / BAD_SHARD["val"])
-    chain = assets_named(*DATA_ASSETS, "trained_model", "onnx_model", "predictions")
+    chain = assets_named(*DATA_ASSETS, "trained_model", "onnx_model", "model_evaluation", "predictions")
     result = dg.materialize(
         chain,
         partition_key="baseline",

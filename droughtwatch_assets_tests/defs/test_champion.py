@@ -172,7 +172,10 @@ def test_in_s3_the_champion_is_published_as_a_pair_an_inference_client_can_use(t
     key = f"champion/versions/{version}/drift_reference.json"  # the training data's, published with the model
     reference = json.loads(client.get_object(Bucket="dw-champion-models", Key=key)["Body"].read())
     assert reference["features"] == config["features"] and reference["data_version"] == config["data_version"]
+    evaluation = trained.output_for_node("model_evaluation")  # the champion's own figures on val
+    assert reference["predicted_class_rates"] == evaluation.predicted_class_rates
+    assert sum(reference["predicted_class_rates"]) == pytest.approx(1)
     predicted = run_predict("s3://dw-champion-models/champion/", real_shard, tmp_path / "out.parquet")
     assert predicted.returncode == 0, predicted.stderr
     assert "79 predictions from 81 records" in predicted.stdout
-    assert "class drift against the training priors: chi-square " in predicted.stdout
+    assert "class drift against the model's predicted class rates on val: chi-square " in predicted.stdout

@@ -1,11 +1,15 @@
 """The drift check on processed_tfrecords against the published model's drift reference, and the predictions'
 class drift, through Dagster's materialize(); the check's PSI limits with the check invoked directly."""
 
+import dataclasses
 import json
 import logging
+import pickle
 import shutil
 
 import dagster as dg
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from droughtwatch_assets.core.configurations import CONFIGURATIONS
@@ -152,8 +156,15 @@ def test_the_drift_reference_is_published_with_the_model(published):
     assert (folder / "drift_reference.json").read_text() == (
         folder / "versions" / version / "drift_reference.json"
     ).read_text()
+    # the training data's reference, with the model's predicted class rates on val added when it is published
     onnx_version = published[0] / "onnx_model" / "baseline" / "current"
-    assert (onnx_version / "drift_reference.json").read_text() == (folder / "drift_reference.json").read_text()
+    trained = json.loads((onnx_version / "drift_reference.json").read_text())
+    assert trained["predicted_class_rates"] is None
+    assert reference == {**trained, "predicted_class_rates": reference["predicted_class_rates"]}
+    # the same model scored on the same val records by the predictions step: its share of each class
+    table = pq.read_table(published[0] / "predictions" / "baseline" / "current" / "predictions.parquet")
+    counts = np.bincount(table.column("P_label").to_numpy(), minlength=4)
+    assert reference["predicted_class_rates"] == (counts / table.num_rows).tolist()
 
 
 @pytest.mark.integration
@@ -209,14 +220,47 @@ def test_an_unreadable_drift_reference_is_a_warning_that_names_it(tmp_path, publ
 
 
 @pytest.mark.integration
-def test_predictions_far_from_the_training_priors_report_class_drift_and_warn(published):
-    """The untrained model predicts one class for every record: far from the sample's class priors."""
+def test_the_models_own_val_split_shows_no_class_drift_though_it_is_far_from_the_training_priors(published):
+    """The untrained model predicts one class for every record: far from the sample's class priors, but just what
+    it predicted on val, which the predictions score by default."""
     _, result, instance = published
     metadata = result.asset_materializations_for_node("predictions")[0].metadata
+    assert metadata["class_drift_against"].value == "the model's predicted class rates on val"
+    assert "class_drift_note" not in metadata
+    assert metadata["class_drift_chi_square"].value == 0 and metadata["class_drift_p_value"].value == 1
+    assert metadata["class_drift"].value.endswith("consistent with the predictions on val")
+    rows = table_rows(metadata["prediction_distribution"])
+    assert [row["expected share"] for row in rows] == [row["predicted share"] for row in rows]
+    assert sorted(row["predicted share"] for row in rows) == [0, 0, 0, 1]  # one class for every record
+    assert all(row["training share"] > 0 for row in rows)  # every class among the labels
+    assert not [e for e in instance.all_logs(result.run_id) if e.level >= logging.WARNING]
+
+
+@pytest.mark.integration
+def test_predictions_fall_back_to_the_training_priors_when_the_evaluation_judged_another_model(tmp_path, published):
+    data = tmp_path / "data"
+    shutil.copytree(published[0], data, symlinks=True)
+    stored = data / "values" / "model_evaluation" / "baseline"
+    record = pickle.loads(stored.read_bytes())
+    stored.write_bytes(pickle.dumps(dataclasses.replace(record, model_md5="0" * 32)))  # another model's figures
+    instance = dg.DagsterInstance.ephemeral()
+    chain = assets_named(*DATA_ASSETS, "trained_model", "onnx_model", "model_evaluation", "predictions")
+    result = dg.materialize(
+        chain,
+        selection=["predictions"],  # the rest as stored
+        partition_key="baseline",
+        resources=local_resources(data),
+        instance=instance,
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("predictions")[0].metadata
+    why = "model_evaluation judged another model file; materialise model_evaluation again"
+    assert metadata["class_drift_against"].value == "the training priors"
+    assert metadata["class_drift_note"].value == why
     assert metadata["class_drift_p_value"].value < 0.01 and metadata["class_drift_chi_square"].value > 100
     assert metadata["class_drift"].value.endswith("not distributed as in training (p < 0.01)")
-    logs = instance.all_logs(result.run_id)
-    assert any(e.level == logging.WARNING and "class drift against the training priors" in e.user_message for e in logs)
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any(message.startswith(f"class drift against the training priors ({why}): ") for message in warnings)
 
 
 def test_the_jobs_the_sensor_and_the_schedule_launch_run_the_drift_check():

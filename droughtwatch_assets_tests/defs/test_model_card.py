@@ -90,6 +90,10 @@ def by_hand(data) -> dict:
         figures["precision"].append(p)
         figures["recall"].append(r)
         figures["f1"].append(2 * p * r / (p + r) if p + r else 0.0)
+    figures["predicted_rates"] = confusion.sum(axis=0) / len(labels)
+    train = [read_processed(s, 4) for s in sorted((current(data, "processed_tfrecords") / "train").iterdir())]
+    train_labels = np.concatenate([r.labels for r in train])
+    figures["label_priors"] = np.bincount(train_labels, minlength=4) / len(train_labels)
     figures["accuracy"] = np.trace(confusion) / len(labels)
     figures["majority"] = confusion.sum(axis=1).max() / len(labels)
     figures["macro_f1"] = sum(figures["f1"]) / 4
@@ -172,8 +176,30 @@ def test_every_figure_on_the_card_is_checked_against_its_own_source(published):
         f"ONNX (`model.onnx`, md5 {model_md5}); largest difference from Keras on a val batch: {hand['parity']:.3g}."
         in lines
     )
+    # beside the label priors, the classes the model predicts on val: what prediction drift is measured against
+    class_rates = [
+        f"| {label} | {hand['label_priors'][k]:.4f} | {hand['predicted_rates'][k]:.4f} |"
+        for k, label in enumerate(["0 animals", "1 animals", "2 animals", "3+ animals"])
+    ]
+    start = lines.index("| class | training label share | predicted share on val |")
+    assert lines[start + 2 : start + 6] == class_rates
     assert f"- Dagster run that trained it: {result.run_id}" in lines
     assert "- Tracker run (none): not tracked" in lines
+
+
+def test_the_published_drift_reference_holds_the_models_predicted_class_rates_and_its_val_split_shows_no_drift(
+    published,
+):
+    result, data = published
+    hand = by_hand(data)
+    reference = json.loads(published_file(data, "drift_reference.json").read_text())
+    assert reference["predicted_class_rates"] == pytest.approx(hand["predicted_rates"].tolist(), abs=1e-12)
+    assert reference["class_priors"] == pytest.approx(hand["label_priors"].tolist(), abs=1e-12)
+    # the job's predictions score the raw val split: the model's own val records, so the same classes
+    predictions = result.asset_materializations_for_node("predictions")[0].metadata
+    assert predictions["class_drift_against"].value == "the model's predicted class rates on val"
+    assert predictions["class_drift_chi_square"].value == pytest.approx(0, abs=1e-9)
+    assert predictions["class_drift"].value.endswith("consistent with the predictions on val")
 
 
 def test_a_card_from_another_publication_is_detected(published, tmp_path):

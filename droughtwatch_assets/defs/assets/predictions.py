@@ -4,9 +4,10 @@ from pydantic import Field
 from droughtwatch_assets.dagster_support.asset_defaults import PER_FEATURE_SET
 from droughtwatch_assets.dagster_support.failures import bad_record_failure
 from droughtwatch_assets.dagster_support.metadata import predictions_metadata
-from droughtwatch_assets.data.datasets import ShardedDataset
+from droughtwatch_assets.data.datasets import ShardedDataset, md5_of
 from droughtwatch_assets.model.artifacts import OnnxArtifact, PredictionsArtifact
-from droughtwatch_assets.model.drift import class_prior_drift, read_reference
+from droughtwatch_assets.model.drift import class_drift, expected_from_evaluation, read_reference
+from droughtwatch_assets.model.evaluate import EvaluationRecord
 from droughtwatch_assets.model.predict import input_shards, predict_shards, write_parquet
 from droughtwatch_assets.records.tfrecord import RecordError
 from droughtwatch_assets.wiring.resources import ArtifactIOManager
@@ -24,13 +25,15 @@ class PredictionsConfig(dg.Config):
     kinds={"onnx", "parquet"},
     description="Class probabilities from the ONNX model on new raw shards, processed exactly as in training. "
     "Parquet with the original's monitoring columns: ID, P_0..P_3, P_label, label. The predicted class counts "
-    "are tested against the training class priors (chi-square); a warning when p < 0.01.",
+    "are tested against the model's own predicted class rates on val (model_evaluation's; chi-square), or the "
+    "training class priors when those are not known, saying why; a warning when p < 0.01.",
 )
 def predictions(
     context: dg.AssetExecutionContext,
     config: PredictionsConfig,
     io_manager: dg.ResourceParam[ArtifactIOManager],
     onnx_model: OnnxArtifact,
+    model_evaluation: EvaluationRecord,
     processed_tfrecords: ShardedDataset,
     raw_tfrecords: ShardedDataset,
 ) -> dg.Output[PredictionsArtifact]:
@@ -45,10 +48,10 @@ def predictions(
     context.log.info(f"{result.table.num_rows} predictions from {len(shards)} shards, {result.vetoed} vetoed")
     training_counts = processed_tfrecords.class_counts("train")
     reference = read_reference(onnx_model.drift_reference_path)  # None for a model trained before references
-    class_drift = class_prior_drift(
-        result.class_distribution(), reference.class_priors if reference else training_counts
-    )
-    if class_drift.drifted:
-        context.log.warning(f"class drift against the training priors: {class_drift.line()}")
-    metadata = predictions_metadata(result, len(shards), training_counts, class_drift)
+    priors = reference.class_priors if reference else training_counts
+    expected = expected_from_evaluation(model_evaluation, md5_of(onnx_model.onnx_path), priors)
+    drift = class_drift(result.class_distribution(), expected)
+    if drift.drifted:
+        context.log.warning(drift.summary())
+    metadata = predictions_metadata(result, len(shards), training_counts, drift)
     return dg.Output(artifact, metadata=metadata)

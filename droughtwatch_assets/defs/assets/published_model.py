@@ -10,8 +10,9 @@ from droughtwatch_assets.wiring.resources import ArtifactStore, TrackingResource
 
 
 @dg.asset(
-    # 2: the drift reference is published too; the daily schedule retrains once, so the published model has one
-    **{**PER_FEATURE_SET, "code_version": "2"},
+    # 2: the drift reference is published too; 3: with the model's predicted class rates on val. The daily schedule
+    # retrains once after a bump, so the published model has them
+    **{**PER_FEATURE_SET, "code_version": "3"},
     group_name="deployment",
     kinds={"s3", "onnx"},
     io_manager_key="value_io_manager",
@@ -19,7 +20,8 @@ from droughtwatch_assets.wiring.resources import ArtifactStore, TrackingResource
     "in the registry (s3://<registry bucket>/ in S3 mode), for configurations with register_model set "
     "(the baseline). Each publication also lands whole in <model name>/versions/<version>/ before "
     "<model name>/CURRENT names it, so a reader never pairs a model with another model's config. The training "
-    "data's drift reference (drift_reference.json) is published with them. "
+    "data's drift reference (drift_reference.json) is published with them, with the model's predicted class rates "
+    "on val (model_evaluation's) that prediction drift is measured against; the model card shows both. "
     "Other configurations are not published.",
 )
 def published_model(

@@ -59,6 +59,12 @@ def test_baseline_chain_on_a_tiny_sample(tmp_path):
     distribution = table_rows(predictions_meta["prediction_distribution"])
     assert sum(row["predicted"] for row in distribution) == table.num_rows
     assert abs(sum(row["training share"] for row in distribution) - 1) < 1e-3
+    # the model's own val records, tested against its own predicted class rates on val: the same classes, no drift
+    shares = [float(np.mean(predicted == k)) for k in range(4)]
+    assert [row["expected share"] for row in distribution] == pytest.approx(shares, abs=5e-5)
+    assert predictions_meta["class_drift_against"].value == "the model's predicted class rates on val"
+    assert predictions_meta["class_drift_chi_square"].value == pytest.approx(0, abs=1e-9)
+    assert predictions_meta["class_drift_p_value"].value == pytest.approx(1)
     png = "](data:image/png;base64,iVBORw0KGgo"  # a PNG embedded in markdown
     assert png in raw_meta["preview"].value and png in model_meta["training_curves"].value
     processed_meta = result.asset_materializations_for_node("processed_tfrecords")[0].metadata
@@ -69,6 +75,7 @@ def test_baseline_chain_on_a_tiny_sample(tmp_path):
     evaluation = result.asset_materializations_for_node("model_evaluation")[0].metadata
     assert png in evaluation["confusion_matrix_plot"].value and png in evaluation["pr_curves"].value
     assert evaluation["val_records"].value == processed.records("val")
+    assert evaluation["predicted_class_rates"].value == pytest.approx(shares, abs=5e-5)
     # the figures again from the predictions of the same model on the same val records, by their definitions
     confusion = [[int(np.sum((labels == t) & (predicted == p))) for p in range(4)] for t in range(4)]
     rows = table_rows(evaluation["confusion_matrix"])
