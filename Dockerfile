@@ -14,10 +14,11 @@ RUN useradd --create-home --uid 1000 dagster \
 WORKDIR /opt/dagster/app
 COPY --chown=1000:1000 pyproject.toml README.md workspace.yaml ./
 COPY --chown=1000:1000 droughtwatch_assets ./droughtwatch_assets
-# The same install steps as the Makefile's; the versions are pinned in pyproject.toml.
+# The same install steps as the Makefile's; the versions are pinned in pyproject.toml. Editable, as the Makefile's:
+# definitions.py loads defs/ as dg loads a project's defs folder, which needs the project's pyproject.toml beside it.
 # hadolint ignore=DL3013
 RUN python -m pip install --no-cache-dir --upgrade pip \
-    && python -m pip install --no-cache-dir .
+    && python -m pip install --no-cache-dir -e .
 COPY --chown=1000:1000 dagster.yaml /opt/dagster/home/dagster.yaml
 
 USER 1000

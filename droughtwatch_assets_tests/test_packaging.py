@@ -1,5 +1,6 @@
 """The Dockerfile, checked statically (no Docker engine here) and in step with the Makefile; every import declared."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,35 @@ def test_dockerfile_installs_like_the_makefile_and_runs_webserver_and_daemon():
     assert "USER 1000" in dockerfile and "EXPOSE 3000" in dockerfile
     assert "dagster-daemon run" in dockerfile and "dagster-webserver" in dockerfile
     assert "DAGSTER_HOME=" in dockerfile and "dagster.yaml /opt/dagster/home/dagster.yaml" in dockerfile
+
+
+@pytest.mark.integration
+def test_the_image_loads_the_definitions_from_what_the_dockerfile_copies_and_installs(tmp_path):
+    """The Dockerfile copies files into its app folder and installs that folder editable: the definitions load from
+    such a folder, imported from another working directory (they need the pyproject.toml it copies)."""
+    import shutil
+
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert "-m pip install --no-cache-dir -e ." in dockerfile
+    app = tmp_path / "app"
+    app.mkdir()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY --chown=1000:1000 ") and line.split()[-1] in ("./", "./droughtwatch_assets"):
+            for name in line.split()[2:-1]:
+                source = REPO_ROOT / name
+                copy = shutil.copytree if source.is_dir() else shutil.copy
+                copy(source, app / name)
+    code = "import droughtwatch_assets.definitions as d; print(d.__file__, len(d.assets))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(app), "DAGSTER_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [str(app / "droughtwatch_assets" / "definitions.py"), "9"]
 
 
 def test_instance_settings():
