@@ -308,6 +308,22 @@ def events_of(instance: dg.DagsterInstance, run_id: str, event_type: dg.DagsterE
     return [(e.step_key, e.user_message) for e in instance.all_logs(run_id, of_type=event_type)]
 
 
+def dask_environment(address: str, bucket_prefix: str, s3_endpoint: str) -> dict[str, str]:
+    """What every machine of a cluster test shares: the dask deployment, its scheduler, a new bucket on moto."""
+    return {
+        "DROUGHTWATCH_DEPLOYMENT": "dask",
+        "DROUGHTWATCH_DASK_SCHEDULER": address,
+        "DROUGHTWATCH_S3_BUCKET": f"{bucket_prefix}-{time.time_ns()}",
+        "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
+        "DROUGHTWATCH_TRACKER": "none",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+
+
 @pytest.mark.dask
 def test_a_worker_started_without_resources_runs_every_step_and_a_worker_with_too_few_fails_the_run_at_once(
     tmp_path, s3_endpoint
@@ -320,18 +336,7 @@ def test_a_worker_started_without_resources_runs_every_step_and_a_worker_with_to
     logs.mkdir()
     machines = tmp_path / "machines"
     address = f"tcp://127.0.0.1:{free_port()}"
-    shared = {
-        "DROUGHTWATCH_DEPLOYMENT": "dask",
-        "DROUGHTWATCH_DASK_SCHEDULER": address,
-        "DROUGHTWATCH_S3_BUCKET": f"dask-plain-{time.time_ns()}",
-        "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
-        "DROUGHTWATCH_TRACKER": "none",
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+    shared = dask_environment(address, "dask-plain", s3_endpoint)
     own = {name: own_folders(machines / name, "dagster.yaml") for name in ("orchestrator", "plain", "small")}
     home = own["orchestrator"]["DAGSTER_HOME"]
 
@@ -835,18 +840,7 @@ def test_a_dask_worker_lost_during_a_step_has_the_step_retried_on_the_other_work
     logs.mkdir()
     machines = tmp_path / "machines"
     address = f"tcp://127.0.0.1:{free_port()}"
-    shared = {
-        "DROUGHTWATCH_DEPLOYMENT": "dask",
-        "DROUGHTWATCH_DASK_SCHEDULER": address,
-        "DROUGHTWATCH_S3_BUCKET": f"dask-lost-{time.time_ns()}",
-        "DROUGHTWATCH_S3_CREATE_BUCKET": "true",
-        "DROUGHTWATCH_TRACKER": "none",
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+    shared = dask_environment(address, "dask-lost", s3_endpoint)
     own = {name: own_folders(machines / name, "dagster.yaml") for name in ("orchestrator", *WORKERS)}
     home = own["orchestrator"]["DAGSTER_HOME"]
 
