@@ -351,12 +351,11 @@ def expected_classes(rates: Sequence[float] | None, priors: Sequence[float], why
 def expected_from_evaluation(evaluation: EvaluationRecord, model_md5: str, priors: Sequence[float]) -> ExpectedClasses:
     """The predicted class rates on val of model_evaluation's record, when it judged the model file of `model_md5`
     and recorded them; else the training priors, saying why."""
-    if evaluation.model_md5 != model_md5:
-        why = "model_evaluation judged another model file; materialise model_evaluation again"
-    else:
+    if evaluation.model_md5 == model_md5:
         why = "model_evaluation was materialised before it recorded predicted class rates; materialise it again"
-    same_model = evaluation.model_md5 == model_md5
-    return expected_classes(evaluation.predicted_class_rates if same_model else None, priors, why)
+        return expected_classes(evaluation.predicted_class_rates, priors, why)
+    why = "model_evaluation judged another model file; materialise model_evaluation again"
+    return expected_classes(None, priors, why)
 
 
 @dataclass(frozen=True)
