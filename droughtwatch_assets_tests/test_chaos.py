@@ -285,12 +285,14 @@ class Campaign:
     def to_the_end(self, kind: str, draw: int | None = None) -> float:
         process, _, log = self.start(kind, draw)
         started = time.monotonic()
+        why = f"{kind} (to the end)"
         try:
             process.wait(timeout=900)
         except subprocess.TimeoutExpired:
             self.stop(process)
+            why = f"{kind} (to the end) hung: still running after 900 s, killed, and"
         self.figures.to_the_end += 1
-        self.ended(process, log, f"{kind} (to the end)")
+        self.ended(process, log, why)
         return time.monotonic() - started
 
     def stop(self, process: subprocess.Popen) -> None:

@@ -1,8 +1,8 @@
 """Runs that the `droughtwatch` command executes in its own process (`run`, `experiments`). No run worker watches
 them: if that process dies (killed, out of memory, a closed laptop), the run would stay STARTED for good and, through
 the `dagster/partition` limit, hold up every queued run of its partition. So each such run is tagged with its
-process, and a run whose process is gone is marked failed, naming it: by the next `droughtwatch` command, and,
-where a daemon runs, by the `dead_cli_runs` sensor within a minute.
+process, and a run whose process is gone is marked failed, naming it, and gives back the pool slots its steps held:
+by the next `droughtwatch` command, and, where a daemon runs, by the `dead_cli_runs` sensor within a minute.
 
 A process is named by its host, its pid and its start time (from /proc where there is one), so that a pid the system
 has since given to another process does not pass for the run's.
@@ -77,5 +77,8 @@ def fail_runs_of_dead_processes(instance: dg.DagsterInstance, marked_by: str) ->
             message=f"the droughtwatch process that executed this run ({process}) is gone (killed, or out of "
             f"memory); marked failed by {marked_by}",
         )
+        # a step killed while it held a pool slot (the champion's) never gave it back; the daemon's run monitoring
+        # frees such slots, but a run executed in this process may have no daemon
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         failed.append(run.run_id)
     return failed
