@@ -91,7 +91,8 @@ new_raw_shards = new_raw_shards_sensor(current().sensor_interval_seconds)
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Marks failed the runs that a `droughtwatch run` or `droughtwatch experiments` process on this "
-    "machine was executing when it died, so that they hold up no queued run of their partition. Requests no runs.",
+    "machine was executing when it died, and gives back the pool slots their steps held, so that they hold up no "
+    "queued run of their partition and no later champion step. Requests no runs.",
 )
 def dead_cli_runs(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     failed = fail_runs_of_dead_processes(context.instance, "the dead_cli_runs sensor")
